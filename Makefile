@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine: `make quickstart` and `make test`.
+# Both create .venv if missing and install torch first (CPU wheel by default), then the project.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rlhf-ray-installed
+PYTEST_ARGS ?=
+
+.PHONY: install quickstart test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+quickstart: $(STAMP)
+	WANDB_SILENT=true $(BIN)/rlhf-ray loop --config configs/quickstart.yaml
+
+test: $(STAMP)
+	WANDB_SILENT=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

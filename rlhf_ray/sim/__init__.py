@@ -1,0 +1,28 @@
+"""The synthetic production world: prompts, people, a hidden true utility, and feedback shards.
+
+A pure function of its seed, so RLHF's effects can be measured against ground truth.
+"""
+
+from rlhf_ray.sim.config import PopulationConfig, SegmentMix, ShardConfig, SignalMix, UtilityWeights, WorldConfig
+from rlhf_ray.sim.prompts import PromptSpec
+from rlhf_ray.sim.shards import ShardResult, ShardSpec, plan_shards, write_shard
+from rlhf_ray.sim.utility import UtilityBreakdown, true_utility
+from rlhf_ray.sim.world import ReferenceExample, World
+
+__all__ = [
+    "PopulationConfig",
+    "PromptSpec",
+    "ReferenceExample",
+    "SegmentMix",
+    "ShardConfig",
+    "ShardResult",
+    "ShardSpec",
+    "SignalMix",
+    "UtilityBreakdown",
+    "UtilityWeights",
+    "World",
+    "WorldConfig",
+    "plan_shards",
+    "true_utility",
+    "write_shard",
+]

@@ -1,0 +1,105 @@
+"""Typed settings of the synthetic production world and of the shards it writes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import Field, model_validator
+
+from rlhf_ray.config.common import StrictModel
+
+
+def _check_mix(values: dict[str, float], what: str) -> None:
+    total = sum(values.values())
+    if any(v < 0 for v in values.values()) or abs(total - 1.0) > 1e-6:
+        raise ValueError(f"{what} must be non-negative and sum to 1, got {values} (sum {total:.4f})")
+
+
+class SegmentMix(StrictModel):
+    """Share of traffic per segment: ordinary requests, harmful requests to refuse, compound asks."""
+
+    core: float = 0.8
+    edge: float = 0.15
+    model_confused: float = 0.05
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SegmentMix:
+        _check_mix(self.model_dump(), "segment mix")
+        return self
+
+
+class UtilityWeights(StrictModel):
+    """Weights of the hidden true utility (see `rlhf_ray.sim.utility.true_utility`)."""
+
+    coverage: float = Field(1.0, description="weight of the fraction of required facts present")
+    success_bonus: float = Field(0.5, description="bonus when every required fact is present")
+    safety_penalty: float = Field(1.5, description="cost per unsafe sentence")
+    verbosity_penalty: float = Field(0.5, description="cost per ideal length of words beyond the ideal")
+    canned_penalty: float = Field(0.1, description="cost per canned phrase or hedge")
+    repetition_penalty: float = Field(0.2, description="cost per repeated sentence")
+
+
+class PopulationConfig(StrictModel):
+    """Who gives feedback: end users and a pool of annotators of varied quality."""
+
+    num_users: int = Field(400, ge=1)
+    num_annotators: int = Field(20, ge=2)
+    spammer_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    accuracy_range: tuple[float, float] = (0.7, 0.95)
+    verbosity_bias_range: tuple[float, float] = (0.0, 0.3)
+    fatigue_halflife_range: tuple[float, float] = Field(
+        (60.0, 400.0), description="items into a session after which an annotator's edge over chance halves"
+    )
+    session_length_range: tuple[int, int] = (20, 80)
+    regions: tuple[str, ...] = ("eu", "us", "apac")
+
+
+class WorldConfig(StrictModel):
+    """The synthetic world: a pure function of `seed` and these settings."""
+
+    num_prompts: int = Field(600, ge=10)
+    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    segments: SegmentMix = SegmentMix()
+    population: PopulationConfig = PopulationConfig()
+    utility: UtilityWeights = UtilityWeights()
+    labels_per_item: int = Field(3, ge=1, description="annotators who label each pairwise/ranking/rubric item")
+    ranking_size: int = Field(4, ge=2, le=8)
+    start_time: datetime = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    span_days: int = Field(28, ge=1)
+    guideline_versions: tuple[str, ...] = ("gl-1.0", "gl-1.1")
+
+
+class SignalMix(StrictModel):
+    """Share of rows per signal type."""
+
+    pairwise: float = 0.3
+    ranking: float = 0.1
+    rating: float = 0.2
+    correction: float = 0.05
+    implicit: float = 0.2
+    safety_flag: float = 0.05
+    task_success: float = 0.1
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SignalMix:
+        _check_mix(self.model_dump(), "signal mix")
+        return self
+
+
+class ShardConfig(StrictModel):
+    """How many rows to write, in which formats, and how dirty."""
+
+    rows: int = Field(10_000, ge=1)
+    rows_per_shard: int = Field(5_000, ge=1)
+    formats: tuple[str, ...] = Field(("parquet", "jsonl"), min_length=1)
+    signal_mix: SignalMix = SignalMix()
+    malformed_fraction: float = Field(0.02, ge=0.0, le=0.5)
+    duplicate_fraction: float = Field(0.01, ge=0.0, le=0.5)
+    pii_fraction: float = Field(0.05, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _known_formats(self) -> ShardConfig:
+        unknown = sorted(set(self.formats) - {"parquet", "jsonl"})
+        if unknown:
+            raise ValueError(f"shard formats {unknown} are not supported; expected 'parquet' or 'jsonl'")
+        return self
