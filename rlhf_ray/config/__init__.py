@@ -1,0 +1,25 @@
+"""Typed job configs: one pydantic schema per job, loaded from YAML and dotted `key.sub=value` overrides."""
+
+from rlhf_ray.config.common import JobConfig, LineageConfig, RayConfig, StrictModel, WandbConfig
+from rlhf_ray.config.loader import (
+    ConfigError,
+    apply_overrides,
+    config_keys,
+    dump_config,
+    load_config,
+    parse_override,
+)
+
+__all__ = [
+    "ConfigError",
+    "JobConfig",
+    "LineageConfig",
+    "RayConfig",
+    "StrictModel",
+    "WandbConfig",
+    "apply_overrides",
+    "config_keys",
+    "dump_config",
+    "load_config",
+    "parse_override",
+]
