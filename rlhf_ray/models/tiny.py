@@ -1,0 +1,166 @@
+"""Small Llama models built locally from named size presets, so every job runs offline on a CPU.
+
+A preset is data, not a branch: add a size by adding a `ModelPreset` to `PRESETS`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from rlhf_ray.models.tokenizer import END, train_tokenizer
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """Shape of a Llama model; `vocab_size` is the tokenizer's target, the model takes the real one."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    tie_word_embeddings: bool = True
+
+    def llama_config(self, vocab_size: int | None = None, **token_ids: int | list[int] | None) -> LlamaConfig:
+        """The LlamaConfig of this shape; `token_ids` are pad/bos/eos ids from the tokenizer."""
+        return LlamaConfig(
+            vocab_size=vocab_size or self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=self.tie_word_embeddings,
+            **token_ids,
+        )
+
+    def num_parameters(self, vocab_size: int | None = None) -> int:
+        """Parameter count of this shape, from a weightless (meta-device) model: no memory, no init cost."""
+        with torch.device("meta"):
+            return count_parameters(LlamaForCausalLM(self.llama_config(vocab_size)))
+
+
+PRESETS: Mapping[str, ModelPreset] = MappingProxyType({
+    # ≈ 1M parameters at the full vocabulary: fast enough for every CPU test and end-to-end job.
+    "tiny": ModelPreset(vocab_size=2048, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                        num_key_value_heads=2, intermediate_size=344),
+    # ≈ 12.6M parameters at the full vocabulary: more capacity for GPU runs and longer CPU runs.
+    "small": ModelPreset(vocab_size=8192, hidden_size=384, num_hidden_layers=8, num_attention_heads=6,
+                         num_key_value_heads=2, intermediate_size=1024),
+})
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What `init_model` wrote: where, which preset, and the figures lineage and reports quote."""
+
+    path: Path
+    size: str
+    num_parameters: int
+    vocab_size: int
+    config: Mapping[str, int | bool]
+
+
+def get_preset(size: str) -> ModelPreset:
+    """The preset named `size`; an unknown name fails naming the value and the choices."""
+    if size not in PRESETS:
+        raise ValueError(f"unknown model size {size!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[size]
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters: `parameters()` yields a tied embedding/LM-head weight once, so it counts once."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, size: str, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised Llama sized by the preset, with the tokenizer's vocabulary and special ids.
+
+    Initialisation draws from a forked RNG seeded with `seed`, so the same seed gives the same weights
+    and the caller's global torch RNG is left untouched.
+    """
+    config = get_preset(size).llama_config(
+        len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    # A chat turn ends with <|end|>, so generation stops there as well as at <eos>.
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END)]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+def init_model(
+    texts: Iterable[str], out_dir: str | os.PathLike[str], size: str = "tiny", seed: int = 0
+) -> ModelCard:
+    """Train a tokenizer on `texts`, build a `size` model, and save both as one HF checkpoint directory.
+
+    The directory appears complete or not at all: everything is written to a temporary sibling first
+    and renamed onto `out_dir`, so a crash never leaves a half-written checkpoint that loads.
+    """
+    preset = get_preset(size)
+    tokenizer = train_tokenizer(texts, preset.vocab_size, preset.max_position_embeddings)
+    model = build_model(tokenizer, size, seed)
+    path = Path(out_dir).expanduser().absolute()
+    _save_atomic(path, model, tokenizer)
+    return ModelCard(
+        path=path,
+        size=size,
+        num_parameters=count_parameters(model),
+        vocab_size=len(tokenizer),
+        config=MappingProxyType(_config_summary(model.config)),
+    )
+
+
+def _config_summary(config: LlamaConfig) -> dict[str, int | bool]:
+    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
+    return {key: getattr(config, key) for key in keys}
+
+
+def _save_atomic(path: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Save (safetensors) into `.<name>.tmp-<id>` beside `path`, then swap it in.
+
+    POSIX `rename` cannot replace a non-empty directory, so an existing `path` is first moved aside to a
+    hidden sibling and deleted only once the new one is in place; the hidden prefix keeps both
+    temporaries out of storage listings.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    staging = path.with_name(f".{path.name}.tmp-{token}")
+    retired = path.with_name(f".{path.name}.old-{token}")
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _swap_in(staging, path, retired)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _swap_in(staging: Path, path: Path, retired: Path) -> None:
+    """Rename `staging` onto `path`, putting a previous `path` back if the final rename fails."""
+    if path.exists():
+        os.replace(path, retired)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        if retired.exists():
+            os.replace(retired, path)
+        raise
