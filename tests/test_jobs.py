@@ -1,0 +1,124 @@
+"""End-to-end jobs through the real CLI entry, on a local Ray cluster and tiny settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import JOBS, main
+
+TINY = ["world.num_prompts=60", "world.population.num_users=30", "world.population.num_annotators=6",
+        "shards.rows_per_shard=300", "wandb.mode=disabled"]
+
+
+def _last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_help_lists_every_job(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for job in JOBS:
+        assert job.NAME in out
+    assert "ray job submit" in out
+
+
+@pytest.mark.parametrize("job", [job.NAME for job in JOBS])
+def test_every_job_has_help(job: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([job, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: rlhf-ray " + job in capsys.readouterr().out
+
+
+def test_bad_config_fails_before_any_ray_work(tmp_path: Path) -> None:
+    """A fresh process, so we can see that Ray never started: the error comes first, naming the key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "simulate", "--out", str(tmp_path), "world.num_promts=5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "world.num_promts" in result.stderr and "world.num_prompts" in result.stderr
+    assert "Started a local Ray instance" not in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_wrong_type_names_key_value_and_type(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["simulate", "--out", str(tmp_path), "shards.rows=many"]) == 2
+    err = capsys.readouterr().err
+    assert "shards.rows" in err and "many" in err and "int" in err
+
+
+@pytest.mark.ray
+def test_simulate_is_byte_identical_for_a_seed(ray_cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outputs = []
+    for name in ("first", "second"):
+        assert main(["simulate", "--out", str(tmp_path / name), "--rows", "1500", "--seed", "5", *TINY]) == 0
+        outputs.append(_last_json_line(capsys.readouterr().out))
+    first, second = (tmp_path / "first", tmp_path / "second")
+    files = sorted(p.relative_to(first) for p in (first / "shards").rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(second) for p in (second / "shards").rglob("*") if p.is_file())
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+    assert outputs[0]["shards_id"] == outputs[1]["shards_id"]
+
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert manifest["rows"] == 1500 == sum(f["rows"] for f in manifest["files"])
+    assert {f["format"] for f in manifest["files"]} == {"parquet", "jsonl"}
+    parquet = next(f for f in manifest["files"] if f["format"] == "parquet")
+    assert pq.read_metadata(first / parquet["path"]).num_rows == parquet["rows"]
+    truth = (first / "ground_truth" / "malformed.jsonl").read_text().splitlines()
+    assert len(truth) == manifest["malformed_rows"] == outputs[0]["malformed_rows"] > 0
+
+
+@pytest.mark.ray
+def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Path) -> None:
+    assert main(["simulate", "--out", str(tmp_path), "--rows", "1500", *TINY]) == 0
+    assert main(["simulate", "--out", str(tmp_path), "--rows", "400", *TINY]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    on_disk = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "shards").rglob("*") if p.is_file())
+    assert on_disk == sorted(f["path"] for f in manifest["files"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_loop_builds_shards_and_model_with_lineage(ray_cluster, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "quickstart"
+    args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
+            "wandb.mode=offline"]
+    assert main(args) == 0
+    summary = _last_json_line(capsys.readouterr().out)
+    assert summary["job"] == "loop"
+    assert Path(summary["model_dir"], "config.json").exists()
+    assert 500_000 < summary["num_parameters"] < 2_000_000
+    run_dir = Path(summary["wandb_dir"])
+    assert run_dir.name.startswith("offline-run-") and any(run_dir.glob("*.wandb"))
+
+    from rlhf_ray.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(summary["model_dir"])
+    model = load_causal_lm(summary["model_dir"])
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "where is my book package ?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    generated = model.generate(**prompt, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+    assert main(["lineage", summary["model_id"][:12], "--root", summary["lineage_root"], "--verify"]) == 0
+    captured = capsys.readouterr()
+    chain = _last_json_line(captured.out)
+    assert chain["artifact_id"] == summary["model_id"]
+    assert chain["ancestors"] == [summary["shards_id"]]
+    assert chain["log_ok"] is True
+    assert summary["shards_id"] in captured.err and "world-seed-0" in captured.err
+
+
+def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lineage", "model-doesnotexist", "--root", str(tmp_path)]) == 1
+    assert "model-doesnotexist" in capsys.readouterr().err
