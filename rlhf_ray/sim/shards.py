@@ -78,14 +78,16 @@ def build_shard_rows(world: World, config: ShardConfig, spec: ShardSpec) -> tupl
     rows: list[Row] = []
     duplicated = set(rng.choice(len(clean), size=min(num_duplicates, len(clean)), replace=False).tolist())
     remaining = num_duplicates
+    last_clean_id: str | None = None
     for position, row in enumerate(clean):
         copies = remaining if position == len(clean) - 1 else int(position in duplicated)
         if copies == 0 and rng.random() < config.malformed_fraction:
-            previous = rows[-1]["signal_id"] if rows else None
-            row, kind = corrupt(row, rng, spec.fmt, previous)
+            row, kind = corrupt(row, rng, spec.fmt, last_clean_id)
             result.malformed.append(
                 {"file": spec.relative_path, "row": len(rows), "signal_id": row.get("signal_id"), "kind": kind}
             )
+        else:
+            last_clean_id = row["signal_id"]
         if rng.random() < config.pii_fraction:
             _plant(row, rng, result, len(rows))
         rows.append(row)

@@ -1,0 +1,237 @@
+"""`rlhf-ray ingest`: feedback shards → validated, masked, pseudonymized, versioned dataset (Ray Data).
+
+Output layout under `output_dir`::
+
+    curated/<v>/<signal_type>/*.parquet   accepted rows in their typed contract (one folder per type)
+    quarantine/<v>/*.parquet              refused rows: masked original, reason, source file
+    versions/<v>.json                     counts + data quality report: written last, commits <v>
+    LATEST                                the newest committed version
+
+A version is a content hash of the accepted rows: ingesting the same shards again finds it committed
+and writes nothing. Files land in a staging folder first and are moved into place before the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.contracts import SCHEMA_VERSION, SignalType
+from rlhf_ray.dataplane.curated import to_curated_table
+from rlhf_ray.dataplane.dedup import KEY_COLUMNS, dataset_version, kept_keys, resolve_duplicates
+from rlhf_ray.dataplane.quality import quality_report
+from rlhf_ray.dataplane.records import ACCEPTED, DUPLICATE, INGEST_SCHEMA, QUARANTINED, FeedbackProcessor, read_shard
+from rlhf_ray.dataplane.versions import (
+    LATEST,
+    commit_version,
+    curated_folder,
+    manifest_path,
+    read_curated,
+    read_manifest,
+)
+from rlhf_ray.governance import PiiMasker, Pseudonymizer, load_key
+from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.storage import StorageRoot, digest_files
+
+NAME = "ingest"
+HELP = "validate, mask, pseudonymize, de-duplicate and version feedback shards with Ray Data"
+SHARD_SUFFIXES = (".parquet", ".jsonl")
+QUARANTINE_COLUMNS = ["signal_id", "signal_type", "reason", "detail", "source_file", "row_number", "record"]
+
+
+class IngestError(ValueError):
+    """The input cannot be ingested at all (as opposed to bad rows, which are quarantined)."""
+
+
+class PiiSection(StrictModel):
+    custom_patterns: dict[str, str] = Field(default_factory=dict, description="extra {name: regex} to mask")
+
+
+class PseudonymSection(StrictModel):
+    key_env: str = Field("RLHF_RAY_PSEUDONYM_KEY", description="environment variable holding the HMAC key")
+    key_file: str | None = Field(None, description="file holding the HMAC key (hex), used when the env var is unset")
+
+
+class ResidencySection(StrictModel):
+    regions: tuple[str, ...] = Field(("eu", "us", "apac"), description="regions a row may be tagged with")
+
+
+class IngestConfig(JobConfig):
+    input: str | None = Field(None, description="directory or filesystem URI holding .parquet/.jsonl shards")
+    output_dir: str = "runs/ingest"
+    pii: PiiSection = PiiSection()
+    pseudonyms: PseudonymSection = PseudonymSection()
+    residency: ResidencySection = ResidencySection()
+    task_cpus: float = Field(0.5, gt=0, description="Ray CPUs per read/validate task")
+    now: datetime | None = Field(None, description="reference time for timestamp checks (default: wall clock)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", help="shard directory or URI (sets input)")
+    parser.add_argument("--out", help="output directory or URI (sets output_dir)")
+    add_config_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    config = resolve_config(IngestConfig, args, {"input": "input", "out": "output_dir"})
+    return run(config)
+
+
+def _shard_files(config: IngestConfig) -> tuple[StorageRoot, list[str]]:
+    if not config.input:
+        raise IngestError("input is not set: pass --input DIR (a folder of .parquet/.jsonl shards) or input=...")
+    root = StorageRoot.from_uri(config.input)
+    files = root.list_files(suffixes=SHARD_SUFFIXES)
+    if not files:
+        raise IngestError(f"input {config.input!r} holds no .parquet or .jsonl shards")
+    return root, files
+
+
+def _process_files(batch: pa.Table, processor: FeedbackProcessor) -> pa.Table:
+    """One Ray Data batch = one shard file (bytes + path) → one ingest record per row."""
+    records = [
+        processor.process(raw)
+        for path, data in zip(batch.column("path").to_pylist(), batch.column("bytes").to_pylist(), strict=True)
+        for raw in read_shard(path, data)
+    ]
+    return pa.Table.from_pylist(records, schema=INGEST_SCHEMA)
+
+
+def _apply_changes(batch: pa.Table, changed: pa.Table) -> pa.Table:
+    """Move the rows `resolve_duplicates` picked out of `accepted`, with their reason and detail."""
+    if changed.num_rows == 0:
+        return batch
+    updates = {(f, r): (s, reason, detail) for f, r, s, reason, detail in zip(
+        *(changed.column(c).to_pylist() for c in ("source_file", "row_number", "status", "reason", "detail")),
+        strict=True)}
+    columns = {name: batch.column(name).to_pylist() for name in ("status", "reason", "detail")}
+    positions = zip(batch.column("source_file").to_pylist(), batch.column("row_number").to_pylist(), strict=True)
+    for index, key in enumerate(positions):
+        if key in updates:
+            columns["status"][index], columns["reason"][index], columns["detail"][index] = updates[key]
+    for name, values in columns.items():
+        batch = batch.set_column(batch.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    return batch
+
+
+def _gather(dataset: Any, columns: list[str]) -> pa.Table:
+    import ray
+
+    tables = ray.get(dataset.select_columns(columns).to_arrow_refs())
+    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+
+
+def _counts(summary_columns: pa.Table) -> dict[str, Any]:
+    status = Counter(summary_columns.column("status").to_pylist())
+    pii: Counter[str] = Counter()
+    for text in summary_columns.column("pii_counts").drop_null().to_pylist():
+        pii.update(json.loads(text))
+    unreadable = pc.filter(summary_columns, pc.equal(summary_columns.column("row_number"), -1))
+    return {
+        "input_rows": summary_columns.num_rows,
+        "accepted_rows": status[ACCEPTED],
+        "quarantined_rows": status[QUARANTINED],
+        "duplicate_rows": status[DUPLICATE],
+        "pii_masked": dict(sorted(pii.items())),
+        "unreadable_files": sorted(set(unreadable.column("source_file").to_pylist())),
+    }
+
+
+def _write_version(out: StorageRoot, records: Any, staging: str) -> None:
+    for signal_type in SignalType:
+        part = records.filter(expr=f"status == '{ACCEPTED}' and signal_type == '{signal_type.value}'")
+        typed = part.map_batches(to_curated_table, batch_format="pyarrow", fn_args=(signal_type.value,))
+        typed.write_parquet(f"{staging}/curated/{signal_type.value}", filesystem=out.fs)
+    quarantined = records.filter(expr=f"status == '{QUARANTINED}'").select_columns(QUARANTINE_COLUMNS)
+    quarantined.write_parquet(f"{staging}/quarantine", filesystem=out.fs)
+
+
+def _input_parent(config: IngestConfig, root: StorageRoot, files: list[str], registry: LineageRegistry) -> str:
+    """The lineage parent: the simulator's shard artifact when its manifest sits beside the shards and it
+    is registered here; otherwise the input files themselves, registered as a `feedback` artifact."""
+    for folder in (root.base, root.base.rsplit("/", 1)[0]):
+        manifest = f"{folder}/manifest.json"
+        if root.fs.get_file_info(manifest).is_file:
+            with root.fs.open_input_stream(manifest) as stream:
+                artifact_id = json.loads(stream.read()).get("artifact_id", "")
+            if artifact_id and registry.has(artifact_id):
+                return artifact_id
+    return registry.register("feedback", config.input or "", digest_files(root, files), uri=config.input or "").id
+
+
+def ingest(config: IngestConfig) -> dict[str, Any]:
+    """Read → validate/mask/pseudonymize (parallel) → resolve duplicates → write a version → commit."""
+    import ray
+
+    started = time.perf_counter()
+    ingested_at = config.now or datetime.now(timezone.utc)
+    root, files = _shard_files(config)
+    processor = FeedbackProcessor(
+        PiiMasker(custom_patterns=config.pii.custom_patterns),
+        Pseudonymizer(load_key(config.pseudonyms.key_env, config.pseudonyms.key_file)),
+        frozenset(config.residency.regions),
+        ingested_at,
+    )
+    ensure_ray(config.ray)
+    raw = ray.data.read_binary_files(files, include_paths=True, filesystem=root.fs, override_num_blocks=len(files))
+    records = raw.map_batches(_process_files, batch_size=1, batch_format="pyarrow", fn_args=(processor,),
+                              num_cpus=config.task_cpus).materialize()
+
+    keys = _gather(records.filter(expr=f"status == '{ACCEPTED}'"), list(KEY_COLUMNS))
+    changed = resolve_duplicates(keys)
+    version = dataset_version(kept_keys(keys, changed))
+    records = records.map_batches(_apply_changes, batch_format="pyarrow", fn_args=(changed,)).materialize()
+    counts = _counts(_gather(records, ["status", "reason", "pii_counts", "source_file", "row_number"]))
+    reasons = Counter(_gather(records.filter(expr=f"status == '{QUARANTINED}'"), ["reason"])
+                      .column("reason").to_pylist())
+
+    out = StorageRoot.from_uri(config.output_dir)
+    reused = out.exists(manifest_path(version))
+    if not reused:
+        staging = f".staging-{uuid.uuid4().hex}"
+        _write_version(out, records, out.makedirs(staging))
+        report = quality_report(read_curated(out, f"{staging}/curated"), reasons, ingested_at)
+        registry = lineage_for(config)
+        artifact = registry.register(
+            "dataset", version, version.removeprefix("ds-"), parents=(_input_parent(config, root, files, registry),),
+            config={"schema_version": SCHEMA_VERSION, "pii": config.pii.model_dump(),
+                    "residency": config.residency.model_dump(mode="json")},
+            metrics={k: v for k, v in counts.items() if isinstance(v, int)}, uri=out.join(curated_folder(version)),
+        )
+        manifest = {"version": version, "dataset_id": artifact.id, "input": config.input, **counts,
+                    "quality": report}
+        commit_version(out, out.join(staging), version, manifest)
+    else:
+        manifest = read_manifest(out, version)
+        out.write_bytes_atomic(version.encode(), LATEST)
+
+    seconds = time.perf_counter() - started
+    return {
+        **counts,
+        "dataset_version": version,
+        "dataset_id": manifest["dataset_id"],
+        "reused_version": reused,
+        "curated_dir": out.join(curated_folder(version)),
+        "quarantine_dir": out.join(f"quarantine/{version}"),
+        "report": out.join(manifest_path(version)),
+        "rows_per_s": round(counts["input_rows"] / seconds, 1),
+        "timing/ingest": round(seconds, 2),
+    }
+
+
+def run(config: IngestConfig) -> dict[str, Any]:
+    sink = sink_for(NAME, config)
+    figures = ingest(config)
+    sink.log({k: v for k, v in figures.items() if not isinstance(v, list | dict)})
+    return sink.close(figures)

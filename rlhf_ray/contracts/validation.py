@@ -1,0 +1,218 @@
+"""Row-level contract validation: every row is accepted or gets one machine-readable reason.
+
+Validation never raises on bad data: whatever a producer sends (wrong types, NaN, huge strings,
+missing keys, a non-dict) comes back as a `Rejection` whose `reason` is `<code>` or `<code>:<field>`,
+and whose `detail` names the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from rlhf_ray.contracts.schemas import (
+    MAX_RANKED_RESPONSES,
+    MAX_TEXT_CHARS,
+    RUBRIC_CRITERIA,
+    SCALE_BOUNDS,
+    SCHEMA_VERSION,
+    SIGNAL_SCHEMAS,
+    ImplicitEvent,
+    PairwiseChoice,
+    RatingScale,
+    SafetyCategory,
+    SignalType,
+    Source,
+)
+
+SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MAX_CLOCK_SKEW = timedelta(hours=1)
+MAX_SEVERITY = 3
+_PREVIEW_CHARS = 40
+
+_ENUMS: dict[str, frozenset[str]] = {
+    "source": frozenset(s.value for s in Source),
+    "choice": frozenset(c.value for c in PairwiseChoice),
+    "scale": frozenset(s.value for s in RatingScale),
+    "event": frozenset(e.value for e in ImplicitEvent),
+    "category": frozenset(c.value for c in SafetyCategory),
+}
+_STRING_FIELDS = frozenset(
+    {"signal_id", "signal_type", "schema_version", "source", "actor_id", "item_id", "session_id", "prompt_id",
+     "prompt", "topic", "segment", "policy_version", "guideline_version", "region", "response", "response_a",
+     "response_b", "edited_response", "rationale", "choice", "scale", "event", "category"}
+)
+_TEXT_FIELDS = ("prompt", "response", "response_a", "response_b", "edited_response", "rationale")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: str
+    field: str | None
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        return self.code if self.field is None else f"{self.code}:{self.field}"
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, field: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.rejection = Rejection(code, field, detail)
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
+
+
+def _fail(code: str, field: str | None, expected: str, value: Any = None) -> _Reject:
+    got = "" if value is None else f"got {_preview(value)} ({type(value).__name__}), "
+    where = f"field {field!r}: " if field else ""
+    return _Reject(code, field, f"{where}{got}expected {expected}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parse_event_time(value: Any) -> datetime:
+    """Accept an aware datetime or an ISO-8601 string (`Z` allowed); naive times are taken as UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise TypeError(f"{type(value).__name__} is not a timestamp")
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _check_known_fields(row: Mapping[str, Any], signal_type: SignalType) -> None:
+    known = SIGNAL_SCHEMAS[signal_type].names
+    for name in row:
+        if name not in known:
+            raise _fail("unknown_field", str(name), f"only the {signal_type.value} contract's fields")
+
+
+def _check_types(row: Mapping[str, Any], signal_type: SignalType) -> None:
+    for field in SIGNAL_SCHEMAS[signal_type]:
+        value = row.get(field.name)
+        if value is None:
+            if not field.nullable:
+                raise _fail("missing_field", field.name, "a value (required field)")
+            continue
+        if field.name in _STRING_FIELDS and not isinstance(value, str):
+            raise _fail("wrong_type", field.name, "a string", value)
+        if field.name in ("confidence", "value") and (not _is_number(value) or not math.isfinite(value)):
+            raise _fail("wrong_type", field.name, "a finite number", value)
+        if field.name in ("session_position", "severity") and not (_is_number(value) and float(value).is_integer()):
+            raise _fail("wrong_type", field.name, "an integer", value)
+        if field.name in ("flagged", "success") and not isinstance(value, bool):
+            raise _fail("wrong_type", field.name, "a boolean", value)
+
+
+def _check_envelope(row: Mapping[str, Any], now: datetime) -> None:
+    if row["schema_version"] not in SUPPORTED_SCHEMA_VERSIONS:
+        raise _fail("unsupported_schema_version", "schema_version",
+                    f"one of {sorted(SUPPORTED_SCHEMA_VERSIONS)}", row["schema_version"])
+    for name, allowed in _ENUMS.items():
+        if name in row and row[name] is not None and row[name] not in allowed:
+            raise _fail("unknown_enum", name, f"one of {sorted(allowed)}", row[name])
+    try:
+        moment = parse_event_time(row["event_time"])
+    except (TypeError, ValueError):
+        raise _fail("bad_timestamp", "event_time", "an ISO-8601 timestamp", row["event_time"]) from None
+    if not EARLIEST_EVENT_TIME <= moment <= now + MAX_CLOCK_SKEW:
+        raise _fail("bad_timestamp", "event_time", f"a time between {EARLIEST_EVENT_TIME:%Y-%m-%d} and now",
+                    moment.isoformat())
+    confidence = row.get("confidence")
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise _fail("out_of_range", "confidence", "a value in [0, 1]", confidence)
+    position = row.get("session_position")
+    if position is not None and position < 0:
+        raise _fail("out_of_range", "session_position", "a value >= 0", position)
+    for name in _TEXT_FIELDS:
+        text = row.get(name)
+        if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+            raise _fail("oversize_text", name, f"at most {MAX_TEXT_CHARS} characters, got {len(text)}")
+
+
+def _check_ranking(row: Mapping[str, Any]) -> None:
+    responses, ranking = row["responses"], row["ranking"]
+    if not isinstance(responses, list | tuple) or not all(isinstance(r, str) for r in responses):
+        raise _fail("wrong_type", "responses", "a list of strings", responses)
+    if not isinstance(ranking, list | tuple) or not all(_is_number(i) and float(i).is_integer() for i in ranking):
+        raise _fail("wrong_type", "ranking", "a list of integers", ranking)
+    if not 2 <= len(responses) <= MAX_RANKED_RESPONSES:
+        raise _fail("out_of_range", "responses", f"2 to {MAX_RANKED_RESPONSES} responses", len(responses))
+    if sorted(int(i) for i in ranking) != list(range(len(responses))):
+        raise _fail("inconsistent_ranking", "ranking", f"a permutation of 0..{len(responses) - 1}", ranking)
+    for index, text in enumerate(responses):
+        if len(text) > MAX_TEXT_CHARS:
+            raise _fail("oversize_text", f"responses[{index}]", f"at most {MAX_TEXT_CHARS} characters")
+
+
+def _check_rating(row: Mapping[str, Any]) -> None:
+    scores = row["scores"]
+    if not isinstance(scores, list | tuple) or not scores:
+        raise _fail("wrong_type", "scores", "a non-empty list of {criterion, score}", scores)
+    low, high = SCALE_BOUNDS[RatingScale(row["scale"])]
+    allowed = set(RUBRIC_CRITERIA) if row["scale"] == RatingScale.RUBRIC5.value else {"overall"}
+    seen: set[str] = set()
+    for entry in scores:
+        if not isinstance(entry, Mapping):
+            raise _fail("wrong_type", "scores", "a list of {criterion, score}", entry)
+        criterion, score = entry.get("criterion"), entry.get("score")
+        if criterion not in allowed or criterion in seen:
+            raise _fail("unknown_enum", "scores.criterion", f"distinct criteria from {sorted(allowed)}", criterion)
+        seen.add(criterion)
+        if not _is_number(score) or not math.isfinite(score):
+            raise _fail("wrong_type", "scores.score", "a finite number", score)
+        if not low <= score <= high:
+            raise _fail("out_of_range", "scores.score", f"a {row['scale']} score in [{low:g}, {high:g}]", score)
+
+
+def _check_implicit(row: Mapping[str, Any]) -> None:
+    if row["value"] < 0:
+        raise _fail("out_of_range", "value", "a value >= 0 (seconds for dwell, 1 for retry/copy)", row["value"])
+
+
+def _check_safety(row: Mapping[str, Any]) -> None:
+    severity = row.get("severity")
+    if severity is not None and not 1 <= severity <= MAX_SEVERITY:
+        raise _fail("out_of_range", "severity", f"an integer in [1, {MAX_SEVERITY}]", severity)
+
+
+_PAYLOAD_CHECKS: dict[SignalType, Callable[[Mapping[str, Any]], None]] = {
+    SignalType.RANKING: _check_ranking,
+    SignalType.RATING: _check_rating,
+    SignalType.IMPLICIT: _check_implicit,
+    SignalType.SAFETY_FLAG: _check_safety,
+}
+
+
+def validate_row(row: Any, now: datetime | None = None) -> Rejection | None:
+    """None when `row` satisfies its signal contract, else the first problem found. Never raises."""
+    try:
+        if not isinstance(row, Mapping):
+            raise _fail("wrong_type", None, "a JSON object", row)
+        signal_type = row.get("signal_type")
+        if signal_type not in {t.value for t in SignalType}:
+            raise _fail("unknown_enum", "signal_type", f"one of {sorted(t.value for t in SignalType)}", signal_type)
+        kind = SignalType(signal_type)
+        _check_known_fields(row, kind)
+        _check_types(row, kind)
+        _check_envelope(row, now or datetime.now(timezone.utc))
+        check = _PAYLOAD_CHECKS.get(kind)
+        if check is not None:
+            check(row)
+    except _Reject as rejected:
+        return rejected.rejection
+    except Exception as error:  # a validator bug must quarantine the row, not crash the ingest
+        return Rejection("validator_error", None, f"{type(error).__name__}: {error}")
+    return None
