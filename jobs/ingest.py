@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -40,7 +42,7 @@ from rlhf_ray.dataplane.versions import (
     read_curated,
     read_manifest,
 )
-from rlhf_ray.governance import PiiMasker, Pseudonymizer, load_key
+from rlhf_ray.governance import PiiMasker, Pseudonymizer, generate_key_file, load_key
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot, digest_files
 
@@ -61,6 +63,7 @@ class PiiSection(StrictModel):
 class PseudonymSection(StrictModel):
     key_env: str = Field("RLHF_RAY_PSEUDONYM_KEY", description="environment variable holding the HMAC key")
     key_file: str | None = Field(None, description="file holding the HMAC key (hex), used when the env var is unset")
+    create_key_file: bool = Field(False, description="write a new random key to key_file (mode 0600) if it is missing")
 
 
 class ResidencySection(StrictModel):
@@ -96,6 +99,17 @@ def _shard_files(config: IngestConfig) -> tuple[StorageRoot, list[str]]:
     if not files:
         raise IngestError(f"input {config.input!r} holds no .parquet or .jsonl shards")
     return root, files
+
+
+def pseudonymizer_for(section: PseudonymSection) -> Pseudonymizer:
+    """The keyed pseudonymizer; a missing key is an input error, never a silent default."""
+    if section.create_key_file and section.key_file and not os.path.exists(section.key_file):
+        generate_key_file(section.key_file)
+        print(f"[ingest] created a new pseudonym key file {section.key_file} (mode 0600)", file=sys.stderr)
+    try:
+        return Pseudonymizer(load_key(section.key_env, section.key_file))
+    except ValueError as error:
+        raise IngestError(str(error)) from None
 
 
 def _process_files(batch: pa.Table, processor: FeedbackProcessor) -> pa.Table:
@@ -179,7 +193,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
     root, files = _shard_files(config)
     processor = FeedbackProcessor(
         PiiMasker(custom_patterns=config.pii.custom_patterns),
-        Pseudonymizer(load_key(config.pseudonyms.key_env, config.pseudonyms.key_file)),
+        pseudonymizer_for(config.pseudonyms),
         frozenset(config.residency.regions),
         ingested_at,
     )

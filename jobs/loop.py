@@ -1,25 +1,25 @@
 """`rlhf-ray loop`: the main job, chaining every stage that exists into one auditable run.
 
-Stages today: simulate feedback shards → build the offline tokenizer + model. Later stages (ingest,
-curate, reward model, PPO, gate, canary) join here as their jobs land, each through its job's own
-code path.
+Stages today: simulate feedback shards → ingest them (validate, mask, pseudonymize, version) → build
+the offline tokenizer + model. Later stages (curate, reward model, PPO, gate, canary) join here as
+their jobs land, each through its job's own code path.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
-from jobs import init_model, simulate
+from jobs import ingest, init_model, simulate
 from jobs.common import add_config_arguments, resolve_config, sink_for
 from rlhf_ray.config import JobConfig, LineageConfig
 from rlhf_ray.sim import ShardConfig, WorldConfig
 
 NAME = "loop"
-HELP = "run the RLHF loop end to end (today: simulate feedback → build the tiny model), with lineage"
+HELP = "run the RLHF loop end to end (today: simulate → ingest → build the tiny model), with lineage"
 
 
 class LoopConfig(JobConfig):
@@ -27,6 +27,9 @@ class LoopConfig(JobConfig):
     world: WorldConfig = WorldConfig()
     shards: ShardConfig = ShardConfig()
     model: init_model.ModelSection = init_model.ModelSection()
+    pii: ingest.PiiSection = ingest.PiiSection()
+    pseudonyms: ingest.PseudonymSection = ingest.PseudonymSection()
+    residency: ingest.ResidencySection = ingest.ResidencySection()
     task_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved by each shard-writing task")
 
 
@@ -38,7 +41,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return run(resolve_config(LoopConfig, args))
 
 
-def _stage_configs(config: LoopConfig) -> tuple[simulate.SimulateConfig, init_model.InitModelConfig]:
+class Stages(NamedTuple):
+    simulate: simulate.SimulateConfig
+    ingest: ingest.IngestConfig
+    model: init_model.InitModelConfig
+
+
+def stage_configs(config: LoopConfig) -> Stages:
     """Each stage gets its job's own config, under the loop's output dir and one shared lineage root."""
     out = config.output_dir.rstrip("/")
     common = {
@@ -46,24 +55,37 @@ def _stage_configs(config: LoopConfig) -> tuple[simulate.SimulateConfig, init_mo
         "ray": config.ray,
         "wandb": config.wandb.model_copy(update={"mode": "disabled"}),
         "lineage": LineageConfig(root=config.lineage.root or f"{out}/lineage"),
-        "world": config.world,
     }
-    return (
-        simulate.SimulateConfig(output_dir=f"{out}/feedback", shards=config.shards, task_cpus=config.task_cpus,
-                                **common),
-        init_model.InitModelConfig(output_dir=out, out=f"{out}/model", model=config.model, **common),
+    pseudonyms = config.pseudonyms
+    if pseudonyms.key_file is None:
+        pseudonyms = pseudonyms.model_copy(update={"key_file": f"{out}/secrets/pseudonym.key"})
+    return Stages(
+        simulate.SimulateConfig(output_dir=f"{out}/feedback", world=config.world, shards=config.shards,
+                                task_cpus=config.task_cpus, **common),
+        ingest.IngestConfig(input=f"{out}/feedback/shards", output_dir=f"{out}/dataset", pii=config.pii,
+                            pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
+                            **common),
+        init_model.InitModelConfig(output_dir=out, out=f"{out}/model", model=config.model, world=config.world,
+                                   **common),
     )
+
+
+def _announce(step: int, name: str, where: str) -> None:
+    print(f"[loop] stage {step}/3 {name} → {where}", file=sys.stderr)
 
 
 def run(config: LoopConfig) -> dict[str, Any]:
     sink = sink_for(NAME, config)
-    simulate_config, model_config = _stage_configs(config)
-    print(f"[loop] stage 1/2 simulate → {simulate_config.output_dir}", file=sys.stderr)
-    feedback = simulate.generate(simulate_config)
+    stages = stage_configs(config)
+    _announce(1, "simulate", stages.simulate.output_dir)
+    feedback = simulate.generate(stages.simulate)
     sink.log(feedback, step=1)
-    print(f"[loop] stage 2/2 init-model → {model_config.model_dir}", file=sys.stderr)
-    model = init_model.build(model_config, parents=(feedback["shards_id"],))
-    sink.log(model, step=2)
-    lineage_root = model_config.lineage.root
+    _announce(2, "ingest", stages.ingest.output_dir)
+    dataset = ingest.ingest(stages.ingest)
+    sink.log({k: v for k, v in dataset.items() if not isinstance(v, list | dict)}, step=2)
+    _announce(3, "init-model", stages.model.model_dir)
+    model = init_model.build(stages.model, parents=(dataset["dataset_id"],))
+    sink.log(model, step=3)
+    lineage_root = stages.model.lineage.root
     print(f"[loop] done; trace it with: rlhf-ray lineage {model['model_id']} --root {lineage_root}", file=sys.stderr)
-    return sink.close({**feedback, **model, "output_dir": config.output_dir, "lineage_root": lineage_root})
+    return sink.close({**feedback, **dataset, **model, "output_dir": config.output_dir, "lineage_root": lineage_root})

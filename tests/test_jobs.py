@@ -89,7 +89,7 @@ def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Pat
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_loop_builds_shards_and_model_with_lineage(ray_cluster, tmp_path: Path, capsys) -> None:
+def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, tmp_path: Path, capsys) -> None:
     out = tmp_path / "quickstart"
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
             "wandb.mode=offline"]
@@ -114,7 +114,8 @@ def test_loop_builds_shards_and_model_with_lineage(ray_cluster, tmp_path: Path, 
     captured = capsys.readouterr()
     chain = _last_json_line(captured.out)
     assert chain["artifact_id"] == summary["model_id"]
-    assert chain["ancestors"] == [summary["shards_id"]]
+    assert chain["ancestors"] == [summary["dataset_id"], summary["shards_id"]]
+    assert summary["input_rows"] == summary["accepted_rows"] + summary["quarantined_rows"] + summary["duplicate_rows"]
     assert chain["log_ok"] is True
     assert summary["shards_id"] in captured.err and "world-seed-0" in captured.err
 
