@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobs.common import add_config_arguments, lineage_for, resolve_config, sink_for
@@ -67,9 +65,7 @@ def export(config: ExportConfig) -> dict[str, Any]:
     for signal_type, table in tables.items():
         kept = table.filter(pc.is_in(table.column("region"), value_set=allowed))
         if kept.num_rows:
-            sink = io.BytesIO()
-            pq.write_table(kept, sink, compression="zstd")
-            destination.write_bytes_atomic(sink.getvalue(), f"{signal_type}/part-00000.parquet")
+            destination.write_parquet_atomic(kept, signal_type, "part-00000.parquet")
             written += kept.num_rows
     dataset_id = read_manifest(source, version)["dataset_id"]
     payload = {"version": version, "destination": config.destination, "destination_region": config.destination_region,

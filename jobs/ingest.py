@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from actors.datasinks import DatasetVersionDatasink
 from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
 from rlhf_ray.config import JobConfig, StrictModel
-from rlhf_ray.contracts import SCHEMA_VERSION, SignalType
-from rlhf_ray.dataplane.curated import to_curated_table
-from rlhf_ray.dataplane.dedup import KEY_COLUMNS, dataset_version, kept_keys, resolve_duplicates
+from rlhf_ray.contracts import SCHEMA_VERSION
+from rlhf_ray.dataplane.dedup import KEY_COLUMNS, apply_changes, dataset_version, kept_keys, resolve_duplicates
 from rlhf_ray.dataplane.quality import quality_report
 from rlhf_ray.dataplane.records import ACCEPTED, DUPLICATE, INGEST_SCHEMA, QUARANTINED, FeedbackProcessor, read_shard
 from rlhf_ray.dataplane.versions import (
@@ -49,7 +49,7 @@ from rlhf_ray.storage import StorageRoot, digest_files
 NAME = "ingest"
 HELP = "validate, mask, pseudonymize, de-duplicate and version feedback shards with Ray Data"
 SHARD_SUFFIXES = (".parquet", ".jsonl")
-QUARANTINE_COLUMNS = ["signal_id", "signal_type", "reason", "detail", "source_file", "row_number", "record"]
+SUMMARY_COLUMNS = ["status", "reason", "signal_id", "content_hash", "source_file", "row_number", "pii_counts"]
 
 
 class IngestError(ValueError):
@@ -122,23 +122,6 @@ def _process_files(batch: pa.Table, processor: FeedbackProcessor) -> pa.Table:
     return pa.Table.from_pylist(records, schema=INGEST_SCHEMA)
 
 
-def _apply_changes(batch: pa.Table, changed: pa.Table) -> pa.Table:
-    """Move the rows `resolve_duplicates` picked out of `accepted`, with their reason and detail."""
-    if changed.num_rows == 0:
-        return batch
-    updates = {(f, r): (s, reason, detail) for f, r, s, reason, detail in zip(
-        *(changed.column(c).to_pylist() for c in ("source_file", "row_number", "status", "reason", "detail")),
-        strict=True)}
-    columns = {name: batch.column(name).to_pylist() for name in ("status", "reason", "detail")}
-    positions = zip(batch.column("source_file").to_pylist(), batch.column("row_number").to_pylist(), strict=True)
-    for index, key in enumerate(positions):
-        if key in updates:
-            columns["status"][index], columns["reason"][index], columns["detail"][index] = updates[key]
-    for name, values in columns.items():
-        batch = batch.set_column(batch.schema.get_field_index(name), name, pa.array(values, pa.string()))
-    return batch
-
-
 def _gather(dataset: Any, columns: list[str]) -> pa.Table:
     import ray
 
@@ -160,15 +143,6 @@ def _counts(summary_columns: pa.Table) -> dict[str, Any]:
         "pii_masked": dict(sorted(pii.items())),
         "unreadable_files": sorted(set(unreadable.column("source_file").to_pylist())),
     }
-
-
-def _write_version(out: StorageRoot, records: Any, staging: str) -> None:
-    for signal_type in SignalType:
-        part = records.filter(expr=f"status == '{ACCEPTED}' and signal_type == '{signal_type.value}'")
-        typed = part.map_batches(to_curated_table, batch_format="pyarrow", fn_args=(signal_type.value,))
-        typed.write_parquet(f"{staging}/curated/{signal_type.value}", filesystem=out.fs)
-    quarantined = records.filter(expr=f"status == '{QUARANTINED}'").select_columns(QUARANTINE_COLUMNS)
-    quarantined.write_parquet(f"{staging}/quarantine", filesystem=out.fs)
 
 
 def _input_parent(config: IngestConfig, root: StorageRoot, files: list[str], registry: LineageRegistry) -> str:
@@ -202,19 +176,21 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
     records = raw.map_batches(_process_files, batch_size=1, batch_format="pyarrow", fn_args=(processor,),
                               num_cpus=config.task_cpus).materialize()
 
-    keys = _gather(records.filter(expr=f"status == '{ACCEPTED}'"), list(KEY_COLUMNS))
-    changed = resolve_duplicates(keys)
-    version = dataset_version(kept_keys(keys, changed))
-    records = records.map_batches(_apply_changes, batch_format="pyarrow", fn_args=(changed,)).materialize()
-    counts = _counts(_gather(records, ["status", "reason", "pii_counts", "source_file", "row_number"]))
-    reasons = Counter(_gather(records.filter(expr=f"status == '{QUARANTINED}'"), ["reason"])
-                      .column("reason").to_pylist())
+    # Duplicates need the whole input: decide on the driver from the small key columns, apply while writing.
+    summary = _gather(records, SUMMARY_COLUMNS)
+    accepted = summary.filter(pc.equal(summary.column("status"), ACCEPTED)).select(list(KEY_COLUMNS))
+    changed = resolve_duplicates(accepted)
+    version = dataset_version(kept_keys(accepted, changed))
+    summary = apply_changes(summary, changed)
+    counts = _counts(summary)
+    reasons = Counter(pc.filter(summary.column("reason"), pc.equal(summary.column("status"), QUARANTINED))
+                      .to_pylist())
 
     out = StorageRoot.from_uri(config.output_dir)
     reused = out.exists(manifest_path(version))
     if not reused:
         staging = f".staging-{uuid.uuid4().hex}"
-        _write_version(out, records, out.makedirs(staging))
+        records.write_datasink(DatasetVersionDatasink(out, staging, changed))
         report = quality_report(read_curated(out, f"{staging}/curated"), reasons, ingested_at)
         registry = lineage_for(config)
         artifact = registry.register(

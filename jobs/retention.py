@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -11,7 +10,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobs.common import add_config_arguments, lineage_for, resolve_config, sink_for
@@ -44,12 +42,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return run(resolve_config(RetentionConfig, args, {"data": "output_dir"}))
 
 
-def _encode(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
-
-
 def apply_retention(config: RetentionConfig) -> dict[str, Any]:
     now = config.now or datetime.now(timezone.utc)
     root = StorageRoot.from_uri(config.output_dir)
@@ -71,7 +63,7 @@ def apply_retention(config: RetentionConfig) -> dict[str, Any]:
     staging = f".staging-{uuid.uuid4().hex}"
     for signal_type, table in kept.items():
         if table.num_rows:
-            root.write_bytes_atomic(_encode(table), f"{staging}/curated/{signal_type}/part-00000.parquet")
+            root.write_parquet_atomic(table, staging, "curated", signal_type, "part-00000.parquet")
     artifact = registry.register("dataset", version, version.removeprefix("ds-"), parents=(parent["dataset_id"],),
                                  config={"retention_days": config.days, "default_days": config.default_days,
                                          "now": now.isoformat()},

@@ -7,12 +7,15 @@ filesystem: bytes land at a temporary sibling path first and are renamed into pl
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 _TEMP_MARKER = ".tmp-"
 
@@ -67,6 +70,12 @@ class StorageRoot:
                 self.fs.delete_file(temp_path)
             raise
         return path
+
+    def write_parquet_atomic(self, table: pa.Table, *parts: str) -> str:
+        """Write `table` as one zstd Parquet file, atomically."""
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return self.write_bytes_atomic(sink.getvalue(), *parts)
 
     def list_files(self, *parts: str, suffixes: tuple[str, ...] = ()) -> list[str]:
         """All committed files below a folder, sorted, skipping temporaries and hidden files."""

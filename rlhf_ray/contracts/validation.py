@@ -92,28 +92,55 @@ def parse_event_time(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _is_finite_number(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _is_integral(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and float(value).is_integer()
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+_SCALAR_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{name: (_is_string, "a string") for name in _STRING_FIELDS},
+    "confidence": (_is_finite_number, "a finite number"),
+    "value": (_is_finite_number, "a finite number"),
+    "session_position": (_is_integral, "an integer"),
+    "severity": (_is_integral, "an integer"),
+    "flagged": (_is_bool, "a boolean"),
+    "success": (_is_bool, "a boolean"),
+}
+# Per signal type, precomputed once: (field name, required?, type check or None). Validation runs per row.
+_FIELD_PLANS: dict[SignalType, tuple[tuple[str, bool, tuple[Callable[[Any], bool], str] | None], ...]] = {
+    kind: tuple((f.name, not f.nullable, _SCALAR_CHECKS.get(f.name)) for f in schema)
+    for kind, schema in SIGNAL_SCHEMAS.items()
+}
+_KNOWN_FIELDS: dict[SignalType, frozenset[str]] = {kind: frozenset(s.names) for kind, s in SIGNAL_SCHEMAS.items()}
+_SIGNAL_TYPES: dict[str, SignalType] = {t.value: t for t in SignalType}
+
+
 def _check_known_fields(row: Mapping[str, Any], signal_type: SignalType) -> None:
-    known = SIGNAL_SCHEMAS[signal_type].names
+    known = _KNOWN_FIELDS[signal_type]
     for name in row:
         if name not in known:
             raise _fail("unknown_field", str(name), f"only the {signal_type.value} contract's fields")
 
 
 def _check_types(row: Mapping[str, Any], signal_type: SignalType) -> None:
-    for field in SIGNAL_SCHEMAS[signal_type]:
-        value = row.get(field.name)
+    for name, required, check in _FIELD_PLANS[signal_type]:
+        value = row.get(name)
         if value is None:
-            if not field.nullable:
-                raise _fail("missing_field", field.name, "a value (required field)")
-            continue
-        if field.name in _STRING_FIELDS and not isinstance(value, str):
-            raise _fail("wrong_type", field.name, "a string", value)
-        if field.name in ("confidence", "value") and (not _is_number(value) or not math.isfinite(value)):
-            raise _fail("wrong_type", field.name, "a finite number", value)
-        if field.name in ("session_position", "severity") and not (_is_number(value) and float(value).is_integer()):
-            raise _fail("wrong_type", field.name, "an integer", value)
-        if field.name in ("flagged", "success") and not isinstance(value, bool):
-            raise _fail("wrong_type", field.name, "a boolean", value)
+            if required:
+                raise _fail("missing_field", name, "a value (required field)")
+        elif check is not None and not check[0](value):
+            raise _fail("wrong_type", name, check[1], value)
 
 
 def _check_envelope(row: Mapping[str, Any], now: datetime) -> None:
@@ -202,9 +229,9 @@ def validate_row(row: Any, now: datetime | None = None) -> Rejection | None:
         if not isinstance(row, Mapping):
             raise _fail("wrong_type", None, "a JSON object", row)
         signal_type = row.get("signal_type")
-        if signal_type not in {t.value for t in SignalType}:
-            raise _fail("unknown_enum", "signal_type", f"one of {sorted(t.value for t in SignalType)}", signal_type)
-        kind = SignalType(signal_type)
+        kind = _SIGNAL_TYPES.get(signal_type) if isinstance(signal_type, str) else None
+        if kind is None:
+            raise _fail("unknown_enum", "signal_type", f"one of {sorted(_SIGNAL_TYPES)}", signal_type)
         _check_known_fields(row, kind)
         _check_types(row, kind)
         _check_envelope(row, now or datetime.now(timezone.utc))

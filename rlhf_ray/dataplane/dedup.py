@@ -63,3 +63,25 @@ def kept_keys(keys: pa.Table, changed: pa.Table) -> pa.Table:
     moved = pc.binary_join_element_wise(changed["source_file"], pc.cast(changed["row_number"], pa.string()), "\0")
     mine = pc.binary_join_element_wise(keys["source_file"], pc.cast(keys["row_number"], pa.string()), "\0")
     return keys.filter(pc.invert(pc.is_in(mine, value_set=moved)))
+
+
+def apply_changes(table: pa.Table, changed: pa.Table) -> pa.Table:
+    """Overwrite status/reason/detail of the rows named in `changed` (by source_file, row_number)."""
+    if changed.num_rows == 0:
+        return table
+    updates = {
+        (f, r): values
+        for f, r, *values in zip(*(changed.column(c).to_pylist() for c in CHANGE_SCHEMA.names), strict=True)
+    }
+    targets = [name for name in ("status", "reason", "detail") if name in table.column_names]
+    columns = {name: table.column(name).to_pylist() for name in targets}
+    positions = zip(table.column("source_file").to_pylist(), table.column("row_number").to_pylist(), strict=True)
+    for index, key in enumerate(positions):
+        update = updates.get(key)
+        if update is not None:
+            for name, value in zip(("status", "reason", "detail"), update, strict=True):
+                if name in columns:
+                    columns[name][index] = value
+    for name, values in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    return table

@@ -24,6 +24,7 @@ from rlhf_ray.contracts import FREE_TEXT_FIELDS, SIGNAL_SCHEMAS, SignalType
 from rlhf_ray.contracts.validation import Rejection, parse_event_time, validate_row
 from rlhf_ray.governance import PiiMasker, Pseudonymizer
 
+_FIELD_NAMES: dict[str, tuple[str, ...]] = {t.value: tuple(SIGNAL_SCHEMAS[t].names) for t in SignalType}
 _ID_IN_TEXT = re.compile(r'"(actor_id|session_id)"\s*:\s*"([^"]*)')
 ACCEPTED = "accepted"
 QUARANTINED = "quarantined"
@@ -158,8 +159,7 @@ class FeedbackProcessor:
         return _ID_IN_TEXT.sub(replace, text)
 
     def _normalize(self, row: dict[str, Any]) -> dict[str, Any]:
-        schema = SIGNAL_SCHEMAS[SignalType(row["signal_type"])]
-        normalized = {field.name: row.get(field.name) for field in schema}
+        normalized = {name: row.get(name) for name in _FIELD_NAMES[row["signal_type"]]}
         normalized["event_time"] = parse_event_time(row["event_time"])
         return self._protect(normalized)
 
@@ -183,7 +183,8 @@ class FeedbackProcessor:
             "detail": None if rejection is None else self.masker.mask(rejection.detail)[0],
             "signal_id": _string_or_none(row.get("signal_id")),
             "signal_type": _string_or_none(row.get("signal_type")),
-            "content_hash": content_hash(row) if status == ACCEPTED else None,
+            # For accepted rows `record` is canonical_json(row), so this equals content_hash(row).
+            "content_hash": hashlib.sha256(record.encode()).hexdigest() if status == ACCEPTED else None,
             "source_file": raw.source_file,
             "row_number": raw.row_number,
             "region": _string_or_none(row.get("region")),
