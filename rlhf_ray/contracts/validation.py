@@ -32,6 +32,8 @@ SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_CLOCK_SKEW = timedelta(hours=1)
 MAX_SEVERITY = 3
+MAX_SESSION_POSITION = 1_000_000
+MAX_EXACT_INTEGER = 2**53
 _PREVIEW_CHARS = 40
 
 _ENUMS: dict[str, frozenset[str]] = {
@@ -54,6 +56,7 @@ class Rejection:
     code: str
     field: str | None
     detail: str
+    expected: str = ""
 
     @property
     def reason(self) -> str:
@@ -61,9 +64,12 @@ class Rejection:
 
 
 class _Reject(Exception):
-    def __init__(self, code: str, field: str | None, detail: str) -> None:
+    def __init__(self, code: str, field: str | None, detail: str, expected: str) -> None:
         super().__init__(detail)
-        self.rejection = Rejection(code, field, detail)
+        self.rejection = Rejection(code, field, detail, expected)
+
+
+_NO_VALUE = object()
 
 
 def _preview(value: Any) -> str:
@@ -71,14 +77,25 @@ def _preview(value: Any) -> str:
     return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
 
 
-def _fail(code: str, field: str | None, expected: str, value: Any = None) -> _Reject:
-    got = "" if value is None else f"got {_preview(value)} ({type(value).__name__}), "
-    where = f"field {field!r}: " if field else ""
-    return _Reject(code, field, f"{where}{got}expected {expected}")
+def _fail(code: str, field: str | None, expected: str, value: Any = _NO_VALUE) -> _Reject:
+    got = "" if value is _NO_VALUE else f"got {_preview(value)} ({type(value).__name__}), "
+    where = "" if field is None else f"field {field!r}: "
+    return _Reject(code, field, f"{where}{got}expected {expected}", expected)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_valid_text(value: str) -> bool:
+    """Unicode that encodes as UTF-8: JSON may carry lone surrogates (`\\ud800`) that Arrow cannot store."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_event_time(value: Any) -> datetime:
@@ -93,11 +110,16 @@ def parse_event_time(value: Any) -> datetime:
 
 
 def _is_finite_number(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
+    """A float64-representable finite number (a JSON integer can exceed float range: 10**400)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_number(value) and abs(value) <= MAX_EXACT_INTEGER
 
 
 def _is_integral(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value) and float(value).is_integer()
+    if isinstance(value, float):
+        return math.isfinite(value) and value.is_integer()
+    return _is_number(value) and abs(value) <= MAX_EXACT_INTEGER
 
 
 def _is_bool(value: Any) -> bool:
@@ -105,11 +127,11 @@ def _is_bool(value: Any) -> bool:
 
 
 def _is_string(value: Any) -> bool:
-    return isinstance(value, str)
+    return isinstance(value, str) and _is_valid_text(value)
 
 
 _SCALAR_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **{name: (_is_string, "a string") for name in _STRING_FIELDS},
+    **{name: (_is_string, "a string of valid Unicode") for name in _STRING_FIELDS},
     "confidence": (_is_finite_number, "a finite number"),
     "value": (_is_finite_number, "a finite number"),
     "session_position": (_is_integral, "an integer"),
@@ -161,8 +183,8 @@ def _check_envelope(row: Mapping[str, Any], now: datetime) -> None:
     if confidence is not None and not 0.0 <= confidence <= 1.0:
         raise _fail("out_of_range", "confidence", "a value in [0, 1]", confidence)
     position = row.get("session_position")
-    if position is not None and position < 0:
-        raise _fail("out_of_range", "session_position", "a value >= 0", position)
+    if position is not None and not 0 <= position <= MAX_SESSION_POSITION:
+        raise _fail("out_of_range", "session_position", f"a value in [0, {MAX_SESSION_POSITION}]", position)
     for name in _TEXT_FIELDS:
         text = row.get(name)
         if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
@@ -171,9 +193,9 @@ def _check_envelope(row: Mapping[str, Any], now: datetime) -> None:
 
 def _check_ranking(row: Mapping[str, Any]) -> None:
     responses, ranking = row["responses"], row["ranking"]
-    if not isinstance(responses, list | tuple) or not all(isinstance(r, str) for r in responses):
-        raise _fail("wrong_type", "responses", "a list of strings", responses)
-    if not isinstance(ranking, list | tuple) or not all(_is_number(i) and float(i).is_integer() for i in ranking):
+    if not isinstance(responses, list | tuple) or not all(_is_string(r) for r in responses):
+        raise _fail("wrong_type", "responses", "a list of strings of valid Unicode", responses)
+    if not isinstance(ranking, list | tuple) or not all(_is_integral(i) for i in ranking):
         raise _fail("wrong_type", "ranking", "a list of integers", ranking)
     if not 2 <= len(responses) <= MAX_RANKED_RESPONSES:
         raise _fail("out_of_range", "responses", f"2 to {MAX_RANKED_RESPONSES} responses", len(responses))
@@ -181,7 +203,7 @@ def _check_ranking(row: Mapping[str, Any]) -> None:
         raise _fail("inconsistent_ranking", "ranking", f"a permutation of 0..{len(responses) - 1}", ranking)
     for index, text in enumerate(responses):
         if len(text) > MAX_TEXT_CHARS:
-            raise _fail("oversize_text", f"responses[{index}]", f"at most {MAX_TEXT_CHARS} characters")
+            raise _fail("oversize_text", f"responses[{index}]", f"at most {MAX_TEXT_CHARS} characters, got {len(text)}")
 
 
 def _check_rating(row: Mapping[str, Any]) -> None:
@@ -195,10 +217,10 @@ def _check_rating(row: Mapping[str, Any]) -> None:
         if not isinstance(entry, Mapping):
             raise _fail("wrong_type", "scores", "a list of {criterion, score}", entry)
         criterion, score = entry.get("criterion"), entry.get("score")
-        if criterion not in allowed or criterion in seen:
+        if not isinstance(criterion, str) or criterion not in allowed or criterion in seen:
             raise _fail("unknown_enum", "scores.criterion", f"distinct criteria from {sorted(allowed)}", criterion)
         seen.add(criterion)
-        if not _is_number(score) or not math.isfinite(score):
+        if not _is_finite_number(score):
             raise _fail("wrong_type", "scores.score", "a finite number", score)
         if not low <= score <= high:
             raise _fail("out_of_range", "scores.score", f"a {row['scale']} score in [{low:g}, {high:g}]", score)

@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +25,7 @@ from rlhf_ray.contracts.validation import Rejection, parse_event_time, validate_
 from rlhf_ray.governance import PiiMasker, Pseudonymizer
 
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {t.value: tuple(SIGNAL_SCHEMAS[t].names) for t in SignalType}
+_ID_FIELDS = frozenset({"actor_id", "session_id"})
 _ID_IN_TEXT = re.compile(r'"(actor_id|session_id)"\s*:\s*"([^"]*)')
 ACCEPTED = "accepted"
 QUARANTINED = "quarantined"
@@ -87,7 +88,9 @@ def _read_parquet(path: str, data: bytes) -> Iterator[RawRow]:
 
 
 def _read_jsonl(path: str, data: bytes) -> Iterator[RawRow]:
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
+    # JSONL separates records by "\n" only; str.splitlines would also split on U+2028 inside strings.
+    for number, line in enumerate(data.decode("utf-8", errors="replace").split("\n")):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -132,20 +135,24 @@ class FeedbackProcessor:
             got = f"field 'region': got {raw.value['region']!r}"
             rejection = Rejection("unknown_region", "region", f"{got}, expected one of {sorted(self.regions)}")
         if rejection is not None:
+            if rejection.field in _ID_FIELDS:
+                rejection = Rejection(rejection.code, rejection.field,
+                                      f"field {rejection.field!r}: value withheld (an identifier), "
+                                      f"expected {rejection.expected}", rejection.expected)
             row = self._protect(raw.value) if isinstance(raw.value, dict) else raw.value
-            text, counts = self.masker.mask_value(canonical_json(row))
+            text, counts = self.masker.mask_value(_storable(canonical_json(row)))
             return self._record(raw, QUARANTINED, rejection, text, counts, row if isinstance(row, dict) else None)
         row = self._normalize(raw.value)
         counts = self._mask_row(row)
         return self._record(raw, ACCEPTED, None, canonical_json(row), counts, row)
 
     def _protect(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Pseudonymize ids even in quarantine: no raw user or annotator id leaves ingest."""
+        """Pseudonymize ids even in quarantine: no raw user or annotator id leaves ingest, whatever its type."""
         protected = dict(row)
-        if isinstance(protected.get("actor_id"), str):
-            protected["actor_id"] = self.pseudonymizer.pseudonym(protected["actor_id"])
-        if isinstance(protected.get("session_id"), str):
-            protected["session_id"] = self.pseudonymizer.pseudonymize_session(protected["session_id"])
+        for name, convert in (("actor_id", self.pseudonymizer.pseudonym),
+                              ("session_id", self.pseudonymizer.pseudonymize_session)):
+            if protected.get(name) is not None:
+                protected[name] = _pseudonymize_any(protected[name], convert)
         return protected
 
     def _protect_text(self, text: str) -> str:
@@ -180,7 +187,7 @@ class FeedbackProcessor:
         return {
             "status": status,
             "reason": None if rejection is None else rejection.reason,
-            "detail": None if rejection is None else self.masker.mask(rejection.detail)[0],
+            "detail": None if rejection is None else self.masker.mask(_storable(rejection.detail))[0],
             "signal_id": _string_or_none(row.get("signal_id")),
             "signal_type": _string_or_none(row.get("signal_type")),
             # For accepted rows `record` is canonical_json(row), so this equals content_hash(row).
@@ -195,4 +202,19 @@ class FeedbackProcessor:
 
 
 def _string_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return _storable(value) if isinstance(value, str) else None
+
+
+def _storable(text: str) -> str:
+    """Text Arrow can store: lone surrogates (valid in JSON, not in UTF-8) become visible escapes."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _pseudonymize_any(value: Any, convert: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return convert(value)
+    if isinstance(value, list | tuple):
+        return [_pseudonymize_any(item, convert) for item in value]
+    if isinstance(value, dict):
+        return {key: _pseudonymize_any(item, convert) for key, item in value.items()}
+    return convert(canonical_json(value))
