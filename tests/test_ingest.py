@@ -184,3 +184,12 @@ def test_export_refuses_rows_the_residency_policy_keeps_out(feedback: Path, inge
     assert result["refused_rows"] > 0 and result["rows"] > 0
     written = [r for f in (tmp_path / "us-bucket").rglob("*.parquet") for r in pq.read_table(f)["region"].to_pylist()]
     assert set(written) <= {"us"}
+
+
+def test_input_and_output_accept_filesystem_uris(feedback: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RLHF_RAY_PSEUDONYM_KEY", KEY)
+    config = IngestConfig(input=f"file://{feedback}/shards", output_dir=f"file://{tmp_path}/out", now=NOW,
+                          wandb=WandbConfig(mode="disabled"), lineage=LineageConfig(root=f"file://{tmp_path}/lin"))
+    summary = ingest(config)
+    assert summary["input_rows"] == 2400
+    assert (tmp_path / "out" / "versions" / f"{summary['dataset_version']}.json").exists()

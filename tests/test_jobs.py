@@ -94,8 +94,13 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
             "wandb.mode=offline"]
     assert main(args) == 0
-    summary = _last_json_line(capsys.readouterr().out)
+    logs = capsys.readouterr()
+    summary = _last_json_line(logs.out)
     assert summary["job"] == "loop"
+    planted = [json.loads(line)["value"] for line in (out / "feedback/ground_truth/planted_pii.jsonl").open()]
+    assert planted and not any(value in logs.out or value in logs.err for value in planted)
+    key_file = out / "secrets" / "pseudonym.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
     assert Path(summary["model_dir"], "config.json").exists()
     assert 500_000 < summary["num_parameters"] < 2_000_000
     run_dir = Path(summary["wandb_dir"])
