@@ -85,8 +85,11 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
         "planted_pii": [r for res in results for r in res.planted_pii],
         "annotators": [vars(a) for a in world.annotators],
     }
+    truth["items"] = [r for res in results for r in res.items]
     for name, records in truth.items():
         root.write_bytes_atomic(_jsonl(records), f"ground_truth/{name}.jsonl")
+    gold = [g for res in results for g in res.gold]
+    root.write_bytes_atomic(_jsonl(gold), "gold/gold_items.jsonl")
 
     shard_paths = [root.join(spec.relative_path) for spec in plan]
     content_digest = digest_files(root, shard_paths)
@@ -95,6 +98,7 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
         "malformed_rows": len(truth["malformed"]),
         "duplicate_rows": len(truth["duplicates"]),
         "planted_pii": len(truth["planted_pii"]),
+        "gold_items": len(gold),
     }
     definition = {"seed": config.seed, "world": config.world.model_dump(mode="json"),
                   "shards": config.shards.model_dump(mode="json")}

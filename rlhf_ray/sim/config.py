@@ -96,6 +96,7 @@ class ShardConfig(StrictModel):
     malformed_fraction: float = Field(0.02, ge=0.0, le=0.5)
     duplicate_fraction: float = Field(0.01, ge=0.0, le=0.5)
     pii_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    gold_fraction: float = Field(0.05, ge=0.0, le=1.0, description="share of clear-cut annotation items used as gold")
 
     @model_validator(mode="after")
     def _known_formats(self) -> ShardConfig:

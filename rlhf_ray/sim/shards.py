@@ -3,7 +3,9 @@
 Layout under the output root::
 
     shards/<signal_type>/part-<index>.<parquet|jsonl>    the feedback, in the contract format
-    ground_truth/{malformed,duplicates,planted_pii}.jsonl  simulation-only answers for tests and audits
+    gold/gold_items.jsonl                                the labeling platform's answer key for gold questions
+    ground_truth/{malformed,duplicates,planted_pii,items,annotators}.jsonl
+                                                         simulation-only answers for tests and audits
 
 Each shard is a pure function of (seed, world config, shard config, shard spec), so shards can be
 written in parallel and the same seed gives byte-identical files.
@@ -53,6 +55,19 @@ class ShardResult:
     malformed: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     planted_pii: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def gold(self) -> list[dict[str, Any]]:
+        """The answer key a labeling platform keeps for its gold (calibration) questions."""
+        return [gold_answer(item) for item in self.items if item["gold"]]
+
+
+def gold_answer(item: dict[str, Any]) -> dict[str, Any]:
+    """Pairwise gold is the better response ("a"/"b"); ranking gold is the full true order."""
+    order = item["true_order"]
+    answer: Any = ("a" if order[0] == 0 else "b") if item["signal_type"] == "pairwise" else order
+    return {"item_id": item["item_id"], "signal_type": item["signal_type"], "answer": answer}
 
 
 def plan_shards(config: ShardConfig) -> list[ShardSpec]:
@@ -73,8 +88,9 @@ def build_shard_rows(world: World, config: ShardConfig, spec: ShardSpec) -> tupl
     """Clean rows; then, row by row, maybe a corruption, maybe planted PII, maybe a redelivered copy."""
     rng = rng_for(world.seed, STREAM_SHARDS, _TYPE_CODES[spec.signal_type], spec.index)
     num_duplicates = round(spec.rows * config.duplicate_fraction)
-    clean = RowFactory(world, spec.signal_type, spec.index, rng).rows(spec.rows - num_duplicates)
-    result = ShardResult(spec.relative_path, spec.rows, 0)
+    factory = RowFactory(world, spec.signal_type, spec.index, rng, config.gold_fraction)
+    clean = factory.rows(spec.rows - num_duplicates)
+    result = ShardResult(spec.relative_path, spec.rows, 0, items=factory.item_truth)
     rows: list[Row] = []
     duplicated = set(rng.choice(len(clean), size=min(num_duplicates, len(clean)), replace=False).tolist())
     remaining = num_duplicates

@@ -18,6 +18,7 @@ import numpy as np
 
 from rlhf_ray.contracts import RUBRIC_CRITERIA, SCHEMA_VERSION
 from rlhf_ray.sim.judgments import (
+    TIE_MARGIN,
     best_of_n_ranking,
     describe,
     implicit_events,
@@ -81,8 +82,11 @@ class Assignment:
 class RowFactory:
     """Builds the clean rows of one shard; `rng` is the shard's own stream."""
 
-    def __init__(self, world: World, signal_type: str, shard_index: int, rng: np.random.Generator) -> None:
+    def __init__(self, world: World, signal_type: str, shard_index: int, rng: np.random.Generator,
+                 gold_fraction: float = 0.0) -> None:
         self.world = world
+        self.gold_fraction = gold_fraction
+        self.item_truth: list[dict[str, Any]] = []
         self.signal_type = signal_type
         self.shard_index = shard_index
         self.rng = rng
@@ -176,10 +180,20 @@ class RowFactory:
         return rows
 
     def _item(self, number: int, answers_per_item: int) -> Item:
+        """A labeling task; its true order is recorded, and some clear-cut ones become gold questions."""
         spec = self._spec()
         version = self._policy_version()
         answers = tuple(self._answer(spec, version) for _ in range(answers_per_item))
-        return Item(f"item-{self.signal_type}-{self.shard_index}-{number}", spec, answers)
+        item = Item(f"item-{self.signal_type}-{self.shard_index}-{number}", spec, answers)
+        utilities = [a.breakdown.total for a in answers]
+        order = [int(i) for i in np.argsort(utilities, kind="stable")[::-1]]
+        clear = len(answers) > 1 and utilities[order[0]] - utilities[order[1]] >= TIE_MARGIN
+        self.item_truth.append({
+            "item_id": item.item_id, "signal_type": self.signal_type, "true_order": order,
+            "utilities": [round(u, 4) for u in utilities],
+            "gold": bool(clear and self.rng.random() < self.gold_fraction),
+        })
+        return item
 
     def _annotator_envelope(self, task: Assignment) -> Row:
         """Annotators self-report confidence; spammers are always sure of themselves."""
