@@ -1,8 +1,8 @@
 """`rlhf-ray loop`: the main job, chaining every stage that exists into one auditable run.
 
-Stages today: simulate feedback shards → ingest them (validate, mask, pseudonymize, version) → build
-the offline tokenizer + model. Later stages (curate, reward model, PPO, gate, canary) join here as
-their jobs land, each through its job's own code path.
+Stages today: simulate feedback shards → ingest them (validate, mask, pseudonymize, version) → curate
+(annotation QA, consensus, preference pairs) → build the offline tokenizer + model. Later stages
+(reward model, PPO, gate, canary) join here as their jobs land, each through its job's own code path.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any, NamedTuple
 
 from pydantic import Field
 
-from jobs import ingest, init_model, simulate
+from jobs import curate, ingest, init_model, simulate
 from jobs.common import add_config_arguments, resolve_config, sink_for
 from rlhf_ray.config import JobConfig, LineageConfig
 from rlhf_ray.sim import ShardConfig, WorldConfig
 
 NAME = "loop"
-HELP = "run the RLHF loop end to end (today: simulate → ingest → build the tiny model), with lineage"
+HELP = "run the RLHF loop end to end (today: simulate → ingest → curate → build the tiny model), with lineage"
 
 
 class LoopConfig(JobConfig):
@@ -30,6 +30,11 @@ class LoopConfig(JobConfig):
     pii: ingest.PiiSection = ingest.PiiSection()
     pseudonyms: ingest.PseudonymSection = ingest.PseudonymSection()
     residency: ingest.ResidencySection = ingest.ResidencySection()
+    consensus: curate.ConsensusSection = curate.ConsensusSection()
+    adjudication: curate.AdjudicationSection = curate.AdjudicationSection()
+    health: curate.HealthSection = curate.HealthSection()
+    pairs: curate.PairsSection = curate.PairsSection()
+    active: curate.ActiveSection = curate.ActiveSection()
     task_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved by each shard-writing task")
 
 
@@ -41,9 +46,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return run(resolve_config(LoopConfig, args))
 
 
+STAGES = 4
+
+
 class Stages(NamedTuple):
     simulate: simulate.SimulateConfig
     ingest: ingest.IngestConfig
+    curate: curate.CurateConfig
     model: init_model.InitModelConfig
 
 
@@ -65,13 +74,16 @@ def stage_configs(config: LoopConfig) -> Stages:
         ingest.IngestConfig(input=f"{out}/feedback/shards", output_dir=f"{out}/dataset", pii=config.pii,
                             pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
                             **common),
+        curate.CurateConfig(input=f"{out}/dataset", gold=f"{out}/feedback/gold/gold_items.jsonl",
+                            output_dir=f"{out}/curated", consensus=config.consensus, adjudication=config.adjudication,
+                            health=config.health, pairs=config.pairs, active=config.active, **common),
         init_model.InitModelConfig(output_dir=out, out=f"{out}/model", model=config.model, world=config.world,
                                    **common),
     )
 
 
 def _announce(step: int, name: str, where: str) -> None:
-    print(f"[loop] stage {step}/3 {name} → {where}", file=sys.stderr)
+    print(f"[loop] stage {step}/{STAGES} {name} → {where}", file=sys.stderr)
 
 
 def run(config: LoopConfig) -> dict[str, Any]:
@@ -83,9 +95,13 @@ def run(config: LoopConfig) -> dict[str, Any]:
     _announce(2, "ingest", stages.ingest.output_dir)
     dataset = ingest.ingest(stages.ingest)
     sink.log({k: v for k, v in dataset.items() if not isinstance(v, list | dict)}, step=2)
-    _announce(3, "init-model", stages.model.model_dir)
+    _announce(3, "curate", stages.curate.output_dir)
+    curated = curate.run_curate(stages.curate)
+    sink.log({k: v for k, v in curated.items() if not isinstance(v, list | dict)}, step=3)
+    _announce(4, "init-model", stages.model.model_dir)
     model = init_model.build(stages.model, parents=(dataset["dataset_id"],))
-    sink.log(model, step=3)
+    sink.log(model, step=4)
     lineage_root = stages.model.lineage.root
     print(f"[loop] done; trace it with: rlhf-ray lineage {model['model_id']} --root {lineage_root}", file=sys.stderr)
-    return sink.close({**feedback, **dataset, **model, "output_dir": config.output_dir, "lineage_root": lineage_root})
+    where = {"output_dir": config.output_dir, "lineage_root": lineage_root}
+    return sink.close({**feedback, **dataset, **curated, **model, **where})

@@ -99,6 +99,13 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     assert summary["job"] == "loop"
     planted = [json.loads(line)["value"] for line in (out / "feedback/ground_truth/planted_pii.jsonl").open()]
     assert planted and not any(value in logs.out or value in logs.err for value in planted)
+    assert summary["pairs"] > 0 and summary["consensus_method"] == "dawid_skene"
+    pairs = pq.read_table(summary["pairs_dir"])
+    assert pairs.num_rows == summary["pairs"] and set(pairs.column("source").to_pylist()) >= {"pairwise", "ranking"}
+    annotators = pq.read_table(out / "curated" / "annotators.parquet").column("annotator").to_pylist()
+    assert annotators and all(a.startswith("ann_") for a in annotators)
+    agreement = json.loads(Path(summary["report"]).read_text())
+    assert agreement["agreement"]["pairwise"]["overall"]["fleiss_kappa"] is not None
     key_file = out / "secrets" / "pseudonym.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert Path(summary["model_dir"], "config.json").exists()
@@ -123,6 +130,8 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     assert summary["input_rows"] == summary["accepted_rows"] + summary["quarantined_rows"] + summary["duplicate_rows"]
     assert chain["log_ok"] is True
     assert summary["shards_id"] in captured.err and "world-seed-0" in captured.err
+    assert main(["lineage", summary["pairs_id"], "--root", summary["lineage_root"]]) == 0
+    assert _last_json_line(capsys.readouterr().out)["ancestors"] == [summary["dataset_id"], summary["shards_id"]]
 
 
 def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,197 @@
+"""`rlhf-ray curate`: annotation QA over a curated dataset version → weighted preference pairs.
+
+Reads the version with Ray Data, runs consensus (Dawid–Skene with gold clamped, or majority vote),
+agreement (Fleiss κ, Krippendorff α per guideline version, topic and batch), annotator health,
+the adjudication queue and active-learning picks, and writes under `output_dir`::
+
+    pairs/<pairs version>/part-00000.parquet    prompt, chosen, rejected, weight, source, source_signal_ids
+    adjudication/<pairs version>.parquet        items for an expert, with every label and rationale
+    active_learning/<pairs version>.parquet     what to label next, by disagreement, per topic × segment
+    annotators.parquet, agreement.json          annotator table (pseudonymous ids) and the QA report
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
+from rlhf_ray.annotation.active import ActiveSettings
+from rlhf_ray.annotation.curate import CurateSettings, curate
+from rlhf_ray.annotation.health import HealthSettings
+from rlhf_ray.annotation.pairs import PairSettings
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.contracts import SignalType
+from rlhf_ray.dataplane.versions import curated_folder, read_manifest, resolve_version
+from rlhf_ray.storage import StorageRoot
+
+NAME = "curate"
+HELP = "annotation QA (agreement, Dawid–Skene consensus, annotator health, adjudication) → preference pairs"
+
+
+class CurateError(ValueError):
+    """The dataset or an answer file cannot be used."""
+
+
+class ConsensusSection(StrictModel):
+    method: Literal["dawid_skene", "majority"] = "dawid_skene"
+    max_iter: int = Field(200, ge=1)
+    tol: float = Field(1e-4, gt=0, description="stop when no item posterior moves more than this")
+    smoothing: float = Field(0.01, ge=0, description="pseudo-count added to every confusion-matrix cell")
+
+
+class AdjudicationSection(StrictModel):
+    min_confidence: float = Field(0.7, ge=0, le=1, description="queue items whose consensus is less sure")
+    kappa_floor: float = Field(0.1, description="queue every item of a batch whose Fleiss κ is below this")
+    batch_by: tuple[str, ...] = ("guideline_version", "topic")
+    resolved: str | None = Field(None, description="JSONL of resolved adjudications: {item_id, answer}")
+
+
+class HealthSection(StrictModel):
+    early_positions: int = Field(10, ge=1)
+    late_from_position: int = Field(30, ge=1)
+    fatigue_drop: float = 0.1
+    drift_distance: float = 0.25
+    spammer_accuracy: float = Field(0.58, description="estimated accuracy under which an annotator is a spammer")
+    session_cap: int = Field(60, ge=1, description="the longest session annotators should work")
+
+
+class PairsSection(StrictModel):
+    rubric_min_gap: float = 1.0
+    rating_min_gap: float = 0.5
+    correction_weight: float = Field(0.9, ge=0, le=1)
+    rubric_weights: dict[str, float] = Field(default_factory=dict)
+
+
+class ActiveSection(StrictModel):
+    budget: int = Field(200, ge=0)
+    disagreement_weight: float = 1.0
+    uncertainty_weight: float = 1.0
+
+
+class CurateConfig(JobConfig):
+    input: str | None = Field(None, description="dataset root written by `rlhf-ray ingest`")
+    version: str | None = Field(None, description="dataset version (default: LATEST)")
+    gold: str | None = Field(None, description="JSONL answer key of gold questions: {item_id, answer}")
+    output_dir: str = "runs/curate"
+    consensus: ConsensusSection = ConsensusSection()
+    adjudication: AdjudicationSection = AdjudicationSection()
+    health: HealthSection = HealthSection()
+    pairs: PairsSection = PairsSection()
+    active: ActiveSection = ActiveSection()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", help="dataset root from ingest (sets input)")
+    parser.add_argument("--gold", help="gold answer key JSONL (sets gold)")
+    parser.add_argument("--out", help="output directory (sets output_dir)")
+    add_config_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    return run(resolve_config(CurateConfig, args, {"input": "input", "gold": "gold", "out": "output_dir"}))
+
+
+def settings_for(config: CurateConfig) -> CurateSettings:
+    return CurateSettings(
+        consensus=config.consensus.method, max_iter=config.consensus.max_iter, tol=config.consensus.tol,
+        smoothing=config.consensus.smoothing, min_confidence=config.adjudication.min_confidence,
+        kappa_floor=config.adjudication.kappa_floor, batch_by=config.adjudication.batch_by,
+        health=HealthSettings(**config.health.model_dump()),
+        pairs=PairSettings(**config.pairs.model_dump()),
+        active=ActiveSettings(**config.active.model_dump()),
+    )
+
+
+def read_answers(path: str | None, what: str) -> dict[str, str]:
+    """{item_id: answer}; ranking answers (a full order) reduce to the index ranked first."""
+    if not path:
+        return {}
+    if not Path(path).is_file():
+        raise CurateError(f"{what} file {path!r} does not exist")
+    answers = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+            answer = record["answer"]
+            answers[record["item_id"]] = str(answer[0]) if isinstance(answer, list) else str(answer)
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as error:
+            raise CurateError(f"{what} file {path!r} line {number}: expected {{item_id, answer}}, got {line[:80]!r} "
+                              f"({type(error).__name__})") from None
+    return answers
+
+
+def _read_version(root: StorageRoot, version: str) -> dict[str, pa.Table]:
+    """Each signal type's typed table, read in parallel by Ray Data."""
+    import ray
+
+    tables = {}
+    for signal_type in SignalType:
+        folder = curated_folder(version, signal_type.value)
+        if root.list_files(folder, suffixes=(".parquet",)):
+            dataset = ray.data.read_parquet(root.join(folder), filesystem=root.fs)
+            tables[signal_type.value] = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
+    return tables
+
+
+def pairs_version(pairs: pa.Table) -> str:
+    """`pairs-` + sha256 over (pair id, weight) in pair-id order: same QA outcome, same version."""
+    digest = hashlib.sha256()
+    for pid, weight in zip(pairs.column("pair_id").to_pylist(), pairs.column("weight").to_pylist(), strict=True):
+        digest.update(f"{pid}:{weight!r}\n".encode())
+    return f"pairs-{digest.hexdigest()[:16]}"
+
+
+def run_curate(config: CurateConfig) -> dict[str, Any]:
+    import ray
+
+    started = time.perf_counter()
+    if not config.input:
+        raise CurateError("input is not set: pass --input DATASET_ROOT (the output_dir of `rlhf-ray ingest`)")
+    source = StorageRoot.from_uri(config.input)
+    version = resolve_version(source, config.version)
+    answers = {**read_answers(config.gold, "gold"), **read_answers(config.adjudication.resolved, "adjudication")}
+    ensure_ray(config.ray)
+    result = curate(_read_version(source, version), answers, settings_for(config))
+    out = StorageRoot.from_uri(config.output_dir)
+    pairs_id = pairs_version(result.pairs)
+    ray.data.from_arrow(result.pairs).repartition(1).write_parquet(out.join("pairs", pairs_id), filesystem=out.fs)
+    out.write_parquet_atomic(result.adjudication, "adjudication", f"{pairs_id}.parquet")
+    out.write_parquet_atomic(result.active, "active_learning", f"{pairs_id}.parquet")
+    out.write_parquet_atomic(result.annotators, "annotators.parquet")
+    parent = read_manifest(source, version)["dataset_id"]
+    report = {**result.report, "dataset_version": version, "pairs_version": pairs_id, "gold_answers": len(answers)}
+    out.write_bytes_atomic(json.dumps(report, indent=2, sort_keys=True, default=str).encode(), "agreement.json")
+    artifact = lineage_for(config).register(
+        "pairs", pairs_id, pairs_id.removeprefix("pairs-"), parents=(parent,),
+        config={"settings": config.model_dump(mode="json", include={"consensus", "adjudication", "pairs"})},
+        metrics={"pairs": result.pairs.num_rows, "adjudication_queue": result.adjudication.num_rows},
+        uri=out.join("pairs", pairs_id),
+    )
+    pairwise = result.report.get("pairwise", {})
+    agreement = result.report["agreement"].get("pairwise", {}).get("overall", {})
+    return {
+        "pairs": result.pairs.num_rows, "pairs_by_source": result.report["pairs_by_source"],
+        "pairs_dir": out.join("pairs", pairs_id), "pairs_id": artifact.id, "pairs_version": pairs_id,
+        "consensus_method": config.consensus.method, "fleiss_kappa": agreement.get("fleiss_kappa"),
+        "krippendorff_alpha": agreement.get("krippendorff_alpha"),
+        "estimated_label_accuracy": pairwise.get("estimated_label_accuracy"),
+        "dawid_skene_iterations": pairwise.get("dawid_skene_iterations"),
+        "adjudication_queue": result.adjudication.num_rows, "active_learning_picks": result.active.num_rows,
+        "flagged_annotators": len(result.report["flagged_annotators"]),
+        "report": out.join("agreement.json"), "timing/curate": round(time.perf_counter() - started, 2),
+    }
+
+
+def run(config: CurateConfig) -> dict[str, Any]:
+    sink = sink_for(NAME, config)
+    figures = run_curate(config)
+    sink.log({k: v for k, v in figures.items() if isinstance(v, int | float)})
+    return sink.close(figures)

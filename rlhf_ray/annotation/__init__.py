@@ -1,0 +1,1 @@
+"""Annotation QA: agreement, consensus, annotator health, preference pairs, active learning."""

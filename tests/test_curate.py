@@ -1,0 +1,144 @@
+"""Annotation QA on the simulated world, where every annotator's true behaviour is known."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from rlhf_ray.annotation.active import ActiveSettings, select_for_labeling
+from rlhf_ray.annotation.curate import CurateSettings, curate, item_consensus
+from rlhf_ray.annotation.labels import pairwise_labels
+from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
+from rlhf_ray.sim import PopulationConfig, ShardConfig, ShardSpec, World, WorldConfig
+from rlhf_ray.sim.shards import build_shard_rows
+
+CLEAN = ShardConfig(rows=100, malformed_fraction=0.0, duplicate_fraction=0.0, pii_fraction=0.0, gold_fraction=0.05)
+ROWS = {"pairwise": 4500, "ranking": 900, "rating": 1200, "correction": 200}
+
+
+def _simulate(population: PopulationConfig, seed: int = 5, tire: str | None = None) -> tuple[dict, dict, dict, World]:
+    world = World(WorldConfig(num_prompts=250, population=population), seed=seed)
+    if tire is not None:  # one annotator tires fast; the world is otherwise unchanged
+        world.__dict__["annotators"] = tuple(
+            replace(a, fatigue_halflife=25.0) if a.annotator_id == tire else a for a in world.annotators)
+    tables, truth, gold = {}, {}, {}
+    for signal_type, rows in ROWS.items():
+        built, result = build_shard_rows(world, CLEAN, ShardSpec(signal_type, 0, rows, "parquet"))
+        tables[signal_type] = pa.Table.from_pylist(built, schema=SIGNAL_SCHEMAS[SignalType(signal_type)])
+        truth.update({item["item_id"]: item for item in result.items})
+        gold.update({g["item_id"]: g["answer"] if signal_type == "pairwise" else str(g["answer"][0])
+                     for g in result.gold})
+    return tables, truth, gold, world
+
+
+@pytest.fixture(scope="module")
+def spammy():
+    return _simulate(PopulationConfig(num_annotators=20, spammer_fraction=0.2))
+
+
+def _accuracy_on_clear_items(labels, predicted: np.ndarray, truth: dict) -> float:
+    true = np.array([truth[i]["true_order"][0] for i in labels.item_ids])
+    gap = np.array([abs(truth[i]["utilities"][0] - truth[i]["utilities"][1]) for i in labels.item_ids])
+    clear = gap >= 0.05
+    return float((predicted == true)[clear].mean())
+
+
+def test_dawid_skene_beats_majority_and_estimates_annotator_accuracy(spammy) -> None:
+    tables, truth, gold, _ = spammy
+    consensus = item_consensus(pairwise_labels(tables["pairwise"]), gold, CurateSettings())
+    ds = _accuracy_on_clear_items(consensus.labels, consensus.posterior.argmax(axis=1), truth)
+    majority = _accuracy_on_clear_items(consensus.labels, consensus.majority, truth)
+    assert ds > majority + 0.01
+    empirical = _empirical_accuracy(consensus.labels, truth)
+    estimated = consensus.estimated_accuracy
+    assert np.corrcoef(estimated, empirical)[0, 1] > 0.8
+    assert np.abs(estimated - empirical).mean() < 0.06
+
+
+def _empirical_accuracy(labels, truth: dict) -> np.ndarray:
+    """Each annotator's share of labels naming the truly better response (hidden truth of the world)."""
+    true_label = np.array([truth[i]["true_order"][0] for i in labels.item_ids])[labels.item_index]
+    hits = labels.label == true_label
+    return np.array([hits[labels.annotator_index == j].mean() for j in range(labels.n_annotators)])
+
+
+def test_report_flags_spammers_and_builds_weighted_pairs_with_lineage(spammy) -> None:
+    tables, truth, gold, world = spammy
+    result = curate(tables, gold, CurateSettings())
+    flagged = {a for a, flags in result.report["flagged_annotators"].items() if "spammer" in flags}
+    spammers = {a.annotator_id for a in world.annotators if a.spammer}
+    assert spammers <= flagged
+    labels = pairwise_labels(tables["pairwise"])
+    empirical = dict(zip(labels.annotators, _empirical_accuracy(labels, truth), strict=True))
+    assert all(empirical[a] < 0.6 for a in flagged - spammers), "only genuinely poor labelers join the spammers"
+    sources = result.report["pairs_by_source"]
+    assert set(sources) == {"pairwise", "ranking", "rubric", "rating", "correction"}
+    weights = result.pairs.column("weight").to_numpy()
+    assert ((weights > 0) & (weights <= 1)).all()
+    known_ids = {sid for table in tables.values() for sid in table.column("signal_id").to_pylist()}
+    for ids in result.pairs.column("source_signal_ids").to_pylist():
+        assert ids and set(ids) <= known_ids
+    assert pc.all(pc.not_equal(result.pairs.column("chosen"), result.pairs.column("rejected"))).as_py()
+    assert len(set(result.pairs.column("pair_id").to_pylist())) == result.pairs.num_rows
+    agreement = result.report["agreement"]["pairwise"]
+    assert set(agreement["groups"]) == {"guideline_version", "topic", "batch"}
+    assert 0 < agreement["overall"]["fleiss_kappa"] < 1
+
+
+def test_queued_items_make_no_pairs_until_adjudicated(spammy) -> None:
+    tables, truth, gold, _ = spammy
+    first = curate(tables, gold, CurateSettings())
+    queue = first.adjudication.filter(pc.equal(first.adjudication.column("signal_type"), "pairwise"))
+    assert queue.num_rows > 0 and queue.column("labels")[0].as_py()
+    queued = set(queue.column("item_id").to_pylist())
+    pairwise_rows = tables["pairwise"].filter(pc.is_in(tables["pairwise"].column("item_id"),
+                                                       value_set=pa.array(sorted(queued))))
+    queued_ids = set(pairwise_rows.column("signal_id").to_pylist())
+    assert not any(set(ids) & queued_ids for ids in first.pairs.column("source_signal_ids").to_pylist())
+
+    resolved = {item: "a" if truth[item]["true_order"][0] == 0 else "b" for item in sorted(queued)[:50]}
+    second = curate(tables, {**gold, **resolved}, CurateSettings())
+    assert second.report["pairwise"]["adjudication_queue"] <= first.report["pairwise"]["adjudication_queue"] - 50
+    adjudicated = second.pairs.filter(pc.equal(second.pairs.column("source"), "pairwise")).to_pylist()
+    resolved_rows = tables["pairwise"].filter(pc.is_in(tables["pairwise"].column("item_id"),
+                                                       value_set=pa.array(sorted(resolved)))).to_pylist()
+    resolved_signal_ids = {row["signal_id"] for row in resolved_rows}
+    adjudicated_pairs = [p for p in adjudicated if set(p["source_signal_ids"]) & resolved_signal_ids]
+    distinct = {row["item_id"] for row in resolved_rows if row["response_a"] != row["response_b"]}
+    assert len(adjudicated_pairs) == len(distinct) >= 45
+    assert all(p["weight"] == 1.0 for p in adjudicated_pairs)
+
+
+def test_the_fatigued_annotator_is_flagged() -> None:
+    steady = PopulationConfig(num_annotators=8, spammer_fraction=0.0, accuracy_range=(0.85, 0.95),
+                              verbosity_bias_range=(0.0, 0.05), fatigue_halflife_range=(1e9, 1e9),
+                              session_length_range=(60, 60))
+    fatigued = {a: flags for a, flags in curate(_simulate(steady, tire="annotator-003")[0], {}, CurateSettings())
+                .report["flagged_annotators"].items() if "fatigue" in flags}
+    assert set(fatigued) == {"annotator-003"}
+    assert not any("fatigue" in f for f in curate(_simulate(steady)[0], {}, CurateSettings())
+                   .report["flagged_annotators"].values())
+
+
+def test_active_learning_is_stratified_and_prefers_disagreement() -> None:
+    rng = np.random.default_rng(0)
+    topics = ["billing", "travel", "tech", "cooking"]
+    candidates = pa.table({
+        "item_id": [f"i{i}" for i in range(400)],
+        "topic": [topics[i % 4] for i in range(400)],
+        "segment": ["core" if (i // 4) % 5 else "edge" for i in range(400)],
+        "disagreement": rng.random(400) * np.array([3.0 if i % 4 == 0 else 1.0 for i in range(400)]),
+    })
+    picked = select_for_labeling(candidates, ActiveSettings(budget=40))
+    assert picked.num_rows == 40 and len(set(picked.column("item_id").to_pylist())) == 40
+    assert len(set(picked.column("stratum").to_pylist())) == 8
+    assert picked.column("rank").to_pylist() == list(range(1, 41))
+    scores = picked.column("score").to_numpy()
+    assert (np.diff(scores) <= 0).all()
+    with_model = candidates.append_column("uncertainty", pa.array(np.linspace(0, 5, 400)))
+    assert set(select_for_labeling(with_model, ActiveSettings(budget=40)).column("item_id").to_pylist()) != set(
+        picked.column("item_id").to_pylist())
