@@ -58,8 +58,15 @@ def ensure_ray(config: RayConfig) -> None:
     )
 
 
-def lineage_for(config: JobConfig) -> LineageRegistry:
-    return LineageRegistry(config.lineage.root or f"{config.output_dir.rstrip('/')}/lineage")
+def lineage_root(config: JobConfig, inherited: str | None = None) -> str:
+    """Where lineage goes: the configured root, else the root the input was registered in (so one log holds
+    the whole chain), else `<output_dir>/lineage`. Local roots are made absolute for manifests."""
+    root = config.lineage.root or inherited or f"{config.output_dir.rstrip('/')}/lineage"
+    return root if "://" in root else os.path.abspath(root)
+
+
+def lineage_for(config: JobConfig, inherited: str | None = None) -> LineageRegistry:
+    return LineageRegistry(lineage_root(config, inherited))
 
 
 def sink_for(job: str, config: JobConfig) -> MetricsSink:

@@ -166,11 +166,11 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
     out.write_parquet_atomic(result.adjudication, "adjudication", f"{pairs_id}.parquet")
     out.write_parquet_atomic(result.active, "active_learning", f"{pairs_id}.parquet")
     out.write_parquet_atomic(result.annotators, "annotators.parquet")
-    parent = read_manifest(source, version)["dataset_id"]
+    dataset = read_manifest(source, version)
     report = {**result.report, "dataset_version": version, "pairs_version": pairs_id, "gold_answers": len(answers)}
     out.write_bytes_atomic(json.dumps(report, indent=2, sort_keys=True, default=str).encode(), "agreement.json")
-    artifact = lineage_for(config).register(
-        "pairs", pairs_id, pairs_id.removeprefix("pairs-"), parents=(parent,),
+    artifact = lineage_for(config, dataset.get("lineage_root")).register(
+        "pairs", pairs_id, pairs_id.removeprefix("pairs-"), parents=(dataset["dataset_id"],),
         config={"settings": config.model_dump(mode="json", include={"consensus", "adjudication", "pairs"})},
         metrics={"pairs": result.pairs.num_rows, "adjudication_queue": result.adjudication.num_rows},
         uri=out.join("pairs", pairs_id),

@@ -67,11 +67,11 @@ def export(config: ExportConfig) -> dict[str, Any]:
         if kept.num_rows:
             destination.write_parquet_atomic(kept, signal_type, "part-00000.parquet")
             written += kept.num_rows
-    dataset_id = read_manifest(source, version)["dataset_id"]
+    manifest = read_manifest(source, version)
     payload = {"version": version, "destination": config.destination, "destination_region": config.destination_region,
                "rows": written, "refused": dict(refused)}
     destination.write_bytes_atomic(json.dumps(payload, indent=2, sort_keys=True).encode(), "_export.json")
-    lineage_for(config).record_event("export", dataset_id, payload)
+    lineage_for(config, manifest.get("lineage_root")).record_event("export", manifest["dataset_id"], payload)
     return {**payload, "refused_rows": sum(refused.values())}
 
 

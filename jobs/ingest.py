@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from actors.datasinks import DatasetVersionDatasink
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
+from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import SCHEMA_VERSION
 from rlhf_ray.dataplane.dedup import KEY_COLUMNS, apply_changes, dataset_version, kept_keys, resolve_duplicates
@@ -145,16 +145,23 @@ def _counts(summary_columns: pa.Table) -> dict[str, Any]:
     }
 
 
-def _input_parent(config: IngestConfig, root: StorageRoot, files: list[str], registry: LineageRegistry) -> str:
-    """The lineage parent: the simulator's shard artifact when its manifest sits beside the shards and it
-    is registered here; otherwise the input files themselves, registered as a `feedback` artifact."""
+def _upstream_manifest(root: StorageRoot) -> dict[str, Any]:
+    """The simulator's manifest when it sits beside (or above) the shards: it names their artifact and lineage."""
     for folder in (root.base, root.base.rsplit("/", 1)[0]):
         manifest = f"{folder}/manifest.json"
         if root.fs.get_file_info(manifest).is_file:
             with root.fs.open_input_stream(manifest) as stream:
-                artifact_id = json.loads(stream.read()).get("artifact_id", "")
-            if artifact_id and registry.has(artifact_id):
-                return artifact_id
+                return json.loads(stream.read())
+    return {}
+
+
+def _input_parent(config: IngestConfig, root: StorageRoot, files: list[str], registry: LineageRegistry,
+                  upstream: dict[str, Any]) -> str:
+    """The lineage parent: the upstream shard artifact when it is registered here; otherwise the input files
+    themselves, registered as a `feedback` artifact."""
+    artifact_id = upstream.get("artifact_id", "")
+    if artifact_id and registry.has(artifact_id):
+        return artifact_id
     return registry.register("feedback", config.input or "", digest_files(root, files), uri=config.input or "").id
 
 
@@ -192,14 +199,17 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
         staging = f".staging-{uuid.uuid4().hex}"
         records.write_datasink(DatasetVersionDatasink(out, staging, changed))
         report = quality_report(read_curated(out, f"{staging}/curated"), reasons, ingested_at)
-        registry = lineage_for(config)
+        upstream = _upstream_manifest(root)
+        registry = lineage_for(config, upstream.get("lineage_root"))
         artifact = registry.register(
-            "dataset", version, version.removeprefix("ds-"), parents=(_input_parent(config, root, files, registry),),
+            "dataset", version, version.removeprefix("ds-"),
+            parents=(_input_parent(config, root, files, registry, upstream),),
             config={"schema_version": SCHEMA_VERSION, "pii": config.pii.model_dump(),
                     "residency": config.residency.model_dump(mode="json")},
             metrics={k: v for k, v in counts.items() if isinstance(v, int)}, uri=out.join(curated_folder(version)),
         )
-        manifest = {"version": version, "dataset_id": artifact.id, "input": config.input, **counts,
+        manifest = {"version": version, "dataset_id": artifact.id, "input": config.input,
+                    "lineage_root": lineage_root(config, upstream.get("lineage_root")), **counts,
                     "quality": report}
         commit_version(out, out.join(staging), version, manifest)
     else:

@@ -12,12 +12,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from jobs.common import add_config_arguments, lineage_for, resolve_config, sink_for
+from jobs.common import add_config_arguments, lineage_root, resolve_config, sink_for
 from rlhf_ray.config import JobConfig
 from rlhf_ray.dataplane.dedup import dataset_version
 from rlhf_ray.dataplane.quality import quality_report
 from rlhf_ray.dataplane.residency import expired
 from rlhf_ray.dataplane.versions import commit_version, curated_folder, read_curated, read_manifest, resolve_version
+from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot
 
 NAME = "retention"
@@ -53,7 +54,8 @@ def apply_retention(config: RetentionConfig) -> dict[str, Any]:
         old = expired(table, config.days.get(signal_type, config.default_days), now)
         kept[signal_type] = table.filter(pc.invert(old))
         dropped[signal_type] = table.num_rows - kept[signal_type].num_rows
-    registry = lineage_for(config)
+    registry_root = lineage_root(config, parent.get("lineage_root"))
+    registry = LineageRegistry(registry_root)
     if not any(dropped.values()):
         registry.record_event("retention", parent["dataset_id"], {"dropped": dropped, "version": parent_version})
         return {"dataset_version": parent_version, "dataset_id": parent["dataset_id"], "dropped_rows": 0,
@@ -71,6 +73,7 @@ def apply_retention(config: RetentionConfig) -> dict[str, Any]:
                                  uri=root.join(curated_folder(version)))
     registry.record_event("retention", artifact.id, {"dropped": dropped, "from_version": parent_version})
     manifest = {"version": version, "dataset_id": artifact.id, "parent_version": parent_version,
+                "lineage_root": registry_root,
                 "accepted_rows": keys.num_rows, "dropped": dropped,
                 "quality": quality_report(kept, Counter(), now)}
     commit_version(root, root.join(staging), version, manifest)

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 from tqdm import tqdm
 
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
+from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
 from rlhf_ray.config import JobConfig
 from rlhf_ray.sim import ShardConfig, ShardResult, ShardSpec, World, WorldConfig, plan_shards, write_shard
 from rlhf_ray.storage import StorageRoot, digest_files
@@ -108,6 +108,7 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
     )
     manifest = {
         "artifact_id": artifact.id,
+        "lineage_root": lineage_root(config),
         "content_digest": content_digest,
         **definition,
         **counts,

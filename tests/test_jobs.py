@@ -137,3 +137,23 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
 def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lineage", "model-doesnotexist", "--root", str(tmp_path)]) == 1
     assert "model-doesnotexist" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_standalone_jobs_chain_into_one_lineage(ray_cluster, tmp_path: Path, capsys, monkeypatch) -> None:
+    """simulate → ingest → curate as separate commands, no lineage root given: one log holds the chain."""
+    monkeypatch.setenv("RLHF_RAY_PSEUDONYM_KEY", "1f" * 32)
+    feedback, dataset, qa = tmp_path / "feedback", tmp_path / "dataset", tmp_path / "qa"
+    assert main(["simulate", "--out", str(feedback), "--rows", "1200", *TINY]) == 0
+    assert main(["ingest", "--input", str(feedback / "shards"), "--out", str(dataset), "wandb.mode=disabled"]) == 0
+    assert main(["curate", "--input", str(dataset), "--gold", str(feedback / "gold" / "gold_items.jsonl"),
+                 "--out", str(qa), "wandb.mode=disabled"]) == 0
+    curated = _last_json_line(capsys.readouterr().out)
+    assert main(["lineage", curated["pairs_id"], "--root", str(feedback / "lineage"), "--verify"]) == 0
+    chain = _last_json_line(capsys.readouterr().out)
+    assert [a.split("-")[0] for a in chain["ancestors"]] == ["dataset", "shards"] and chain["log_ok"]
+
+
+def test_curate_without_input_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["curate", "wandb.mode=disabled"]) == 1
+    assert "--input" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Label consensus at curation scale: majority vote vs Dawid–Skene, speed and accuracy against the truth.
 
-    python benchmarks/curate_consensus.py --items 100000 --per-item 5 --pool 50
+    python benchmarks/consensus.py --items 100000 --per-item 5 --pool 50
 
 Simulates binary labels: a pool of `--pool` annotators, accuracies uniform in [0.65, 0.95] under a
 symmetric flip model, except a share of spammers who answer at random (accuracy 0.5); each item is
@@ -106,7 +106,7 @@ def main() -> None:
         )
     headline = by_share.get(f"{args.spammer_share:.0%}") or score(data, args.pool)
     print(json.dumps({
-        "benchmark": "curate_consensus",
+        "benchmark": "consensus",
         "items": n_items,
         "labels": len(data.label),
         "annotators": args.pool,
