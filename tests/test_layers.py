@@ -36,11 +36,12 @@ def test_every_config_file_validates_against_its_job_schema() -> None:
     from jobs.ingest import IngestConfig
     from jobs.init_model import InitModelConfig
     from jobs.loop import LoopConfig
+    from jobs.sft import SFTConfig
     from jobs.simulate import SimulateConfig
     from rlhf_ray.config import load_config
 
     schemas = {"quickstart.yaml": LoopConfig, "simulate.yaml": SimulateConfig, "init_model.yaml": InitModelConfig,
-               "ingest.yaml": IngestConfig}
+               "ingest.yaml": IngestConfig, "sft.yaml": SFTConfig}
     files = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
     assert files == sorted(schemas), "every config file needs its schema listed here"
     for name, schema in schemas.items():

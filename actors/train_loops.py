@@ -1,0 +1,108 @@
+"""Ray Train worker loops. Each runs on every worker of a `TorchTrainer`: DDP over gloo on CPU (NCCL on GPU),
+data from `ray.train.get_dataset_shard`, metrics and checkpoints through `ray.train.report`, resume from
+`ray.train.get_checkpoint`."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint
+
+from rlhf_ray.algos.sft import sft_loss
+from rlhf_ray.models import load_causal_lm, load_tokenizer
+from rlhf_ray.training.encoding import encode_chat
+
+MODEL_DIR = "model"
+STATE_FILE = "trainer_state.pt"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                    directory: str) -> None:
+    """A checkpoint is an HF model directory (loadable on its own) plus the trainer state to resume from."""
+    _unwrap(model).save_pretrained(os.path.join(directory, MODEL_DIR))
+    tokenizer.save_pretrained(os.path.join(directory, MODEL_DIR))
+    torch.save({"optimizer": optimizer.state_dict(), **state}, os.path.join(directory, STATE_FILE))
+
+
+def _restore(model_path: str, resume_from: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The model to start from and the trainer state: the run's latest checkpoint after a worker restart,
+    else an earlier run's checkpoint named by `resume_from`, else the base model with fresh state."""
+    checkpoint = ray.train.get_checkpoint()
+    directory = checkpoint.to_directory() if checkpoint is not None else resume_from
+    if directory is None:
+        return model_path, None
+    return os.path.join(directory, MODEL_DIR), torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
+
+
+def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, str]], batch_size: int,
+                     max_length: int) -> float:
+    """Token-weighted mean response NLL over the held-out examples (the same on every worker)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for first in range(0, len(examples), batch_size):
+            chunk = examples[first : first + batch_size]
+            batch = encode_chat(tokenizer, [e["prompt"] for e in chunk], [e["response"] for e in chunk], max_length)
+            logits = _unwrap(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            count = int(batch["response_mask"][:, 1:].sum())
+            total += float(sft_loss(logits, batch["input_ids"], batch["response_mask"])) * count
+            tokens += count
+    model.train()
+    return total / max(1, tokens)
+
+
+def _report(metrics: dict[str, Any], save: Callable[[str], None] | None) -> None:
+    """Every worker reports; rank 0 attaches the checkpoint."""
+    if save is None or ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save(directory)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+
+
+def sft_loop(config: dict[str, Any]) -> None:
+    """Fine-tune a causal LM on (prompt, response) rows; loss on response tokens only."""
+    torch.manual_seed(config["seed"])
+    start_path, state = _restore(config["model_path"], config["resume_from"])
+    tokenizer = load_tokenizer(start_path)
+    model = load_causal_lm(start_path)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    model = ray.train.torch.prepare_model(model)
+    step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
+    heldout = config["heldout"]
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(first_epoch, config["epochs"]):
+        losses = []
+        for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
+                                        local_shuffle_buffer_size=config["shuffle_buffer"],
+                                        local_shuffle_seed=config["seed"] + epoch):
+            encoded = encode_chat(tokenizer, list(batch["prompt"]), list(batch["response"]), config["max_length"])
+            logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+            loss = sft_loss(logits, encoded["input_ids"], encoded["response_mask"])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+            optimizer.step()
+            step += 1
+            losses.append(float(loss))
+        metrics = {"epoch": epoch, "step": step, "train_loss": sum(losses) / max(1, len(losses)),
+                   "heldout_loss": heldout_sft_loss(model, tokenizer, heldout, config["batch_size"],
+                                                    config["max_length"])}
+        print(json.dumps({"job": "sft", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
+        state = {"step": step, "epoch": epoch}
+        _report(metrics, lambda directory, state=state: save_checkpoint(model, tokenizer, optimizer, state, directory))
