@@ -10,14 +10,18 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 from ray.train import Checkpoint
 
+from rlhf_ray.algos.preference import bradley_terry_loss, preference_accuracy
 from rlhf_ray.algos.sft import sft_loss
+from rlhf_ray.evaluation.reward_model import reward_model_report
 from rlhf_ray.models import load_causal_lm, load_tokenizer
 from rlhf_ray.training.encoding import encode_chat
+from rlhf_ray.training.reward_model import RewardModel
 
 MODEL_DIR = "model"
 STATE_FILE = "trainer_state.pt"
@@ -104,5 +108,70 @@ def sft_loop(config: dict[str, Any]) -> None:
                    "heldout_loss": heldout_sft_loss(model, tokenizer, heldout, config["batch_size"],
                                                     config["max_length"])}
         print(json.dumps({"job": "sft", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
+        state = {"step": step, "epoch": epoch}
+        _report(metrics, lambda directory, state=state: save_checkpoint(model, tokenizer, optimizer, state, directory))
+
+
+def pair_rewards(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
+                 max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards of chosen and rejected answers from one forward pass over the 2B sequences."""
+    encoded = encode_chat(tokenizer, prompts + prompts, chosen + rejected, max_length)
+    rewards = model(encoded["input_ids"], encoded["attention_mask"])
+    return rewards[: len(prompts)], rewards[len(prompts) :]
+
+
+def evaluate_reward_model(model: torch.nn.Module, tokenizer: Any, pairs: list[dict[str, Any]], batch_size: int,
+                          max_length: int) -> dict[str, Any]:
+    """The held-out report (accuracy vs truth, calibration, verbosity diagnostics) of the current weights."""
+    model.eval()
+    chosen, rejected = [], []
+    with torch.no_grad():
+        for first in range(0, len(pairs), batch_size):
+            chunk = pairs[first : first + batch_size]
+            rc, rr = pair_rewards(_unwrap(model), tokenizer, [p["prompt"] for p in chunk],
+                                  [p["chosen"] for p in chunk], [p["rejected"] for p in chunk], max_length)
+            chosen.append(rc)
+            rejected.append(rr)
+    model.train()
+    words = np.array([[len(p["chosen"].split()), len(p["rejected"].split())] for p in pairs], dtype=float)
+    utilities = np.array([[p["chosen_utility"], p["rejected_utility"]] for p in pairs])
+    return reward_model_report(torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), words[:, 0], words[:, 1],
+                               utilities[:, 0], utilities[:, 1])
+
+
+def reward_model_loop(config: dict[str, Any]) -> None:
+    """Bradley–Terry on (prompt, chosen, rejected, weight) rows; held-out truth report every epoch."""
+    torch.manual_seed(config["seed"])
+    start_path, state = _restore(config["model_path"], config["resume_from"])
+    tokenizer = load_tokenizer(start_path)
+    model = RewardModel.load(start_path) if state else RewardModel.from_causal_lm(start_path, config["seed"])
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    model = ray.train.torch.prepare_model(model)
+    step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(first_epoch, config["epochs"]):
+        losses, accuracies = [], []
+        for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
+                                        local_shuffle_buffer_size=config["shuffle_buffer"],
+                                        local_shuffle_seed=config["seed"] + epoch):
+            rc, rr = pair_rewards(model, tokenizer, list(batch["prompt"]), list(batch["chosen"]),
+                                  list(batch["rejected"]), config["max_length"])
+            weights = torch.as_tensor(batch["weight"], dtype=rc.dtype) if config["use_pair_weights"] else None
+            loss = bradley_terry_loss(rc, rr, weights=weights)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
+            optimizer.step()
+            step += 1
+            losses.append(float(loss))
+            accuracies.append(float(preference_accuracy(rc, rr)))
+        report = evaluate_reward_model(model, tokenizer, config["heldout"], config["batch_size"], config["max_length"])
+        metrics = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else 0.0,
+                   "train_accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
+                   **{f"heldout_{k}": v for k, v in report.items()}}
+        print(json.dumps({"job": "train-rm", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
         state = {"step": step, "epoch": epoch}
         _report(metrics, lambda directory, state=state: save_checkpoint(model, tokenizer, optimizer, state, directory))

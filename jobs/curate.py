@@ -22,7 +22,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
+from jobs.common import add_config_arguments, ensure_ray, lineage_root, resolve_config, sink_for
 from rlhf_ray.annotation.active import ActiveSettings
 from rlhf_ray.annotation.curate import CurateSettings, curate
 from rlhf_ray.annotation.health import HealthSettings
@@ -30,6 +30,7 @@ from rlhf_ray.annotation.pairs import PairSettings
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import SignalType
 from rlhf_ray.dataplane.versions import curated_folder, read_manifest, resolve_version
+from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot
 
 NAME = "curate"
@@ -167,14 +168,16 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
     out.write_parquet_atomic(result.active, "active_learning", f"{pairs_id}.parquet")
     out.write_parquet_atomic(result.annotators, "annotators.parquet")
     dataset = read_manifest(source, version)
-    report = {**result.report, "dataset_version": version, "pairs_version": pairs_id, "gold_answers": len(answers)}
-    out.write_bytes_atomic(json.dumps(report, indent=2, sort_keys=True, default=str).encode(), "agreement.json")
-    artifact = lineage_for(config, dataset.get("lineage_root")).register(
+    registry_root = lineage_root(config, dataset.get("lineage_root"))
+    artifact = LineageRegistry(registry_root).register(
         "pairs", pairs_id, pairs_id.removeprefix("pairs-"), parents=(dataset["dataset_id"],),
         config={"settings": config.model_dump(mode="json", include={"consensus", "adjudication", "pairs"})},
         metrics={"pairs": result.pairs.num_rows, "adjudication_queue": result.adjudication.num_rows},
         uri=out.join("pairs", pairs_id),
     )
+    report = {**result.report, "dataset_version": version, "pairs_version": pairs_id, "pairs_id": artifact.id,
+              "lineage_root": registry_root, "gold_answers": len(answers)}
+    out.write_bytes_atomic(json.dumps(report, indent=2, sort_keys=True, default=str).encode(), "agreement.json")
     pairwise = result.report.get("pairwise", {})
     agreement = result.report["agreement"].get("pairwise", {}).get("overall", {})
     return {

@@ -1,0 +1,75 @@
+"""What the Ray Train jobs (sft, train-rm, dpo) share: the optimisation and scaling settings, the trainer
+run, exporting the final model and recording it in lineage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from actors.train_loops import MODEL_DIR
+from jobs.common import ensure_ray
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.storage import StorageRoot, digest_files
+
+
+class TrainSection(StrictModel):
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1, description="examples per worker per step")
+    max_length: int = Field(128, ge=8)
+    max_grad_norm: float = Field(1.0, gt=0)
+    shuffle_buffer: int = Field(256, ge=1)
+
+
+class ScalingSection(StrictModel):
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+
+
+def fit(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], dataset: Any, config: JobConfig,
+        scaling: ScalingSection, name: str, resume_from: str | None) -> Any:
+    """Run `loop` on a TorchTrainer; checkpoints go under `<output_dir>/ray_train/<name>-<id>`."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray(config.ray)
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={**loop_config, "resume_from": os.path.abspath(resume_from) if resume_from else None},
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        run_config=RunConfig(name=f"{name}-{uuid.uuid4().hex[:8]}",
+                             storage_path=os.path.abspath(os.path.join(config.output_dir, "ray_train"))),
+        datasets={"train": dataset},
+    )
+    return trainer.fit()
+
+
+def export_model(checkpoint_dir: str, target: str) -> str:
+    """Copy the checkpoint's model directory into place atomically (staged sibling, then rename)."""
+    target_path = Path(target).absolute()
+    staging = target_path.with_name(f".{target_path.name}.tmp-{uuid.uuid4().hex}")
+    shutil.copytree(os.path.join(checkpoint_dir, MODEL_DIR), staging)
+    if target_path.exists():
+        shutil.rmtree(target_path)
+    os.replace(staging, target_path)
+    return str(target_path)
+
+
+def directory_digest(path: str) -> str:
+    files = StorageRoot.from_uri(path)
+    return digest_files(files, files.list_files())
+
+
+def register_input_checkpoint(registry: LineageRegistry, path: str) -> str:
+    """A model directory handed to a job becomes a `checkpoint` artifact (by content), the run's parent."""
+    return registry.register("checkpoint", path, directory_digest(path), uri=path).id

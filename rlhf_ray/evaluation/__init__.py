@@ -1,0 +1,1 @@
+"""Evaluation statistics: how good a reward model or policy is, against held-out truth."""
