@@ -16,7 +16,8 @@ import ray.train.torch
 import torch
 from ray.train import Checkpoint
 
-from rlhf_ray.algos.preference import bradley_terry_loss, preference_accuracy
+from rlhf_ray.algos.logprobs import sequence_logprob
+from rlhf_ray.algos.preference import bradley_terry_loss, dpo_loss, preference_accuracy
 from rlhf_ray.algos.sft import sft_loss
 from rlhf_ray.evaluation.reward_model import reward_model_report
 from rlhf_ray.models import load_causal_lm, load_tokenizer
@@ -175,3 +176,73 @@ def reward_model_loop(config: dict[str, Any]) -> None:
         print(json.dumps({"job": "train-rm", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
         state = {"step": step, "epoch": epoch}
         _report(metrics, lambda directory, state=state: save_checkpoint(model, tokenizer, optimizer, state, directory))
+
+
+def pair_logprobs(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
+                  max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ log π(response | prompt) of chosen and rejected answers, from one forward pass over 2B sequences."""
+    encoded = encode_chat(tokenizer, prompts + prompts, chosen + rejected, max_length)
+    logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+    logps = sequence_logprob(logits, encoded["input_ids"], encoded["response_mask"])
+    return logps[: len(prompts)], logps[len(prompts) :]
+
+
+def evaluate_dpo(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any, pairs: list[dict[str, Any]],
+                 beta: float, batch_size: int, max_length: int) -> dict[str, float]:
+    """Implicit-reward accuracy on held-out truth pairs: does β·(log π − log π_ref) rank them correctly?"""
+    policy.eval()
+    margins = []
+    with torch.no_grad():
+        for first in range(0, len(pairs), batch_size):
+            chunk = pairs[first : first + batch_size]
+            args = ([p["prompt"] for p in chunk], [p["chosen"] for p in chunk], [p["rejected"] for p in chunk])
+            pc, pr = pair_logprobs(_unwrap(policy), tokenizer, *args, max_length)
+            rc, rr = pair_logprobs(reference, tokenizer, *args, max_length)
+            margins.append(beta * ((pc - rc) - (pr - rr)))
+    policy.train()
+    margin = torch.cat(margins)
+    return {"reward_accuracy": float((margin > 0).float().mean()), "reward_margin": float(margin.mean())}
+
+
+def dpo_loop(config: dict[str, Any]) -> None:
+    """DPO/IPO/hinge on preference rows against a frozen reference copy of the starting policy."""
+    torch.manual_seed(config["seed"])
+    start_path, state = _restore(config["model_path"], config["resume_from"])
+    tokenizer = load_tokenizer(start_path)
+    policy = load_causal_lm(start_path)
+    reference = load_causal_lm(config["reference_path"]).eval().requires_grad_(False)
+    policy.train()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    policy = ray.train.torch.prepare_model(policy)
+    step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(first_epoch, config["epochs"]):
+        losses, accuracies = [], []
+        for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
+                                        local_shuffle_buffer_size=config["shuffle_buffer"],
+                                        local_shuffle_seed=config["seed"] + epoch):
+            args = (list(batch["prompt"]), list(batch["chosen"]), list(batch["rejected"]))
+            policy_chosen, policy_rejected = pair_logprobs(policy, tokenizer, *args, config["max_length"])
+            with torch.no_grad():
+                ref_chosen, ref_rejected = pair_logprobs(reference, tokenizer, *args, config["max_length"])
+            weights = torch.as_tensor(batch["weight"], dtype=policy_chosen.dtype)
+            output = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, config["beta"],
+                              config["loss_type"], config["label_smoothing"],
+                              weights=weights if config["use_pair_weights"] else None)
+            optimizer.zero_grad()
+            output.loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config["max_grad_norm"])
+            optimizer.step()
+            step += 1
+            losses.append(float(output.loss))
+            accuracies.append(float((output.margins > 0).float().mean()))
+        heldout = evaluate_dpo(policy, reference, tokenizer, config["heldout"], config["beta"], config["batch_size"],
+                               config["max_length"])
+        metrics = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else 0.0,
+                   "train_reward_accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
+                   **{f"heldout_{k}": v for k, v in heldout.items()}}
+        print(json.dumps({"job": "dpo", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
+        state = {"step": step, "epoch": epoch}
+        _report(metrics, lambda directory, state=state: save_checkpoint(policy, tokenizer, optimizer, state, directory))

@@ -7,18 +7,32 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from jobs import curate, export, ingest, init_model, lineage, loop, retention, sft, simulate, train_rm
+from jobs import (
+    curate,
+    dpo,
+    export,
+    ingest,
+    init_model,
+    lineage,
+    loop,
+    retention,
+    sft,
+    simulate,
+    train_rm,
+)
 from rlhf_ray.config import ConfigError
 from rlhf_ray.dataplane.residency import ResidencyViolation
 from rlhf_ray.dataplane.versions import DatasetVersionError
 from rlhf_ray.lineage import LineageError
 from rlhf_ray.models import ModelNotFoundError
 
-JOBS: tuple[ModuleType, ...] = (loop, simulate, ingest, curate, retention, export, init_model, sft, train_rm, lineage)
+JOBS: tuple[ModuleType, ...] = (
+    loop, simulate, ingest, curate, retention, export, init_model, sft, train_rm, dpo, lineage,
+)
 # Errors that mean "this input cannot be processed": reported in one line, no traceback.
 USER_ERRORS = (ModelNotFoundError, LineageError, ingest.IngestError, DatasetVersionError, ResidencyViolation,
                export.ExportError, curate.CurateError, sft.SFTError,
-               train_rm.RewardModelError)
+               train_rm.RewardModelError, dpo.DPOError)
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
