@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -154,10 +155,12 @@ def reward_model_loop(config: dict[str, Any]) -> None:
     step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(first_epoch, config["epochs"]):
-        losses, accuracies = [], []
+        losses, accuracies, seen = [], [], 0
+        epoch_started = time.perf_counter()
         for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
                                         local_shuffle_buffer_size=config["shuffle_buffer"],
                                         local_shuffle_seed=config["seed"] + epoch):
+            seen += len(batch["prompt"])
             rc, rr = pair_rewards(model, tokenizer, list(batch["prompt"]), list(batch["chosen"]),
                                   list(batch["rejected"]), config["max_length"])
             weights = torch.as_tensor(batch["weight"], dtype=rc.dtype) if config["use_pair_weights"] else None
@@ -169,8 +172,10 @@ def reward_model_loop(config: dict[str, Any]) -> None:
             step += 1
             losses.append(float(loss))
             accuracies.append(float(preference_accuracy(rc, rr)))
+        throughput = seen * ray.train.get_context().get_world_size() / (time.perf_counter() - epoch_started)
         report = evaluate_reward_model(model, tokenizer, config["heldout"], config["batch_size"], config["max_length"])
         metrics = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else 0.0,
+                   "train_pairs_per_s": throughput,
                    "train_accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
                    **{f"heldout_{k}": v for k, v in report.items()}}
         print(json.dumps({"job": "train-rm", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)

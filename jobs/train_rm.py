@@ -94,6 +94,7 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     return {"reward_model_dir": model_dir, "reward_model_id": artifact.id, "checkpoint": result.checkpoint.path,
             "steps": result.metrics["step"], "epochs": result.metrics["epoch"] + 1,
             "train_accuracy": round(result.metrics["train_accuracy"], 4),
+            "train_pairs_per_s": round(result.metrics["train_pairs_per_s"], 1),
             **{f"heldout_{k}": v for k, v in evaluation.items()}, "num_workers": config.scaling.num_workers,
             "timing/train_rm": round(time.perf_counter() - started, 2)}
 
