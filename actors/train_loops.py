@@ -78,40 +78,74 @@ def _report(metrics: dict[str, Any], save: Callable[[str], None] | None) -> None
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
 
-def sft_loop(config: dict[str, Any]) -> None:
-    """Fine-tune a causal LM on (prompt, response) rows; loss on response tokens only."""
+def _start(config: dict[str, Any], load: Callable[[str, bool], torch.nn.Module]) -> tuple[Any, ...]:
+    """Seed, load the model (from the base or a checkpoint), build AdamW (restored when resuming), wrap in DDP.
+
+    Returns (model, tokenizer, optimizer, trainer state or None)."""
     torch.manual_seed(config["seed"])
     start_path, state = _restore(config["model_path"], config["resume_from"])
     tokenizer = load_tokenizer(start_path)
-    model = load_causal_lm(start_path)
+    model = load(start_path, state is not None)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-    model = ray.train.torch.prepare_model(model)
+    return ray.train.torch.prepare_model(model), tokenizer, optimizer, state
+
+
+def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer,
+                  config: dict[str, Any], state: dict[str, Any] | None,
+                  batch_loss: Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, float]]],
+                  evaluate: Callable[[], dict[str, Any]], throughput_key: str | None = None) -> None:
+    """The epoch loop every trainer shares: shard batches → loss → clipped AdamW step; per epoch, the mean of
+    `train_loss` and of each extra batch figure, `evaluate()`'s held-out figures, a JSON line, and a report
+    with a checkpoint from rank 0."""
     step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
-    heldout = config["heldout"]
     shard = ray.train.get_dataset_shard("train")
+    context = ray.train.get_context()
     for epoch in range(first_epoch, config["epochs"]):
-        losses = []
+        figures: dict[str, list[float]] = {"train_loss": []}
+        seen, started = 0, time.perf_counter()
         for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
                                         local_shuffle_buffer_size=config["shuffle_buffer"],
                                         local_shuffle_seed=config["seed"] + epoch):
-            encoded = encode_chat(tokenizer, list(batch["prompt"]), list(batch["response"]), config["max_length"])
-            logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
-            loss = sft_loss(logits, encoded["input_ids"], encoded["response_mask"])
+            seen += len(batch["prompt"])
+            loss, extras = batch_loss(batch)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
             optimizer.step()
             step += 1
-            losses.append(float(loss))
-        metrics = {"epoch": epoch, "step": step, "train_loss": sum(losses) / max(1, len(losses)),
-                   "heldout_loss": heldout_sft_loss(model, tokenizer, heldout, config["batch_size"],
-                                                    config["max_length"])}
-        print(json.dumps({"job": "sft", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
-        state = {"step": step, "epoch": epoch}
-        _report(metrics, lambda directory, state=state: save_checkpoint(model, tokenizer, optimizer, state, directory))
+            for name, value in {"train_loss": float(loss), **extras}.items():
+                figures.setdefault(name, []).append(value)
+        metrics: dict[str, Any] = {"epoch": epoch, "step": step,
+                                   **{name: float(np.mean(v)) if v else 0.0 for name, v in figures.items()}}
+        if throughput_key:
+            metrics[throughput_key] = seen * context.get_world_size() / (time.perf_counter() - started)
+        metrics.update(evaluate())
+        print(json.dumps({"job": job, "rank": context.get_world_rank(), **metrics}), flush=True)
+        saved = {"step": step, "epoch": epoch}
+        _report(metrics, lambda directory, saved=saved: save_checkpoint(model, tokenizer, optimizer, saved, directory))
+
+
+def _prefixed(prefix: str, figures: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{k}": v for k, v in figures.items()}
+
+
+def sft_loop(config: dict[str, Any]) -> None:
+    """Fine-tune a causal LM on (prompt, response) rows; loss on response tokens only."""
+    model, tokenizer, optimizer, state = _start(config, lambda path, _: load_causal_lm(path))
+
+    def batch_loss(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        encoded = encode_chat(tokenizer, list(batch["prompt"]), list(batch["response"]), config["max_length"])
+        logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+        return sft_loss(logits, encoded["input_ids"], encoded["response_mask"]), {}
+
+    def evaluate() -> dict[str, Any]:
+        return {"heldout_loss": heldout_sft_loss(model, tokenizer, config["heldout"], config["batch_size"],
+                                                 config["max_length"])}
+
+    _train_epochs("sft", model, tokenizer, optimizer, config, state, batch_loss, evaluate)
 
 
 def pair_rewards(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
@@ -143,44 +177,22 @@ def evaluate_reward_model(model: torch.nn.Module, tokenizer: Any, pairs: list[di
 
 def reward_model_loop(config: dict[str, Any]) -> None:
     """Bradley–Terry on (prompt, chosen, rejected, weight) rows; held-out truth report every epoch."""
-    torch.manual_seed(config["seed"])
-    start_path, state = _restore(config["model_path"], config["resume_from"])
-    tokenizer = load_tokenizer(start_path)
-    model = RewardModel.load(start_path) if state else RewardModel.from_causal_lm(start_path, config["seed"])
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    model = ray.train.torch.prepare_model(model)
-    step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
-    shard = ray.train.get_dataset_shard("train")
-    for epoch in range(first_epoch, config["epochs"]):
-        losses, accuracies, seen = [], [], 0
-        epoch_started = time.perf_counter()
-        for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
-                                        local_shuffle_buffer_size=config["shuffle_buffer"],
-                                        local_shuffle_seed=config["seed"] + epoch):
-            seen += len(batch["prompt"])
-            rc, rr = pair_rewards(model, tokenizer, list(batch["prompt"]), list(batch["chosen"]),
-                                  list(batch["rejected"]), config["max_length"])
-            weights = torch.as_tensor(batch["weight"], dtype=rc.dtype) if config["use_pair_weights"] else None
-            loss = bradley_terry_loss(rc, rr, weights=weights)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
-            optimizer.step()
-            step += 1
-            losses.append(float(loss))
-            accuracies.append(float(preference_accuracy(rc, rr)))
-        throughput = seen * ray.train.get_context().get_world_size() / (time.perf_counter() - epoch_started)
-        report = evaluate_reward_model(model, tokenizer, config["heldout"], config["batch_size"], config["max_length"])
-        metrics = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else 0.0,
-                   "train_pairs_per_s": throughput,
-                   "train_accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
-                   **{f"heldout_{k}": v for k, v in report.items()}}
-        print(json.dumps({"job": "train-rm", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
-        state = {"step": step, "epoch": epoch}
-        _report(metrics, lambda directory, state=state: save_checkpoint(model, tokenizer, optimizer, state, directory))
+    model, tokenizer, optimizer, state = _start(
+        config, lambda path, resuming: RewardModel.load(path) if resuming else RewardModel.from_causal_lm(
+            path, config["seed"]))
+
+    def batch_loss(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        rc, rr = pair_rewards(model, tokenizer, list(batch["prompt"]), list(batch["chosen"]),
+                              list(batch["rejected"]), config["max_length"])
+        weights = torch.as_tensor(batch["weight"], dtype=rc.dtype) if config["use_pair_weights"] else None
+        return bradley_terry_loss(rc, rr, weights=weights), {"train_accuracy": float(preference_accuracy(rc, rr))}
+
+    def evaluate() -> dict[str, Any]:
+        return _prefixed("heldout_", evaluate_reward_model(model, tokenizer, config["heldout"],
+                                                           config["batch_size"], config["max_length"]))
+
+    _train_epochs("train-rm", model, tokenizer, optimizer, config, state, batch_loss, evaluate,
+                  throughput_key="train_pairs_per_s")
 
 
 def pair_logprobs(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
@@ -211,43 +223,22 @@ def evaluate_dpo(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer:
 
 def dpo_loop(config: dict[str, Any]) -> None:
     """DPO/IPO/hinge on preference rows against a frozen reference copy of the starting policy."""
-    torch.manual_seed(config["seed"])
-    start_path, state = _restore(config["model_path"], config["resume_from"])
-    tokenizer = load_tokenizer(start_path)
-    policy = load_causal_lm(start_path)
+    policy, tokenizer, optimizer, state = _start(config, lambda path, _: load_causal_lm(path))
     reference = load_causal_lm(config["reference_path"]).eval().requires_grad_(False)
-    policy.train()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    policy = ray.train.torch.prepare_model(policy)
-    step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
-    shard = ray.train.get_dataset_shard("train")
-    for epoch in range(first_epoch, config["epochs"]):
-        losses, accuracies = [], []
-        for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
-                                        local_shuffle_buffer_size=config["shuffle_buffer"],
-                                        local_shuffle_seed=config["seed"] + epoch):
-            args = (list(batch["prompt"]), list(batch["chosen"]), list(batch["rejected"]))
-            policy_chosen, policy_rejected = pair_logprobs(policy, tokenizer, *args, config["max_length"])
-            with torch.no_grad():
-                ref_chosen, ref_rejected = pair_logprobs(reference, tokenizer, *args, config["max_length"])
-            weights = torch.as_tensor(batch["weight"], dtype=policy_chosen.dtype)
-            output = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, config["beta"],
-                              config["loss_type"], config["label_smoothing"],
-                              weights=weights if config["use_pair_weights"] else None)
-            optimizer.zero_grad()
-            output.loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), config["max_grad_norm"])
-            optimizer.step()
-            step += 1
-            losses.append(float(output.loss))
-            accuracies.append(float((output.margins > 0).float().mean()))
-        heldout = evaluate_dpo(policy, reference, tokenizer, config["heldout"], config["beta"], config["batch_size"],
-                               config["max_length"])
-        metrics = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else 0.0,
-                   "train_reward_accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
-                   **{f"heldout_{k}": v for k, v in heldout.items()}}
-        print(json.dumps({"job": "dpo", "rank": ray.train.get_context().get_world_rank(), **metrics}), flush=True)
-        state = {"step": step, "epoch": epoch}
-        _report(metrics, lambda directory, state=state: save_checkpoint(policy, tokenizer, optimizer, state, directory))
+
+    def batch_loss(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        args = (list(batch["prompt"]), list(batch["chosen"]), list(batch["rejected"]))
+        policy_chosen, policy_rejected = pair_logprobs(policy, tokenizer, *args, config["max_length"])
+        with torch.no_grad():
+            ref_chosen, ref_rejected = pair_logprobs(reference, tokenizer, *args, config["max_length"])
+        weights = torch.as_tensor(batch["weight"], dtype=policy_chosen.dtype)
+        output = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, config["beta"],
+                          config["loss_type"], config["label_smoothing"],
+                          weights=weights if config["use_pair_weights"] else None)
+        return output.loss, {"train_reward_accuracy": float((output.margins > 0).float().mean())}
+
+    def evaluate() -> dict[str, Any]:
+        return _prefixed("heldout_", evaluate_dpo(policy, reference, tokenizer, config["heldout"], config["beta"],
+                                                  config["batch_size"], config["max_length"]))
+
+    _train_epochs("dpo", policy, tokenizer, optimizer, config, state, batch_loss, evaluate)
