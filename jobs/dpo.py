@@ -11,9 +11,17 @@ from typing import Any, Literal
 from pydantic import Field
 
 from actors.train_loops import dpo_loop
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
+from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
 from jobs.train_rm import locate_pairs
-from jobs.training import ScalingSection, TrainSection, directory_digest, export_model, fit, register_input_checkpoint
+from jobs.training import (
+    ScalingSection,
+    TrainSection,
+    directory_digest,
+    export_model,
+    fit,
+    preference_lineage,
+    read_pairs,
+)
 from rlhf_ray.config import JobConfig
 from rlhf_ray.models import resolve_model_path
 from rlhf_ray.sim import World, WorldConfig
@@ -59,7 +67,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_dpo(config: DPOConfig) -> dict[str, Any]:
-    import ray
 
     if not config.model_path or not config.pairs:
         raise DPOError("dpo needs --model DIR (the policy, e.g. an SFT model) and --pairs DIR (curate output)")
@@ -68,19 +75,16 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     reference = str(resolve_model_path(config.reference_path or config.model_path))
     pairs_dir, curate_report = locate_pairs(config.pairs)
     ensure_ray(config.ray)
-    dataset = ray.data.read_parquet(pairs_dir).select_columns(["prompt", "chosen", "rejected", "weight"])
+    dataset = read_pairs(pairs_dir)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": policy,
                    "reference_path": reference,
                    "heldout": truth_pairs(World(config.world, config.seed), config.heldout_pairs_per_prompt)}
     result = fit(dpo_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     model_dir = export_model(result.checkpoint.path, os.path.join(config.output_dir, "policy"))
-    registry = lineage_for(config, curate_report.get("lineage_root"))
-    parents = [register_input_checkpoint(registry, policy)]
-    if curate_report.get("pairs_id") and registry.has(curate_report["pairs_id"]):
-        parents.append(curate_report["pairs_id"])
+    registry, parents = preference_lineage(config, curate_report, policy)
     metrics = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("heldout_", "train_"))}
     artifact = registry.register("policy", f"dpo-{config.train.loss_type}-seed-{config.seed}",
-                                 directory_digest(model_dir), parents=tuple(parents),
+                                 directory_digest(model_dir), parents=parents,
                                  config=config.model_dump(mode="json", include={"train", "seed"}), metrics=metrics,
                                  uri=model_dir)
     return {"policy_dir": model_dir, "policy_id": artifact.id, "checkpoint": result.checkpoint.path,

@@ -13,8 +13,16 @@ from typing import Any
 from pydantic import Field
 
 from actors.train_loops import reward_model_loop
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, resolve_config, sink_for
-from jobs.training import ScalingSection, TrainSection, directory_digest, export_model, fit, register_input_checkpoint
+from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
+from jobs.training import (
+    ScalingSection,
+    TrainSection,
+    directory_digest,
+    export_model,
+    fit,
+    preference_lineage,
+    read_pairs,
+)
 from rlhf_ray.config import JobConfig
 from rlhf_ray.models import resolve_model_path
 from rlhf_ray.sim import World, WorldConfig
@@ -68,7 +76,6 @@ def locate_pairs(path: str) -> tuple[str, dict[str, Any]]:
 
 
 def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
-    import ray
 
     if not config.model_path or not config.pairs:
         raise RewardModelError("train-rm needs --model DIR (backbone checkpoint) and --pairs DIR (curate output)")
@@ -77,19 +84,16 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     pairs_dir, curate_report = locate_pairs(config.pairs)
     heldout = truth_pairs(World(config.world, config.seed), config.heldout_pairs_per_prompt)
     ensure_ray(config.ray)
-    dataset = ray.data.read_parquet(pairs_dir).select_columns(["prompt", "chosen", "rejected", "weight"])
+    dataset = read_pairs(pairs_dir)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": base, "heldout": heldout}
     result = fit(reward_model_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     model_dir = export_model(result.checkpoint.path, os.path.join(config.output_dir, "reward_model"))
     _store_normalization(model_dir, result.metrics)
-    registry = lineage_for(config, curate_report.get("lineage_root"))
-    parents = [register_input_checkpoint(registry, base)]
-    if curate_report.get("pairs_id") and registry.has(curate_report["pairs_id"]):
-        parents.append(curate_report["pairs_id"])
+    registry, parents = preference_lineage(config, curate_report, base)
     evaluation = {k.removeprefix("heldout_"): v for k, v in result.metrics.items() if k.startswith("heldout_")}
     settings = config.model_dump(mode="json", include={"train", "seed"})
     artifact = registry.register("reward-model", f"rm-seed-{config.seed}", directory_digest(model_dir),
-                                 parents=tuple(parents), config=settings, metrics=evaluation, uri=model_dir)
+                                 parents=parents, config=settings, metrics=evaluation, uri=model_dir)
     Path(config.output_dir, "evaluation.json").write_text(json.dumps(evaluation, indent=2, sort_keys=True))
     return {"reward_model_dir": model_dir, "reward_model_id": artifact.id, "checkpoint": result.checkpoint.path,
             "steps": result.metrics["step"], "epochs": result.metrics["epoch"] + 1,

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from actors.train_loops import MODEL_DIR
-from jobs.common import ensure_ray
+from jobs.common import ensure_ray, lineage_for
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot, digest_files
@@ -68,6 +68,26 @@ def export_model(checkpoint_dir: str, target: str) -> str:
 def directory_digest(path: str) -> str:
     files = StorageRoot.from_uri(path)
     return digest_files(files, files.list_files())
+
+
+PAIR_COLUMNS = ["prompt", "chosen", "rejected", "weight"]
+
+
+def read_pairs(pairs_dir: str) -> Any:
+    """The curated pairs as a Ray Dataset with just the columns the preference trainers read."""
+    import ray
+
+    return ray.data.read_parquet(pairs_dir).select_columns(PAIR_COLUMNS)
+
+
+def preference_lineage(config: JobConfig, curate_report: dict[str, Any], model_path: str) -> tuple[Any, tuple]:
+    """The registry the pairs were recorded in, and the parents of a model trained on them: the starting
+    checkpoint, plus the pairs artifact when that registry knows it."""
+    registry = lineage_for(config, curate_report.get("lineage_root"))
+    parents = [register_input_checkpoint(registry, model_path)]
+    if curate_report.get("pairs_id") and registry.has(curate_report["pairs_id"]):
+        parents.append(curate_report["pairs_id"])
+    return registry, tuple(parents)
 
 
 def register_input_checkpoint(registry: LineageRegistry, path: str) -> str:
