@@ -149,41 +149,54 @@ def sft_loop(config: dict[str, Any]) -> None:
 
 
 def pair_rewards(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
-                 max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards of chosen and rejected answers from one forward pass over the 2B sequences."""
+                 max_length: int, per_objective: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards of chosen and rejected answers ([B], or [B, K] per objective) from one pass over 2B sequences."""
     encoded = encode_chat(tokenizer, prompts + prompts, chosen + rejected, max_length)
-    rewards = model(encoded["input_ids"], encoded["attention_mask"])
+    rewards = model(encoded["input_ids"], encoded["attention_mask"], per_objective=per_objective)
     return rewards[: len(prompts)], rewards[len(prompts) :]
 
 
 def evaluate_reward_model(model: torch.nn.Module, tokenizer: Any, pairs: list[dict[str, Any]], batch_size: int,
                           max_length: int) -> dict[str, Any]:
     """The held-out report (accuracy vs truth, calibration, verbosity diagnostics) of the current weights."""
-    model.eval()
+    reward_model = _unwrap(model)
+    reward_model.eval()
     chosen, rejected = [], []
     with torch.no_grad():
         for first in range(0, len(pairs), batch_size):
             chunk = pairs[first : first + batch_size]
-            rc, rr = pair_rewards(_unwrap(model), tokenizer, [p["prompt"] for p in chunk],
-                                  [p["chosen"] for p in chunk], [p["rejected"] for p in chunk], max_length)
+            rc, rr = pair_rewards(reward_model, tokenizer, [p["prompt"] for p in chunk],
+                                  [p["chosen"] for p in chunk], [p["rejected"] for p in chunk], max_length,
+                                  per_objective=True)
             chosen.append(rc)
             rejected.append(rr)
-    model.train()
+    reward_model.train()
+    per_chosen, per_rejected = torch.cat(chosen), torch.cat(rejected)
     words = np.array([[len(p["chosen"].split()), len(p["rejected"].split())] for p in pairs], dtype=float)
     utilities = np.array([[p["chosen_utility"], p["rejected_utility"]] for p in pairs])
-    return reward_model_report(torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), words[:, 0], words[:, 1],
-                               utilities[:, 0], utilities[:, 1])
+    report = reward_model_report(reward_model.combine(per_chosen).numpy(), reward_model.combine(per_rejected).numpy(),
+                                 words[:, 0], words[:, 1], utilities[:, 0], utilities[:, 1])
+    if len(reward_model.objectives) > 1:
+        for k, objective in enumerate(reward_model.objectives):
+            report[f"accuracy/{objective}"] = float(preference_accuracy(per_chosen[:, k], per_rejected[:, k]))
+    return report
 
 
 def reward_model_loop(config: dict[str, Any]) -> None:
     """Bradley–Terry on (prompt, chosen, rejected, weight) rows; held-out truth report every epoch."""
+    objectives = config["objectives"]
     model, tokenizer, optimizer, state = _start(
         config, lambda path, resuming: RewardModel.load(path) if resuming else RewardModel.from_causal_lm(
-            path, config["seed"]))
+            path, config["seed"], objectives))
+    head_of = {name: k for k, name in enumerate(objectives)}
 
     def batch_loss(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        rc, rr = pair_rewards(model, tokenizer, list(batch["prompt"]), list(batch["chosen"]),
-                              list(batch["rejected"]), config["max_length"])
+        per_chosen, per_rejected = pair_rewards(model, tokenizer, list(batch["prompt"]), list(batch["chosen"]),
+                                                list(batch["rejected"]), config["max_length"], per_objective=True)
+        # each pair trains the head of its own objective: r_c = r_chosen[b, k_b], r_r = r_rejected[b, k_b]
+        rows = torch.arange(len(batch["prompt"]))
+        heads = torch.as_tensor([head_of[name] for name in batch["objective"]])
+        rc, rr = per_chosen[rows, heads], per_rejected[rows, heads]
         weights = torch.as_tensor(batch["weight"], dtype=rc.dtype) if config["use_pair_weights"] else None
         return bradley_terry_loss(rc, rr, weights=weights), {"train_accuracy": float(preference_accuracy(rc, rr))}
 

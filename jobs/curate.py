@@ -69,6 +69,7 @@ class PairsSection(StrictModel):
     rating_min_gap: float = 0.5
     correction_weight: float = Field(0.9, ge=0, le=1)
     rubric_weights: dict[str, float] = Field(default_factory=dict)
+    criterion_pairs: bool = Field(True, description="also emit per-rubric-criterion pairs (objective = criterion)")
 
 
 class ActiveSection(StrictModel):
@@ -182,6 +183,7 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
     agreement = result.report["agreement"].get("pairwise", {}).get("overall", {})
     return {
         "pairs": result.pairs.num_rows, "pairs_by_source": result.report["pairs_by_source"],
+        "pairs_by_objective": result.report["pairs_by_objective"],
         "pairs_dir": out.join("pairs", pairs_id), "pairs_id": artifact.id, "pairs_version": pairs_id,
         "consensus_method": config.consensus.method, "fleiss_kappa": agreement.get("fleiss_kappa"),
         "krippendorff_alpha": agreement.get("krippendorff_alpha"),

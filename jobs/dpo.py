@@ -22,6 +22,7 @@ from jobs.training import (
     preference_lineage,
     read_pairs,
 )
+from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
 from rlhf_ray.models import resolve_model_path
 from rlhf_ray.sim import World, WorldConfig
@@ -75,7 +76,7 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     reference = str(resolve_model_path(config.reference_path or config.model_path))
     pairs_dir, curate_report = locate_pairs(config.pairs)
     ensure_ray(config.ray)
-    dataset = read_pairs(pairs_dir)
+    dataset = read_pairs(pairs_dir, [PREFERENCE])
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": policy,
                    "reference_path": reference,
                    "heldout": truth_pairs(World(config.world, config.seed), config.heldout_pairs_per_prompt)}

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from actors.train_loops import reward_model_loop
 from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
@@ -23,11 +23,13 @@ from jobs.training import (
     preference_lineage,
     read_pairs,
 )
+from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
+from rlhf_ray.contracts import RUBRIC_CRITERIA
 from rlhf_ray.models import resolve_model_path
 from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.sim.evaluation import truth_pairs
-from rlhf_ray.training.reward_model import CONFIG_FILE
+from rlhf_ray.training.reward_model import CONFIG_FILE, DEFAULT_OBJECTIVES
 
 NAME = "train-rm"
 HELP = "train a Bradley–Terry reward model on preference pairs (Ray Train); held-out accuracy, ECE, length bias"
@@ -37,9 +39,25 @@ class RewardModelError(ValueError):
     """The job cannot start: no model or no pairs."""
 
 
+OBJECTIVES = (PREFERENCE, *RUBRIC_CRITERIA)
+
+
 class RewardTrainSection(TrainSection):
     lr: float = Field(5e-4, gt=0)
     use_pair_weights: bool = Field(True, description="weight each pair's loss by its consensus confidence")
+    objectives: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_OBJECTIVES),
+        description=f"reward heads and their weights in r = Σ w_k r_k; names from {', '.join(OBJECTIVES)}")
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(OBJECTIVES))
+        if unknown:
+            raise ValueError(f"unknown objective(s) {unknown}; expected names from {list(OBJECTIVES)}")
+        if not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError(f"objective weights must be ≥ 0 with a positive sum; got {value}")
+        return value
 
 
 class TrainRMConfig(JobConfig):
@@ -84,7 +102,7 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     pairs_dir, curate_report = locate_pairs(config.pairs)
     heldout = truth_pairs(World(config.world, config.seed), config.heldout_pairs_per_prompt)
     ensure_ray(config.ray)
-    dataset = read_pairs(pairs_dir)
+    dataset = read_pairs(pairs_dir, config.train.objectives)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": base, "heldout": heldout}
     result = fit(reward_model_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     model_dir = export_model(result.checkpoint.path, os.path.join(config.output_dir, "reward_model"))
@@ -106,8 +124,9 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
 def _store_normalization(model_dir: str, metrics: dict[str, Any]) -> None:
     """Save μ, σ of held-out rewards with the model so r̂ = (r − μ)/σ is comparable across versions."""
     path = Path(model_dir) / CONFIG_FILE
-    statistics = {"mean": metrics["heldout_reward_mean"], "std": max(1e-6, metrics["heldout_reward_std"])}
-    path.write_text(json.dumps(statistics, indent=2))
+    settings = json.loads(path.read_text())
+    settings.update(mean=metrics["heldout_reward_mean"], std=max(1e-6, metrics["heldout_reward_std"]))
+    path.write_text(json.dumps(settings, indent=2))
 
 
 def run(config: TrainRMConfig) -> dict[str, Any]:

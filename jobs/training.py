@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +70,16 @@ def directory_digest(path: str) -> str:
     return digest_files(files, files.list_files())
 
 
-PAIR_COLUMNS = ["prompt", "chosen", "rejected", "weight"]
+PAIR_COLUMNS = ["prompt", "chosen", "rejected", "weight", "objective"]
 
 
-def read_pairs(pairs_dir: str) -> Any:
-    """The curated pairs as a Ray Dataset with just the columns the preference trainers read."""
+def read_pairs(pairs_dir: str, objectives: Collection[str]) -> Any:
+    """The curated pairs of the given objectives as a Ray Dataset, with just the columns the trainers read."""
     import ray
+    from ray.data.expressions import col
 
-    return ray.data.read_parquet(pairs_dir).select_columns(PAIR_COLUMNS)
+    dataset = ray.data.read_parquet(pairs_dir).select_columns(PAIR_COLUMNS)
+    return dataset.filter(expr=col("objective").is_in(sorted(objectives)))
 
 
 def preference_lineage(config: JobConfig, curate_report: dict[str, Any], model_path: str) -> tuple[Any, tuple]:

@@ -34,7 +34,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     world = World(WORLD, 0)
     model = init_model(world.corpus(), root / "model", "tiny", seed=0)
     tables = {}
-    for signal_type, rows in (("pairwise", 2400), ("ranking", 600)):
+    for signal_type, rows in (("pairwise", 2400), ("ranking", 600), ("rating", 1200)):
         built, _ = build_shard_rows(world, CLEAN, ShardSpec(signal_type, 0, rows, "parquet"))
         tables[signal_type] = pa.Table.from_pylist(built, schema=SIGNAL_SCHEMAS[SignalType(signal_type)])
     pairs = curate(tables, {}, CurateSettings()).pairs
@@ -59,14 +59,19 @@ def test_encode_chat_masks_only_the_response(assets: dict[str, str]) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_reward_model_beats_chance_on_heldout_truth(ray_cluster, assets: dict[str, str], tmp_path: Path) -> None:
-    result = train_reward_model(TrainRMConfig(model_path=assets["model"], pairs=assets["pairs"],
-                                              train={"epochs": 2, "batch_size": 16, "lr": 1e-3}, **_common(tmp_path)))
+def test_multi_objective_reward_model_beats_chance_on_heldout_truth(ray_cluster, assets: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    objectives = {"preference": 1.0, "safety": 0.5, "concision": 0.25}
+    result = train_reward_model(TrainRMConfig(
+        model_path=assets["model"], pairs=assets["pairs"],
+        train={"epochs": 2, "batch_size": 16, "lr": 1e-3, "objectives": objectives}, **_common(tmp_path)))
     assert result["heldout_accuracy"] > 0.7, result
     assert 0 <= result["heldout_ece"] < 0.3
+    assert set(objectives) <= {k.removeprefix("heldout_accuracy/") for k in result if "accuracy/" in k}
     reloaded = RewardModel.load(result["reward_model_dir"])
     settings = json.loads((Path(result["reward_model_dir"]) / "reward_config.json").read_text())
     assert settings["std"] > 0 and reloaded.std == settings["std"]
+    assert settings["objectives"] == objectives and reloaded.objectives == tuple(objectives)
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert evaluation["accuracy"] == result["heldout_accuracy"]
 
@@ -78,6 +83,37 @@ def test_dpo_learns_preferences_from_a_frozen_reference(ray_cluster, assets: dic
                                  train={"epochs": 1, "batch_size": 16, "lr": 5e-4}, **_common(tmp_path)))
     assert result["heldout_reward_accuracy"] > 0.65, result
     assert Path(result["policy_dir"], "config.json").exists()
+
+
+def test_curated_pairs_carry_criterion_objectives(assets: dict[str, str]) -> None:
+    pairs = pq.read_table(assets["pairs"])
+    objectives = set(pairs.column("objective").to_pylist())
+    assert {"preference", "safety", "concision", "helpfulness", "correctness"} <= objectives
+    assert len(set(pairs.column("pair_id").to_pylist())) == pairs.num_rows
+
+
+def test_unknown_objective_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match=r"unknown objective.*verbosity"):
+        TrainRMConfig(train={"objectives": {"preference": 1.0, "verbosity": 1.0}})
+    with pytest.raises(ValueError, match="positive sum"):
+        TrainRMConfig(train={"objectives": {"preference": 0.0}})
+
+
+def test_objective_heads_combine_with_their_weights_and_survive_save(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    backbone = LlamaModel(LlamaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=32))
+    model = RewardModel(backbone, {"preference": 1.0, "safety": 0.5}).eval()
+    ids, mask = torch.tensor([[5, 6, 7], [8, 9, 10]]), torch.ones(2, 3, dtype=torch.long)
+    per = model(ids, mask, per_objective=True)
+    assert per.shape == (2, 2)
+    assert torch.allclose(model(ids, mask), per[:, 0] + 0.5 * per[:, 1])
+    model.save_pretrained(tmp_path)
+    reloaded = RewardModel.load(tmp_path).eval()
+    assert reloaded.objectives == ("preference", "safety")
+    assert torch.allclose(reloaded(ids, mask), model(ids, mask), atol=1e-6)
 
 
 def test_missing_inputs_are_clear_errors(tmp_path: Path) -> None:

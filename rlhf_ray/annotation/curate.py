@@ -20,6 +20,7 @@ from rlhf_ray.annotation.labels import LabelSet, pairwise_labels, rubric_scores,
 from rlhf_ray.annotation.pairs import (
     PairSettings,
     correction_pairs,
+    criterion_pairs,
     merge_pairs,
     pairwise_pairs,
     ranking_pairs,
@@ -121,6 +122,11 @@ def _candidates(consensus: ItemConsensus) -> list[dict[str, Any]]:
             for item, row in sorted(first.items())]
 
 
+def _counts(table: pa.Table, column: str) -> dict[str, int]:
+    counts = table.column(column).value_counts().to_pylist() if table.num_rows else []
+    return {c["values"]: c["counts"] for c in counts}
+
+
 def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings: CurateSettings) -> CurateResult:
     """Run every QA step over the curated tables; `answers` holds gold and adjudicated answers by item id."""
     report: dict[str, Any] = {"consensus_method": settings.consensus, "agreement": {}}
@@ -158,6 +164,8 @@ def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings:
     if "rating" in tables:
         pairs += rubric_pairs(tables["rating"], weights, settings.pairs) + rating_pairs(tables["rating"],
                                                                                         settings.pairs)
+        if settings.pairs.criterion_pairs:
+            pairs += criterion_pairs(tables["rating"], weights, settings.pairs, RUBRIC_CRITERIA)
         report["agreement"]["rubric"] = {
             criterion: _agreement(labels, _batches(labels, settings.batch_by), "ordinal")["overall"]
             for criterion in RUBRIC_CRITERIA
@@ -170,8 +178,8 @@ def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings:
                               _gold_index(pairwise.labels, answers), settings.health) if pairwise else pa.table({})
     active = select_for_labeling(pa.Table.from_pylist(candidates), settings.active) if candidates else pa.table({})
     queue = pa.concat_tables(queues) if queues else QUEUE_SCHEMA.empty_table()
-    sources = merged.column("source").value_counts().to_pylist() if merged.num_rows else []
-    report.update(pairs=merged.num_rows, pairs_by_source={s["values"]: s["counts"] for s in sources},
+    report.update(pairs=merged.num_rows, pairs_by_source=_counts(merged, "source"),
+                  pairs_by_objective=_counts(merged, "objective"),
                   adjudication_queue=queue.num_rows, active_learning_picks=active.num_rows,
                   flagged_annotators={row["annotator"]: row["flags"] for row in health.to_pylist() if row["flags"]})
     return CurateResult(merged, queue, health, active, report)

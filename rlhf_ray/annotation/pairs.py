@@ -6,6 +6,10 @@
 - rubric scores and user ratings: responses to the same prompt whose mean scores differ by at least
   a gap, weight growing with the gap;
 - corrections: the human edit over the original.
+
+Every pair above has objective `preference` (overall quality). Rubric ratings also give per-criterion pairs
+(objective = the criterion, e.g. `safety`): responses whose mean score *on that criterion* differs by at
+least the rubric gap. A multi-objective reward model trains one head per objective on them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ PAIR_SCHEMA = pa.schema([
     pa.field("source_signal_ids", pa.list_(pa.string())),
     pa.field("topic", pa.string()),
     pa.field("segment", pa.string()),
+    pa.field("objective", pa.string()),
 ])
+PREFERENCE = "preference"
 LIKERT_RANGE = 4.0
 
 
@@ -44,18 +50,21 @@ class PairSettings:
     rating_min_gap: float = 0.5
     correction_weight: float = 0.9
     rubric_weights: Mapping[str, float] | None = None
+    criterion_pairs: bool = True
 
 
-def pair_id(prompt_id: str, chosen: str, rejected: str) -> str:
-    return hashlib.sha256(f"{prompt_id}\0{chosen}\0{rejected}".encode()).hexdigest()[:16]
+def pair_id(prompt_id: str, chosen: str, rejected: str, objective: str = PREFERENCE) -> str:
+    """Content id; a criterion pair and an overall pair over the same texts are different pairs."""
+    key = f"{prompt_id}\0{chosen}\0{rejected}" + ("" if objective == PREFERENCE else f"\0{objective}")
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _pair(row: Mapping[str, Any], chosen: str, rejected: str, weight: float, source: str,
-          signal_ids: list[str]) -> dict[str, Any]:
-    return {"pair_id": pair_id(row["prompt_id"], chosen, rejected), "prompt_id": row["prompt_id"],
+          signal_ids: list[str], objective: str = PREFERENCE) -> dict[str, Any]:
+    return {"pair_id": pair_id(row["prompt_id"], chosen, rejected, objective), "prompt_id": row["prompt_id"],
             "prompt": row["prompt"], "chosen": chosen, "rejected": rejected, "weight": round(float(weight), 6),
             "source": source, "source_signal_ids": sorted(signal_ids), "topic": row.get("topic"),
-            "segment": row.get("segment")}
+            "segment": row.get("segment"), "objective": objective}
 
 
 def _items(labels: LabelSet) -> Iterator[tuple[int, list[int]]]:
@@ -107,7 +116,7 @@ def ranking_pairs(labels: LabelSet, reliability: Mapping[str, float], skip: set[
 
 
 def _scored_pairs(scored: list[tuple[dict[str, Any], str, float, list[str]]], min_gap: float, scale: float,
-                  source: str) -> list[dict[str, Any]]:
+                  source: str, objective: str = PREFERENCE) -> list[dict[str, Any]]:
     """Pairs between responses to the same prompt whose mean scores differ by ≥ min_gap; weight = min(1, gap/scale)."""
     by_prompt: dict[str, dict[str, list]] = defaultdict(dict)
     for row, response, score, ids in scored:
@@ -122,22 +131,36 @@ def _scored_pairs(scored: list[tuple[dict[str, Any], str, float, list[str]]], mi
             if gap >= min_gap:
                 chosen, rejected = (text_a, text_b) if mean_a > mean_b else (text_b, text_a)
                 pairs.append(_pair(entry_a[0], chosen, rejected, min(1.0, gap / scale), source,
-                                   entry_a[2] + entry_b[2]))
+                                   entry_a[2] + entry_b[2], objective))
     return pairs
+
+
+def _reliable_rubric_rows(table: pa.Table, reliability: Mapping[str, float]) -> list[dict[str, Any]]:
+    rows = table.filter(pc.equal(table.column("scale"), "rubric5")).to_pylist()
+    return [row for row in rows if reliability.get(row["actor_id"], 0.0) > 0]
 
 
 def rubric_pairs(table: pa.Table, reliability: Mapping[str, float], settings: PairSettings) -> list[dict[str, Any]]:
     """Annotator rubric ratings: the mean of (weighted) criteria per rating; unreliable annotators excluded."""
-    rows = table.filter(pc.equal(table.column("scale"), "rubric5")).to_pylist()
     scored = []
-    for row in rows:
-        if reliability.get(row["actor_id"], 0.0) <= 0:
-            continue
+    for row in _reliable_rubric_rows(table, reliability):
         weights = settings.rubric_weights or {}
         total = sum(weights.get(s["criterion"], 1.0) for s in row["scores"])
         score = sum(weights.get(s["criterion"], 1.0) * s["score"] for s in row["scores"]) / total
         scored.append((row, row["response"], score, [row["signal_id"]]))
     return _scored_pairs(scored, settings.rubric_min_gap, LIKERT_RANGE, "rubric")
+
+
+def criterion_pairs(table: pa.Table, reliability: Mapping[str, float], settings: PairSettings,
+                    criteria: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per-criterion pairs from rubric ratings (objective = criterion), for multi-objective reward heads."""
+    rows = _reliable_rubric_rows(table, reliability)
+    pairs = []
+    for criterion in criteria:
+        scored = [(row, row["response"], score["score"], [row["signal_id"]])
+                  for row in rows for score in row["scores"] if score["criterion"] == criterion]
+        pairs += _scored_pairs(scored, settings.rubric_min_gap, LIKERT_RANGE, "rubric", criterion)
+    return pairs
 
 
 def rating_pairs(table: pa.Table, settings: PairSettings) -> list[dict[str, Any]]:
