@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import ray.train
-import ray.train.torch
 import torch
 from ray.train import Checkpoint
 
+from actors.engines import UpdateEngine, make_engine
 from rlhf_ray.algos.logprobs import sequence_logprob
 from rlhf_ray.algos.preference import bradley_terry_loss, dpo_loss, preference_accuracy
 from rlhf_ray.algos.sft import sft_loss
@@ -33,22 +33,26 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def save_checkpoint(model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                    directory: str) -> None:
-    """A checkpoint is an HF model directory (loadable on its own) plus the trainer state to resume from."""
-    _unwrap(model).save_pretrained(os.path.join(directory, MODEL_DIR))
-    tokenizer.save_pretrained(os.path.join(directory, MODEL_DIR))
-    torch.save({"optimizer": optimizer.state_dict(), **state}, os.path.join(directory, STATE_FILE))
+def save_checkpoint(model: torch.nn.Module, tokenizer: Any, engine: UpdateEngine, state: dict[str, Any],
+                    directory: str, rank: int) -> None:
+    """A checkpoint is an HF model directory (loadable on its own), the trainer state and the optimizer state
+    (whole from rank 0 under DDP, one partition per rank under ZeRO) to resume from."""
+    if rank == 0:
+        _unwrap(model).save_pretrained(os.path.join(directory, MODEL_DIR))
+        tokenizer.save_pretrained(os.path.join(directory, MODEL_DIR))
+        torch.save(state, os.path.join(directory, STATE_FILE))
+    engine.save(directory, rank)
 
 
-def _restore(model_path: str, resume_from: str | None) -> tuple[str, dict[str, Any] | None]:
-    """The model to start from and the trainer state: the run's latest checkpoint after a worker restart,
-    else an earlier run's checkpoint named by `resume_from`, else the base model with fresh state."""
+def _restore(model_path: str, resume_from: str | None) -> tuple[str, str | None, dict[str, Any] | None]:
+    """The model to start from, the checkpoint directory and the trainer state: the run's latest checkpoint
+    after a worker restart, else an earlier run's checkpoint named by `resume_from`, else the base model."""
     checkpoint = ray.train.get_checkpoint()
     directory = checkpoint.to_directory() if checkpoint is not None else resume_from
     if directory is None:
-        return model_path, None
-    return os.path.join(directory, MODEL_DIR), torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
+        return model_path, None, None
+    state = torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
+    return os.path.join(directory, MODEL_DIR), directory, state
 
 
 def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, str]], batch_size: int,
@@ -68,38 +72,36 @@ def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict
     return total / max(1, tokens)
 
 
-def _report(metrics: dict[str, Any], save: Callable[[str], None] | None) -> None:
-    """Every worker reports; rank 0 attaches the checkpoint."""
-    if save is None or ray.train.get_context().get_world_rank() != 0:
-        ray.train.report(metrics)
-        return
+def _report(metrics: dict[str, Any], save: Callable[[str], None]) -> None:
+    """Every worker reports; each attaches the files it saved (Ray Train merges them into one checkpoint)."""
     with tempfile.TemporaryDirectory() as directory:
         save(directory)
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory) if os.listdir(directory) else None)
 
 
 def _start(config: dict[str, Any], load: Callable[[str, bool], torch.nn.Module]) -> tuple[Any, ...]:
-    """Seed, load the model (from the base or a checkpoint), build AdamW (restored when resuming), wrap in DDP.
+    """Seed, load the model (from the base or a checkpoint), build the update engine (DDP + AdamW or DeepSpeed)
+    and restore its optimizer state when resuming.
 
-    Returns (model, tokenizer, optimizer, trainer state or None)."""
+    Returns (model to call forward on, tokenizer, engine, trainer state or None)."""
     torch.manual_seed(config["seed"])
-    start_path, state = _restore(config["model_path"], config["resume_from"])
+    start_path, directory, state = _restore(config["model_path"], config["resume_from"])
     tokenizer = load_tokenizer(start_path)
     model = load(start_path, state is not None)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    return ray.train.torch.prepare_model(model), tokenizer, optimizer, state
+    engine = make_engine(model, config)
+    if directory is not None:
+        engine.load(directory)
+    return engine.model, tokenizer, engine, state
 
 
-def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer,
+def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, engine: UpdateEngine,
                   config: dict[str, Any], state: dict[str, Any] | None,
                   batch_loss: Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, float]]],
                   evaluate: Callable[[], dict[str, Any]], throughput_key: str | None = None) -> None:
-    """The epoch loop every trainer shares: shard batches → loss → clipped AdamW step; per epoch, the mean of
-    `train_loss` and of each extra batch figure, `evaluate()`'s held-out figures, a JSON line, and a report
-    with a checkpoint from rank 0."""
+    """The epoch loop every trainer shares: shard batches → loss → engine step (clipped AdamW); per epoch, the
+    mean of `train_loss` and of each extra batch figure, `evaluate()`'s held-out figures, a JSON line, and a
+    report with a checkpoint."""
     step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
     shard = ray.train.get_dataset_shard("train")
     context = ray.train.get_context()
@@ -111,10 +113,7 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, optimizer: t
                                         local_shuffle_seed=config["seed"] + epoch):
             seen += len(batch["prompt"])
             loss, extras = batch_loss(batch)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config["max_grad_norm"])
-            optimizer.step()
+            engine.step(loss)
             step += 1
             for name, value in {"train_loss": float(loss), **extras}.items():
                 figures.setdefault(name, []).append(value)
@@ -125,7 +124,8 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, optimizer: t
         metrics.update(evaluate())
         print(json.dumps({"job": job, "rank": context.get_world_rank(), **metrics}), flush=True)
         saved = {"step": step, "epoch": epoch}
-        _report(metrics, lambda directory, saved=saved: save_checkpoint(model, tokenizer, optimizer, saved, directory))
+        _report(metrics, lambda directory, saved=saved: save_checkpoint(model, tokenizer, engine, saved, directory,
+                                                                        context.get_world_rank()))
 
 
 def _prefixed(prefix: str, figures: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def _prefixed(prefix: str, figures: dict[str, Any]) -> dict[str, Any]:
 
 def sft_loop(config: dict[str, Any]) -> None:
     """Fine-tune a causal LM on (prompt, response) rows; loss on response tokens only."""
-    model, tokenizer, optimizer, state = _start(config, lambda path, _: load_causal_lm(path))
+    model, tokenizer, engine, state = _start(config, lambda path, _: load_causal_lm(path))
 
     def batch_loss(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         encoded = encode_chat(tokenizer, list(batch["prompt"]), list(batch["response"]), config["max_length"])
@@ -145,7 +145,7 @@ def sft_loop(config: dict[str, Any]) -> None:
         return {"heldout_loss": heldout_sft_loss(model, tokenizer, config["heldout"], config["batch_size"],
                                                  config["max_length"])}
 
-    _train_epochs("sft", model, tokenizer, optimizer, config, state, batch_loss, evaluate)
+    _train_epochs("sft", model, tokenizer, engine, config, state, batch_loss, evaluate)
 
 
 def pair_rewards(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
@@ -185,7 +185,7 @@ def evaluate_reward_model(model: torch.nn.Module, tokenizer: Any, pairs: list[di
 def reward_model_loop(config: dict[str, Any]) -> None:
     """Bradley–Terry on (prompt, chosen, rejected, weight) rows; held-out truth report every epoch."""
     objectives = config["objectives"]
-    model, tokenizer, optimizer, state = _start(
+    model, tokenizer, engine, state = _start(
         config, lambda path, resuming: RewardModel.load(path) if resuming else RewardModel.from_causal_lm(
             path, config["seed"], objectives))
     head_of = {name: k for k, name in enumerate(objectives)}
@@ -204,7 +204,7 @@ def reward_model_loop(config: dict[str, Any]) -> None:
         return _prefixed("heldout_", evaluate_reward_model(model, tokenizer, config["heldout"],
                                                            config["batch_size"], config["max_length"]))
 
-    _train_epochs("train-rm", model, tokenizer, optimizer, config, state, batch_loss, evaluate,
+    _train_epochs("train-rm", model, tokenizer, engine, config, state, batch_loss, evaluate,
                   throughput_key="train_pairs_per_s")
 
 
@@ -236,7 +236,7 @@ def evaluate_dpo(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer:
 
 def dpo_loop(config: dict[str, Any]) -> None:
     """DPO/IPO/hinge on preference rows against a frozen reference copy of the starting policy."""
-    policy, tokenizer, optimizer, state = _start(config, lambda path, _: load_causal_lm(path))
+    policy, tokenizer, engine, state = _start(config, lambda path, _: load_causal_lm(path))
     reference = load_causal_lm(config["reference_path"]).eval().requires_grad_(False)
 
     def batch_loss(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -254,4 +254,4 @@ def dpo_loop(config: dict[str, Any]) -> None:
         return _prefixed("heldout_", evaluate_dpo(policy, reference, tokenizer, config["heldout"], config["beta"],
                                                   config["batch_size"], config["max_length"]))
 
-    _train_epochs("dpo", policy, tokenizer, optimizer, config, state, batch_loss, evaluate)
+    _train_epochs("dpo", policy, tokenizer, engine, config, state, batch_loss, evaluate)

@@ -19,6 +19,13 @@ from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot, digest_files
 
 
+class DeepSpeedSection(StrictModel):
+    zero_stage: int = Field(1, ge=0, le=3,
+                            description="ZeRO stage: 1 partitions optimizer state, 2 also grads, 3 params")
+    bf16: bool = Field(True, description="bf16 mixed precision (GPU only; CPU stays fp32)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="raw DeepSpeed config keys to set")
+
+
 class TrainSection(StrictModel):
     epochs: int = Field(2, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -27,6 +34,7 @@ class TrainSection(StrictModel):
     max_length: int = Field(128, ge=8)
     max_grad_norm: float = Field(1.0, gt=0)
     shuffle_buffer: int = Field(256, ge=1)
+    deepspeed: DeepSpeedSection | None = Field(None, description="train with a DeepSpeed ZeRO engine instead of DDP")
 
 
 class ScalingSection(StrictModel):
@@ -44,7 +52,8 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], dat
     ensure_ray(config.ray)
     trainer = TorchTrainer(
         loop,
-        train_loop_config={**loop_config, "resume_from": os.path.abspath(resume_from) if resume_from else None},
+        train_loop_config={**loop_config, "use_gpu": scaling.use_gpu,
+                           "resume_from": os.path.abspath(resume_from) if resume_from else None},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker={"CPU": scaling.cpus_per_worker}),
         run_config=RunConfig(name=f"{name}-{uuid.uuid4().hex[:8]}",

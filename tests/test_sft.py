@@ -58,6 +58,21 @@ def test_resume_continues_the_step_count(single: dict, base_model: str, tmp_path
     assert resumed["epochs"] == 2
 
 
+def test_deepspeed_zero1_on_two_cpu_workers_trains_and_resumes(single: dict, base_model: str,
+                                                                 tmp_path: Path) -> None:
+    """ZeRO-1 partitions AdamW state across the two ranks: each saves its shard, and a resumed run loads both."""
+    deepspeed = {"zero_stage": 1}
+    scaling = {"num_workers": 2, "cpus_per_worker": 1.0}
+    first = train(_config(base_model, tmp_path / "first", scaling=scaling,
+                          train={"epochs": 1, "batch_size": 8, "deepspeed": deepspeed}))
+    shards = sorted(p.name for p in Path(first["checkpoint"]).rglob("*optim_states.pt"))
+    assert len(shards) == 2, shards
+    resumed = train(_config(base_model, tmp_path / "resumed", scaling=scaling, resume_from=first["checkpoint"],
+                            train={"epochs": 2, "batch_size": 8, "deepspeed": deepspeed}))
+    assert resumed["steps"] == 2 * first["steps"]
+    assert resumed["heldout_loss"] == pytest.approx(single["heldout_loss"], rel=0.15)
+
+
 def test_missing_or_hub_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SFTError, match="--model"):
         train(SFTConfig(output_dir=str(tmp_path)))
