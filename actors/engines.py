@@ -10,6 +10,7 @@ checkpoint directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -31,11 +32,15 @@ class UpdateEngine(Protocol):
 class TorchEngine:
     """AdamW + global-norm clipping over a DDP-wrapped model."""
 
-    def __init__(self, model: torch.nn.Module, config: dict[str, Any]) -> None:
-        import ray.train.torch
+    def __init__(self, model: torch.nn.Module, config: dict[str, Any],
+                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> None:
+        """`wrap` makes the data-parallel model (default: Ray Train's `prepare_model`, i.e. DDP in a worker)."""
+        if wrap is None:
+            import ray.train.torch
 
+            wrap = ray.train.torch.prepare_model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-        self.model = ray.train.torch.prepare_model(model)
+        self.model = wrap(model)
         self.max_grad_norm = config["max_grad_norm"]
 
     def step(self, loss: torch.Tensor) -> None:

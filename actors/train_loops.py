@@ -115,7 +115,7 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, engine: Upda
             loss, extras = batch_loss(batch)
             engine.step(loss)
             step += 1
-            for name, value in {"train_loss": float(loss), **extras}.items():
+            for name, value in {"train_loss": loss.item(), **extras}.items():
                 figures.setdefault(name, []).append(value)
         metrics: dict[str, Any] = {"epoch": epoch, "step": step,
                                    **{name: float(np.mean(v)) if v else 0.0 for name, v in figures.items()}}

@@ -36,9 +36,15 @@ MAX_LENGTH = 128
 
 def simulated_pairs(world: World, count: int) -> pa.Table:
     clean = ShardConfig(rows=100, malformed_fraction=0.0, duplicate_fraction=0.0, pii_fraction=0.0)
-    rows, _ = build_shard_rows(world, clean, ShardSpec("ranking", 0, max(60, count // 2), "parquet"))
-    table = pa.Table.from_pylist(rows, schema=SIGNAL_SCHEMAS[SignalType.RANKING])
-    return curate({"ranking": table}, {}, CurateSettings()).pairs.slice(0, count)
+    rows: list = []
+    for shard in range(64):  # add ranking shards until consensus yields `count` pairs
+        built, _ = build_shard_rows(world, clean, ShardSpec("ranking", shard, max(60, count // 2), "parquet"))
+        rows += built
+        table = pa.Table.from_pylist(rows, schema=SIGNAL_SCHEMAS[SignalType.RANKING])
+        pairs = curate({"ranking": table}, {}, CurateSettings()).pairs
+        if pairs.num_rows >= count:
+            return pairs.slice(0, count)
+    raise RuntimeError(f"could not simulate {count} pairs")
 
 
 def reference_loop(model_dir: str, pairs: pa.Table, epochs: int) -> float:

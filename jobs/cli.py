@@ -15,6 +15,7 @@ from jobs import (
     init_model,
     lineage,
     loop,
+    ppo,
     retention,
     sft,
     simulate,
@@ -27,12 +28,12 @@ from rlhf_ray.lineage import LineageError
 from rlhf_ray.models import ModelNotFoundError
 
 JOBS: tuple[ModuleType, ...] = (
-    loop, simulate, ingest, curate, retention, export, init_model, sft, train_rm, dpo, lineage,
+    loop, simulate, ingest, curate, retention, export, init_model, sft, train_rm, dpo, ppo, lineage,
 )
 # Errors that mean "this input cannot be processed": reported in one line, no traceback.
 USER_ERRORS = (ModelNotFoundError, LineageError, ingest.IngestError, DatasetVersionError, ResidencyViolation,
                export.ExportError, curate.CurateError, sft.SFTError,
-               train_rm.RewardModelError, dpo.DPOError)
+               train_rm.RewardModelError, dpo.DPOError, ppo.PPOError)
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 

@@ -58,9 +58,18 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], dat
                                      resources_per_worker={"CPU": scaling.cpus_per_worker}),
         run_config=RunConfig(name=f"{name}-{uuid.uuid4().hex[:8]}",
                              storage_path=os.path.abspath(os.path.join(config.output_dir, "ray_train"))),
-        datasets={"train": dataset},
+        datasets={"train": dataset if _cpus_left_for_data(scaling) else dataset.materialize()},
     )
     return trainer.fit()
+
+
+def _cpus_left_for_data(scaling: ScalingSection) -> bool:
+    """Whether Ray Data tasks can still run once the workers hold their CPUs. When the workers take every CPU
+    (e.g. 2 workers × 1 CPU on a 2-core laptop) a streamed read would wait forever, so the dataset is read
+    into the object store before training starts instead."""
+    import ray
+
+    return ray.cluster_resources().get("CPU", 0.0) - scaling.num_workers * scaling.cpus_per_worker >= 1.0
 
 
 def export_model(checkpoint_dir: str, target: str) -> str:

@@ -1,0 +1,164 @@
+"""`rlhf-ray ppo`: RLHF with separate Ray actors — rollout workers, reward scorer, reference model, critic and
+a policy learner group — driven by one controller loop (`jobs.ppo_controller`).
+
+The estimator is selectable: `gae` (PPO with a critic), `grpo`, `rloo`, `reinforce_pp` (critic-free). The
+training reward is the reward model (or a configured rule reward) minus rule penalties; the simulated world's
+hidden utility is computed for evaluation only and never reaches the learner.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from jobs.common import add_config_arguments, resolve_config, sink_for
+from jobs.training import DeepSpeedSection
+from rlhf_ray.algos.advantages import GRPO_SCALES
+from rlhf_ray.algos.penalties import DEFAULT_CANNED_PHRASES
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.sim import WorldConfig
+
+NAME = "ppo"
+HELP = "PPO / GRPO / RLOO / REINFORCE++ on separate Ray actors (rollout, reward, reference, critic, learner)"
+
+
+class PPOError(ValueError):
+    """The job cannot start: a missing model, reward or checkpoint."""
+
+
+class RolloutSection(StrictModel):
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate (CPU/GPU); vllm = GPU")
+    num_workers: int = Field(2, ge=1)
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_restarts: int = Field(2, ge=-1, description="Ray restarts of a dead rollout worker")
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    backend_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra backend arguments")
+
+
+class OptimizerSection(StrictModel):
+    num_workers: int = Field(1, ge=1, description="data-parallel ranks (a torch.distributed group)")
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: int = Field(1, ge=1, description="passes over each iteration's experience")
+    num_minibatches: int = Field(2, ge=1, description="optimizer steps per pass, per rank")
+    deepspeed: DeepSpeedSection | None = None
+
+
+class LearnerSection(OptimizerSection):
+    policy_loss: Literal["ppo"] = "ppo"
+    clip_eps: float = Field(0.2, gt=0)
+    dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c > 1 (Ye et al.), off by default")
+    entropy_coef: float = Field(0.0, ge=0)
+
+
+class CriticSection(OptimizerSection):
+    num_cpus: float = Field(0.25, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    value_clip: float | None = Field(0.2, gt=0)
+    init_from: Literal["reward_model", "policy"] = Field("reward_model",
+                                                         description="backbone of the critic (policy if no RM)")
+
+
+class RewardSection(StrictModel):
+    model_path: str | None = Field(None, description="reward model directory from `rlhf-ray train-rm`")
+    rule_keywords: list[str] = Field(default_factory=list, description="rule reward when no reward model is given")
+    normalize: bool = True
+    verbosity_target_words: int = Field(60, ge=1)
+    verbosity_coef: float = Field(0.0, ge=0, description="penalty per target-length of excess words")
+    canned_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_CANNED_PHRASES))
+    canned_coef: float = Field(0.0, ge=0, description="penalty per canned phrase")
+    max_length: int = Field(256, ge=8)
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class KLSection(StrictModel):
+    coef: float = Field(0.05, ge=0, description="β, the initial coefficient when adaptive")
+    kind: Literal["k1", "k2", "k3"] = "k1"
+    target: float | None = Field(None, gt=0, description="adaptive controller target KL (Ziegler et al.); off if unset")
+    horizon: int = Field(10000, ge=1)
+
+
+class AdvantageSection(StrictModel):
+    estimator: Literal["gae", "grpo", "rloo", "reinforce_pp"] = "gae"
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    whiten: bool = True
+    grpo_scale: Literal[GRPO_SCALES] = "group"  # type: ignore[valid-type]
+
+
+class PPOConfig(JobConfig):
+    model_path: str | None = Field(None, description="the starting policy (an SFT model directory)")
+    reference_path: str | None = Field(None, description="frozen reference policy; default: model_path")
+    output_dir: str = "runs/ppo"
+    world: WorldConfig = WorldConfig()
+    iterations: int = Field(20, ge=1)
+    prompts_per_iteration: int = Field(16, ge=1)
+    samples_per_prompt: int = Field(1, ge=1, description="group size G (grpo and rloo need G ≥ 2)")
+    eval_every: int = Field(5, ge=1, description="held-out evaluation every N iterations (and at start and end)")
+    eval_prompts: int = Field(32, ge=1)
+    eval_temperature: float = Field(0.7, ge=0)
+    checkpoint_every: int = Field(5, ge=1)
+    resume: bool = Field(False, description="continue from <output_dir>/checkpoints/latest")
+    max_step_retries: int = Field(2, ge=0, description="retries of a rollout step after a worker dies")
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
+    reference_num_cpus: float = Field(0.25, ge=0)
+    data_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data task sampling prompts (keep some free "
+                             "next to the actors' reservations)")
+    rollout: RolloutSection = RolloutSection()
+    learner: LearnerSection = LearnerSection()
+    critic: CriticSection = CriticSection()
+    reward: RewardSection = RewardSection()
+    kl: KLSection = KLSection()
+    advantage: AdvantageSection = AdvantageSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PPOConfig:
+        estimator = self.advantage.estimator
+        if estimator in ("grpo", "rloo") and self.samples_per_prompt < 2:
+            raise ValueError(f"advantage.estimator={estimator!r} compares samples of one prompt: samples_per_prompt "
+                             f"must be ≥ 2; got {self.samples_per_prompt}")
+        rows = self.prompts_per_iteration * self.samples_per_prompt
+        for name, section in (("learner", self.learner), ("critic", self.critic)):
+            if rows < section.num_workers * section.num_minibatches:
+                raise ValueError(f"{name}: prompts_per_iteration × samples_per_prompt = {rows} rows cannot fill "
+                                 f"{section.num_workers} rank(s) × {section.num_minibatches} minibatches")
+        if self.prompts_per_iteration < self.rollout.num_workers:
+            raise ValueError(f"prompts_per_iteration={self.prompts_per_iteration} must be ≥ rollout.num_workers="
+                             f"{self.rollout.num_workers} (each worker needs a prompt)")
+        return self
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="starting policy directory, e.g. an SFT model (sets model_path)")
+    parser.add_argument("--reward-model", dest="reward_model", help="reward model directory (sets reward.model_path)")
+    parser.add_argument("--out", help="output directory (sets output_dir)")
+    parser.add_argument("--resume", action="store_const", const="true",
+                        help="continue from the last checkpoint in the output directory")
+    add_config_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {"model": "model_path", "reward_model": "reward.model_path", "out": "output_dir", "resume": "resume"}
+    return run(resolve_config(PPOConfig, args, flags))
+
+
+def run(config: PPOConfig) -> dict[str, Any]:
+    from jobs.ppo_controller import PPOController
+
+    sink = sink_for(NAME, config)
+    controller = PPOController(config, sink)
+    try:
+        figures = controller.train()
+    finally:
+        controller.shutdown()
+    return sink.close(figures)

@@ -1,0 +1,345 @@
+"""The PPO controller: one loop on the driver that moves data between the actors and keeps the books.
+
+Per iteration: sample prompts (Ray Data) → generate on the rollout workers → in parallel: reward scores,
+reference log-probs, the learner's old log-probs and (GAE) the critic's values → advantages → policy and
+critic updates on their groups → weight sync learner → rollout workers. Every stage is timed (`timing/*`).
+A rollout worker that dies is restarted by Ray (`max_restarts`); the step is retried after the restarted
+worker gets the current weights. Checkpoints every `checkpoint_every` iterations hold the policy (with its
+optimizer state), the critic and the controller state, so `--resume` continues the iteration count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from actors.groups import ActorGroup
+from actors.learner import Critic, PolicyLearner
+from actors.rollout import RolloutWorker
+from actors.scoring import ReferenceModel, RewardScorer
+from jobs.common import ensure_ray, lineage_for
+from jobs.ppo import PPOConfig, PPOError
+from jobs.training import directory_digest, register_input_checkpoint
+from rlhf_ray.algos.advantages import AdvantageSettings, needs_critic
+from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
+from rlhf_ray.algos.penalties import RulePenaltySettings
+from rlhf_ray.models import load_tokenizer, resolve_model_path
+from rlhf_ray.rollout.batch import Sample, pack_samples
+from rlhf_ray.sim import World
+from rlhf_ray.telemetry import MetricsSink
+from rlhf_ray.training.experience import KL_PLACEMENT, build_experience, shard_rows
+
+LATEST = "latest"
+STATE_FILE = "controller.json"
+HISTORY_FILE = "metrics.jsonl"
+RESTART_WAIT_S = 120.0
+
+
+def gather_timed(named: dict[str, ray.ObjectRef | list[ray.ObjectRef]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Wait for concurrently running calls; returns their results and, per name, the seconds from now until
+    its last call finished (so overlapping stages each get their own wall time)."""
+    started = time.perf_counter()
+    owner = {ref: name for name, refs in named.items() for ref in (refs if isinstance(refs, list) else [refs])}
+    finished: dict[str, float] = {}
+    pending = list(owner)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        finished[owner[ready[0]]] = time.perf_counter() - started
+    return {name: ray.get(refs) for name, refs in named.items()}, finished
+
+
+class PromptSampler:
+    """Training prompts as a Ray Dataset, reshuffled every epoch; batch i is a pure function of (seed, i), so a
+    resumed run sees the prompts it would have seen."""
+
+    def __init__(self, rows: list[dict[str, str]], batch_size: int, seed: int, num_cpus: float) -> None:
+        if len(rows) < batch_size:
+            raise PPOError(f"prompts_per_iteration={batch_size} exceeds the {len(rows)} training prompts")
+        self.dataset = ray.data.from_items(rows, override_num_blocks=1)
+        self.batch_size, self.seed, self.num_cpus = batch_size, seed, num_cpus
+        self.per_epoch = len(rows) // batch_size
+        self._epoch, self._rows = -1, []
+
+    def batch(self, iteration: int) -> list[dict[str, str]]:
+        epoch, index = divmod(iteration, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._rows = epoch, self.dataset.random_shuffle(seed=self.seed + epoch,
+                                                                               num_cpus=self.num_cpus).take_all()
+        return self._rows[index * self.batch_size : (index + 1) * self.batch_size]
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
+
+
+class PPOController:
+    def __init__(self, config: PPOConfig, sink: MetricsSink) -> None:
+        if not config.model_path:
+            raise PPOError("ppo needs --model DIR (the starting policy, e.g. an SFT model)")
+        if not config.reward.model_path and not config.reward.rule_keywords:
+            raise PPOError("ppo needs a reward: --reward-model DIR (from `rlhf-ray train-rm`) or reward.rule_keywords")
+        self.config, self.sink = config, sink
+        self.out = Path(config.output_dir)
+        self.world = World(config.world, config.seed)
+        self.estimator = config.advantage.estimator
+        self.base_policy = str(resolve_model_path(config.model_path))
+        self.reward_model = str(resolve_model_path(config.reward.model_path)) if config.reward.model_path else None
+        resume = self._latest_checkpoint() if config.resume else None
+        if config.resume and resume is None:
+            raise PPOError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+        state = json.loads((resume / STATE_FILE).read_text()) if resume else {}
+        self.iteration: int = state.get("iteration", 0)
+        self.step_retries: int = state.get("step_retries", 0)
+        self.kl = (AdaptiveKLController(config.kl.coef, config.kl.target, config.kl.horizon) if config.kl.target
+                   else FixedKLController(config.kl.coef))
+        if "kl" in state:
+            self.kl.load_state_dict(state["kl"])
+        policy_path = str(resume / "policy") if resume else self.base_policy
+        self.pad_id = load_tokenizer(policy_path).pad_token_id
+        ensure_ray(config.ray)
+        self.prompts = PromptSampler([{"prompt_id": p.prompt_id, "prompt": p.text} for p in self.world.split("train")],
+                                     config.prompts_per_iteration, config.seed, config.data_cpus)
+        self._start_actors(policy_path, resume)
+
+    # ---- actors -------------------------------------------------------------------------------------------
+    def _start_actors(self, policy_path: str, resume: Path | None) -> None:
+        config = self.config
+        rollout = config.rollout
+        self.rollout = ActorGroup(
+            RolloutWorker, rollout.num_workers, rollout.num_cpus, rollout.num_gpus, config.placement_strategy,
+            max_restarts=rollout.max_restarts, name_prefix=None,
+            init_kwargs={"model_path": policy_path, "backend": rollout.backend,
+                         "backend_kwargs": rollout.backend_kwargs, "seed": config.seed})
+        reward = config.reward
+        penalties = RulePenaltySettings(reward.verbosity_target_words, reward.verbosity_coef,
+                                        tuple(reward.canned_phrases), reward.canned_coef)
+        self.scorer = ray.remote(RewardScorer).options(num_cpus=reward.num_cpus, num_gpus=reward.num_gpus).remote(
+            self.reward_model, penalties, reward.max_length, reward.normalize,
+            {"keywords": reward.rule_keywords} if not self.reward_model else None)
+        self.reference = ray.remote(ReferenceModel).options(num_cpus=config.reference_num_cpus).remote(
+            str(resolve_model_path(config.reference_path or config.model_path)))
+        learner_settings = {**config.learner.model_dump(), "seed": config.seed,
+                            "kl_loss_coef": self.kl.value if KL_PLACEMENT[self.estimator] == "loss" else 0.0}
+        self.learners = self._group(PolicyLearner, config.learner, policy_path, learner_settings)
+        self.critic = None
+        if needs_critic(self.estimator):
+            start = (str(resume / "critic") if resume else
+                     self.reward_model if config.critic.init_from == "reward_model" and self.reward_model
+                     else self.base_policy)
+            self.critic = self._group(Critic, config.critic, start, {**config.critic.model_dump(), "seed": config.seed})
+        if resume:
+            ray.get(self.learners.call("load_optimizer", str(resume / "policy")))
+            if self.critic:
+                ray.get(self.critic.call("load_optimizer", str(resume / "critic")))
+        self.rollout.ready()
+        ray.get([self.scorer.ready.remote(), self.reference.ready.remote()])
+
+    def _group(self, cls: type, section: Any, model_path: str, settings: dict[str, Any]) -> ActorGroup:
+        """A data-parallel group: actors placed together, then joined into one torch.distributed group."""
+        group = ActorGroup(cls, section.num_workers, section.num_cpus, section.num_gpus,
+                           self.config.placement_strategy,
+                           init_kwargs={"model_path": model_path, "world_size": section.num_workers,
+                                        "settings": settings})
+        host, port = ray.get(group.actors[0].address.remote())
+        ray.get([actor.init_group.remote(host, port, rank) for rank, actor in enumerate(group.actors)])
+        return group
+
+    def shutdown(self) -> None:
+        for group in (getattr(self, name, None) for name in ("rollout", "learners", "critic")):
+            if group is not None:
+                group.shutdown()
+        for actor in (getattr(self, name, None) for name in ("scorer", "reference")):
+            if actor is not None:
+                ray.kill(actor)
+
+    # ---- rollout ------------------------------------------------------------------------------------------
+    def _params(self, temperature: float, seed: int) -> dict[str, Any]:
+        rollout = self.config.rollout
+        return {"max_new_tokens": rollout.max_new_tokens, "temperature": temperature, "top_p": rollout.top_p,
+                "top_k": rollout.top_k, "seed": seed}
+
+    def generate(self, rows: list[dict[str, str]], samples_per_prompt: int, params: dict[str, Any]) -> list[dict]:
+        """Prompts split over the workers in order (so a prompt's samples stay contiguous); a dead worker is
+        awaited, re-synced and the step retried, up to `max_step_retries` times."""
+        shards = [list(part) for part in np.array_split(np.arange(len(rows)), len(self.rollout))]
+        calls = [([rows[i]["prompt"] for i in part], [rows[i]["prompt_id"] for i in part], samples_per_prompt,
+                  {**params, "seed": params["seed"] * 101 + w}) for w, part in enumerate(shards)]
+        for attempt in range(self.config.max_step_retries + 1):
+            try:
+                return ray.get(self.rollout.call_sharded("generate", calls))
+            except (RayActorError, ActorUnavailableError) as error:
+                if attempt == self.config.max_step_retries:
+                    raise
+                self.step_retries += 1
+                print(f"[ppo] rollout worker failed ({type(error).__name__}); retry {attempt + 1}", file=sys.stderr)
+                self._await_rollout()
+                self.sync_weights()
+        raise AssertionError("unreachable")
+
+    def _await_rollout(self) -> None:
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                self.rollout.ready(timeout_s=10)
+                return
+            except (RayActorError, ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def sync_weights(self) -> dict[str, float]:
+        """Learner rank 0 puts its weights in the object store once; every rollout worker loads that object."""
+        started = time.perf_counter()
+        weights = ray.get(self.learners.actors[0].publish.remote())
+        digests = ray.get(self.rollout.call("load_weights", weights))
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {digests}")
+        return {"timing/sync": time.perf_counter() - started}
+
+    # ---- one iteration ------------------------------------------------------------------------------------
+    def step(self) -> dict[str, Any]:
+        config, started = self.config, time.perf_counter()
+        rows = self.prompts.batch(self.iteration)
+        timings = {"timing/sample_prompts": time.perf_counter() - started}
+        generated = self.generate(rows, config.samples_per_prompt,
+                                  self._params(config.rollout.temperature, config.seed + self.iteration))
+        samples: list[Sample] = [s for part in generated for s in part["samples"]]
+        timings["timing/generate"] = time.perf_counter() - started - timings["timing/sample_prompts"]
+        sequences = pack_samples(samples, self.pad_id)
+        ids, attention = ray.put(sequences["input_ids"]), ray.put(sequences["attention_mask"])
+        calls: dict[str, Any] = {
+            "reward": self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]),
+            "reference": self.reference.logprobs.remote(ids, attention),
+            "old_logprobs": self.learners.actors[0].logprobs.remote(ids, attention)}
+        if self.critic:
+            calls["values"] = self.critic.actors[0].values.remote(ids, attention)
+        scored, seconds = gather_timed(calls)
+        timings.update({f"timing/{name}": value for name, value in seconds.items()})
+        advantage_started = time.perf_counter()
+        settings = AdvantageSettings(config.advantage.gamma, config.advantage.lam, config.samples_per_prompt,
+                                     config.advantage.grpo_scale, config.advantage.whiten)
+        experience, stats = build_experience(sequences, scored["old_logprobs"], scored["reference"],
+                                             scored.get("values"), torch.tensor(scored["reward"]["total"]),
+                                             self.estimator, settings, self.kl.value, config.kl.kind)
+        timings["timing/advantages"] = time.perf_counter() - advantage_started
+        updates = {"policy_update": self.learners.call_sharded(
+            "train", [(shard,) for shard in shard_rows(experience, len(self.learners))])}
+        if self.critic:
+            updates["critic_update"] = self.critic.call_sharded(
+                "train", [(shard,) for shard in shard_rows(experience, len(self.critic))])
+        trained, seconds = gather_timed(updates)
+        timings.update({f"timing/{name}": value for name, value in seconds.items()})
+        timings.update(self.sync_weights())
+        self.kl.update(stats["kl"], len(samples))
+        self.iteration += 1
+        elapsed = time.perf_counter() - started
+        tokens = sum(part["tokens"] for part in generated)
+        reward = scored["reward"]
+        metrics = {
+            "iteration": self.iteration, "reward/rm": _mean(reward["rm"]), "reward/total": _mean(reward["total"]),
+            "reward/verbosity_penalty": _mean(reward["verbosity_penalty"]),
+            "reward/canned_penalty": _mean(reward["canned_penalty"]),
+            "response/words": _mean(reward["words"]), "response/tokens": tokens / len(samples),
+            "response/canned_rate": _mean([float(h > 0) for h in reward["canned_hits"]]),
+            "kl": stats["kl"], "kl_per_token": stats["kl_per_token"], "kl_coef": self.kl.value,
+            **{f"policy/{k}": _mean([r[k] for r in trained["policy_update"]]) for k in trained["policy_update"][0]},
+            **({f"critic/{k}": _mean([r[k] for r in trained["critic_update"]]) for k in trained["critic_update"][0]}
+               if self.critic else {}),
+            "samples_per_s": len(samples) / elapsed, "tokens_per_s": tokens / elapsed,
+            "true_utility": _mean([self.world.utility(s.prompt_id, s.response).total for s in samples]),
+            "step_retries": self.step_retries, **timings, "timing/iteration": elapsed,
+        }
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out prompts, sampled at `eval_temperature` with a fixed seed: RM reward, length, canned-phrase
+        rate and — simulation only, never a training signal — the world's true utility."""
+        started = time.perf_counter()
+        heldout = self.world.split("heldout")[: self.config.eval_prompts]
+        rows = [{"prompt_id": p.prompt_id, "prompt": p.text} for p in heldout]
+        samples = [s for part in self.generate(rows, 1, self._params(self.config.eval_temperature, self.config.seed))
+                   for s in part["samples"]]
+        reward = ray.get(self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]))
+        return {"eval/true_utility": _mean([self.world.utility(s.prompt_id, s.response).total for s in samples]),
+                "eval/reward": _mean(reward["rm"]), "eval/words": _mean(reward["words"]),
+                "eval/canned_rate": _mean([float(h > 0) for h in reward["canned_hits"]]),
+                "timing/eval": time.perf_counter() - started}
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def _latest_checkpoint(self) -> Path | None:
+        pointer = self.out / "checkpoints" / LATEST
+        return self.out / "checkpoints" / pointer.read_text().strip() if pointer.exists() else None
+
+    def checkpoint(self) -> str:
+        """Policy (+ optimizer shards), critic and controller state, staged then renamed into place."""
+        root = self.out / "checkpoints"
+        final = root / f"iter-{self.iteration:06d}"
+        staging = root / f".{final.name}.tmp-{uuid.uuid4().hex}"
+        ray.get(self.learners.call("save", str(staging / "policy")))
+        if self.critic:
+            ray.get(self.critic.call("save", str(staging / "critic")))
+        state = {"iteration": self.iteration, "kl": self.kl.state_dict(), "step_retries": self.step_retries}
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        pointer = root / f".{LATEST}.tmp-{uuid.uuid4().hex}"
+        pointer.write_text(final.name)
+        os.replace(pointer, root / LATEST)
+        return str(final)
+
+    def export_policy(self) -> str:
+        target = (self.out / "policy").absolute()
+        staging = target.with_name(f".policy.tmp-{uuid.uuid4().hex}")
+        ray.get(self.learners.actors[0].save_model.remote(str(staging)))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        return str(target)
+
+    # ---- the run ------------------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        config = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        history = self.out / HISTORY_FILE
+        first_iteration = self.iteration
+        start_eval = self.evaluate()
+        self.sink.log(start_eval, step=self.iteration)
+        metrics: dict[str, Any] = {}
+        checkpoint = None
+        while self.iteration < config.iterations:
+            metrics = self.step()
+            if self.iteration % config.eval_every == 0 or self.iteration == config.iterations:
+                metrics.update(self.evaluate())
+            if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
+                checkpoint = self.checkpoint()
+            self.sink.log(metrics, step=self.iteration)
+            with history.open("a") as stream:
+                stream.write(json.dumps(metrics) + "\n")
+        end_eval = {k: v for k, v in metrics.items() if k.startswith("eval/")} or start_eval
+        policy_dir = self.export_policy()
+        registry = lineage_for(config)
+        parents = [register_input_checkpoint(registry, self.base_policy)]
+        if self.reward_model:
+            parents.append(register_input_checkpoint(registry, self.reward_model))
+        summary = {f"start/{k.removeprefix('eval/')}": v for k, v in start_eval.items() if k.startswith("eval/")}
+        summary.update({f"end/{k.removeprefix('eval/')}": v for k, v in end_eval.items() if k.startswith("eval/")})
+        artifact = registry.register("policy", f"ppo-{self.estimator}-seed-{config.seed}",
+                                     directory_digest(policy_dir), parents=tuple(parents),
+                                     config=config.model_dump(mode="json", exclude={"ray", "wandb", "lineage"}),
+                                     metrics={k: round(v, 4) for k, v in summary.items()}, uri=policy_dir)
+        final = {k: v for k, v in metrics.items() if not k.startswith("eval/")}
+        return {"policy_dir": policy_dir, "policy_id": artifact.id, "estimator": self.estimator,
+                "iterations": self.iteration, "iterations_this_run": self.iteration - first_iteration,
+                "checkpoint": checkpoint, **summary, **final}

@@ -1,0 +1,140 @@
+"""PPO on separate Ray actors: experience maths, the learner group, weight sync, fault tolerance, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from actors.learner import trim
+from jobs.ppo import PPOConfig, PPOError
+from jobs.ppo_controller import PPOController, PromptSampler, gather_timed
+from rlhf_ray.algos.advantages import AdvantageSettings
+from rlhf_ray.config import LineageConfig, RayConfig, WandbConfig
+from rlhf_ray.models import init_model
+from rlhf_ray.rollout.weights import state_digest
+from rlhf_ray.sim import World, WorldConfig
+from rlhf_ray.telemetry import MetricsSink
+from rlhf_ray.training.experience import build_experience, shard_rows
+
+WORLD = WorldConfig(num_prompts=200)
+
+
+def _sequences() -> dict[str, torch.Tensor]:
+    """Two rows: prompt [1, 2] + response [3, 4, 5], and prompt [1] + response [6, 7] then padding."""
+    ids = torch.tensor([[1, 2, 3, 4, 5], [1, 6, 7, 0, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    response = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]])
+    return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
+
+
+def test_kl_goes_where_the_estimator_expects_it() -> None:
+    sequences = _sequences()
+    old = torch.full((2, 4), -1.0)
+    ref = torch.full((2, 4), -1.5)  # k1 KL per token = old − ref = 0.5
+    scores = torch.tensor([1.0, 0.0])
+    settings = AdvantageSettings(gamma=1.0, lam=1.0, group_size=2, whiten=False)
+    values = torch.zeros(2, 4)
+    gae, stats = build_experience(sequences, old, ref, values, scores, "gae", settings, 0.1, "k1")
+    # row 0: 3 response tokens, rewards −0.05 each and +1 at the end → returns from the first token: 0.85
+    assert stats["kl"] == pytest.approx((3 * 0.5 + 2 * 0.5) / 2)
+    assert gae["returns"][0, 0] == pytest.approx(1.0 - 3 * 0.05)
+    assert gae["returns"][1, 0] == pytest.approx(0.0 - 2 * 0.05)
+    assert gae["old_logprobs"].shape == (2, 3) and gae["ref_logprobs"][0, 0] == -1.5
+    grpo, _ = build_experience(sequences, old, ref, None, scores, "grpo", settings, 0.1, "k1")
+    grpo_free, _ = build_experience(sequences, old, old, None, scores, "grpo", settings, 0.1, "k1")
+    assert torch.equal(grpo["advantages"], grpo_free["advantages"])  # GRPO's KL is in the loss, not the reward
+    rloo, _ = build_experience(sequences, old, ref, None, scores, "rloo", settings, 0.1, "k1")
+    # RLOO scores become s − β·ΣKL = [1 − 0.15, 0 − 0.10]; with G = 2, A_0 = s_0 − s_1 = 0.95
+    assert rloo["advantages"][0, 0] == pytest.approx(0.95)
+    assert rloo["advantages"][1, 0] == pytest.approx(-0.95)
+    assert "returns" not in rloo
+
+
+def test_shards_and_trim_keep_rows_aligned() -> None:
+    experience, _ = build_experience(_sequences(), torch.zeros(2, 4), torch.zeros(2, 4), None, torch.tensor([1.0, 0.0]),
+                                     "rloo", AdvantageSettings(group_size=2), 0.0, "k1")
+    first, second = shard_rows(experience, 2)
+    assert first["input_ids"].shape[0] == second["input_ids"].shape[0] == 1
+    trimmed = trim(second)
+    assert trimmed["input_ids"].shape == (1, 3) and trimmed["advantages"].shape == (1, 2)
+
+
+def test_config_rejects_inconsistent_settings() -> None:
+    with pytest.raises(ValueError, match="samples_per_prompt must be ≥ 2"):
+        PPOConfig(advantage={"estimator": "grpo"}, samples_per_prompt=1)
+    with pytest.raises(ValueError, match="cannot fill"):
+        PPOConfig(prompts_per_iteration=2, learner={"num_workers": 2, "num_minibatches": 2})
+    with pytest.raises(PPOError, match="--model"):
+        PPOController(PPOConfig(), MetricsSink("ppo", WandbConfig(mode="disabled"), "/tmp"))
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(init_model(World(WORLD, 0).corpus(), tmp_path_factory.mktemp("ppo") / "model", "tiny", seed=0).path)
+
+
+def _config(policy: str, out: Path, **overrides) -> PPOConfig:
+    fields = {"model_path": policy, "output_dir": str(out), "world": WORLD, "iterations": 2,
+              "prompts_per_iteration": 8, "samples_per_prompt": 2, "eval_every": 2, "eval_prompts": 8,
+              "checkpoint_every": 1, "rollout": {"max_new_tokens": 12},
+              "learner": {"num_workers": 2, "num_cpus": 0.2, "entropy_coef": 0.01, "lr": 1e-3},
+              "reward": {"rule_keywords": ["order", "refund", "tracking", "password"]},
+              "ray": RayConfig(num_cpus=2), "wandb": WandbConfig(mode="disabled"),
+              "lineage": LineageConfig(root=str(out / "lineage"))}
+    return PPOConfig(**{**fields, **overrides})
+
+
+@pytest.mark.ray
+def test_prompt_batches_are_a_function_of_the_iteration(ray_cluster) -> None:
+    rows = [{"prompt_id": str(i), "prompt": f"p{i}"} for i in range(10)]
+    sampler = PromptSampler(rows, 4, seed=3, num_cpus=0.1)
+    batches = [sampler.batch(i) for i in range(4)]
+    assert batches[2] != batches[0]  # epoch 1 is reshuffled
+    assert PromptSampler(rows, 4, seed=3, num_cpus=0.1).batch(3) == batches[3]
+    _, seconds = gather_timed({"slow": ray.remote(lambda: time.sleep(0.3)).remote()})
+    assert seconds["slow"] >= 0.3
+
+
+@pytest.mark.ray
+def test_learner_group_syncs_weights_and_survives_a_dead_rollout_worker(ray_cluster, policy: str,
+                                                                       tmp_path: Path) -> None:
+    controller = PPOController(_config(policy, tmp_path), MetricsSink("ppo", WandbConfig(mode="disabled"),
+                                                                      str(tmp_path)))
+    try:
+        before = ray.get(controller.rollout.actors[0].weights_digest.remote())
+        controller.step()
+        learner_states = [ray.get(ray.get(actor.publish.remote())) for actor in controller.learners.actors]
+        digests = {state_digest(state) for state in learner_states}
+        assert len(digests) == 1, "DDP ranks diverged"
+        rollout = set(ray.get(controller.rollout.call("weights_digest")))
+        assert rollout == digests and before not in rollout
+
+        victim = controller.rollout.actors[1]
+        pid = ray.get(victim.ready.remote())["pid"]
+        ray.kill(victim, no_restart=False)
+        metrics = controller.step()
+        assert metrics["step_retries"] >= 1
+        assert ray.get(victim.ready.remote())["pid"] != pid
+        assert len(set(ray.get(controller.rollout.call("weights_digest")))) == 1
+    finally:
+        controller.shutdown()
+
+
+@pytest.mark.ray
+def test_resume_continues_the_iteration_count(ray_cluster, policy: str, tmp_path: Path) -> None:
+    from jobs.ppo import run
+
+    first = run(_config(policy, tmp_path, advantage={"estimator": "grpo"}, learner={"num_workers": 1}))
+    assert first["iterations"] == 2 and Path(first["policy_dir"], "config.json").exists()
+    resumed = run(_config(policy, tmp_path, iterations=3, resume=True, advantage={"estimator": "grpo"},
+                          learner={"num_workers": 1}))
+    assert resumed["iterations"] == 3 and resumed["iterations_this_run"] == 1
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [h["iteration"] for h in history] == [1, 2, 3]
+    assert {"timing/generate", "timing/reward", "timing/reference", "timing/policy_update",
+            "timing/sync"} <= set(history[-1])
