@@ -10,7 +10,7 @@ Reward (per response b):
 
     rm[b]    = (RM(x_b, y_b) − μ) / σ        reward model, normalised with its saved statistics (`normalize`)
              | keyword_coverage(y_b)          or, with no reward model, the configured rule reward
-    total[b] = rm[b] − verbosity_penalty[b] − canned_penalty[b]
+    total[b] = rm[b] − verbosity_penalty[b] − canned_penalty[b] − repetition_penalty[b]
 
 (`rlhf_ray.algos.penalties` has the penalty equations.) The world's hidden utility is never used here.
 """
@@ -173,8 +173,8 @@ class RewardScorer(_Timed):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, list[float] | list[int]]:
         """Per-response reward terms as plain lists (cheap to ship through Ray), all of length B:
 
-        rm, verbosity_penalty, canned_penalty, total (floats; total = rm − verbosity_penalty − canned_penalty,
-        computed in Python floats from the listed values), canned_hits and words (ints).
+        rm, verbosity_penalty, canned_penalty, repetition_penalty, total (floats; total = rm − the three
+        penalties, computed in Python floats from the listed values), canned_hits, repeats and words (ints).
         """
         start = time.perf_counter()
         prompts, responses = list(prompts), list(responses)
@@ -185,13 +185,16 @@ class RewardScorer(_Timed):
         terms = self.penalties.penalties(responses)
         verbosity = terms["verbosity_penalty"].tolist()
         canned = terms["canned_penalty"].tolist()
+        repetition = terms["repetition_penalty"].tolist()
         result = {
             "rm": rm,
             "verbosity_penalty": verbosity,
             "canned_penalty": canned,
+            "repetition_penalty": repetition,
             "canned_hits": terms["canned_hits"],
+            "repeats": terms["repeats"],
             "words": terms["words"],
-            "total": [r - v - c for r, v, c in zip(rm, verbosity, canned, strict=True)],
+            "total": [r - v - c - p for r, v, c, p in zip(rm, verbosity, canned, repetition, strict=True)],
         }
         self._record(start)
         return result

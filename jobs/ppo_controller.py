@@ -123,7 +123,7 @@ class PPOController:
                          "backend_kwargs": rollout.backend_kwargs, "seed": config.seed})
         reward = config.reward
         penalties = RulePenaltySettings(reward.verbosity_target_words, reward.verbosity_coef,
-                                        tuple(reward.canned_phrases), reward.canned_coef)
+                                        tuple(reward.canned_phrases), reward.canned_coef, reward.repetition_coef)
         self.scorer = ray.remote(RewardScorer).options(num_cpus=reward.num_cpus, num_gpus=reward.num_gpus).remote(
             self.reward_model, penalties, reward.max_length, reward.normalize,
             {"keywords": reward.rule_keywords} if not self.reward_model else None)
@@ -250,6 +250,8 @@ class PPOController:
             "iteration": self.iteration, "reward/rm": _mean(reward["rm"]), "reward/total": _mean(reward["total"]),
             "reward/verbosity_penalty": _mean(reward["verbosity_penalty"]),
             "reward/canned_penalty": _mean(reward["canned_penalty"]),
+            "reward/repetition_penalty": _mean(reward["repetition_penalty"]),
+            "response/repeats": _mean(reward["repeats"]),
             "response/words": _mean(reward["words"]), "response/tokens": tokens / len(samples),
             "response/canned_rate": _mean([float(h > 0) for h in reward["canned_hits"]]),
             "kl": stats["kl"], "kl_per_token": stats["kl_per_token"], "kl_coef": self.kl.value,
@@ -268,7 +270,8 @@ class PPOController:
         started = time.perf_counter()
         heldout = self.world.split("heldout")[: self.config.eval_prompts]
         rows = [{"prompt_id": p.prompt_id, "prompt": p.text} for p in heldout]
-        samples = [s for part in self.generate(rows, 1, self._params(self.config.eval_temperature, self.config.seed))
+        params = self._params(self.config.eval_temperature, self.config.seed)
+        samples = [s for part in self.generate(rows, self.config.eval_samples_per_prompt, params)
                    for s in part["samples"]]
         reward = ray.get(self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]))
         return {"eval/true_utility": _mean([self.world.utility(s.prompt_id, s.response).total for s in samples]),

@@ -15,6 +15,7 @@ from rlhf_ray.algos.penalties import (
     canned_phrase_hits,
     canned_phrase_penalty,
     keyword_coverage,
+    repeated_sentences,
     verbosity_penalty,
 )
 from rlhf_ray.models import init_model, load_causal_lm, load_tokenizer
@@ -81,6 +82,15 @@ def test_canned_phrase_bad_arguments_name_the_argument() -> None:
         canned_phrase_hits(["x"], ["great question", "  "])
     with pytest.raises(ValueError, match="phrases"):
         canned_phrase_hits(["x"], "great question")
+
+
+def test_repeated_sentences_are_counted_and_penalised() -> None:
+    texts = ["store it cold . store it cold ! eat it soon .", "one . two . three", ""]
+    assert repeated_sentences(texts) == [1, 0, 0]
+    terms = RulePenaltySettings(repetition_coef=0.5).penalties(texts)
+    assert terms["repeats"] == [1, 0, 0] and terms["repetition_penalty"].tolist() == [0.5, 0.0, 0.0]
+    with pytest.raises(ValueError, match="repetition_coef"):
+        RulePenaltySettings(repetition_coef=-1.0)
 
 
 def test_keyword_coverage_counts_presence_not_repetition() -> None:
@@ -172,10 +182,12 @@ def test_reward_scorer_actor_scores_with_the_reward_model(ray_cluster, models: d
     prompts, responses = [*PROMPTS, PROMPTS[0]], [*RESPONSES, padded]
     out = ray_cluster.get(scorer.score.remote(prompts, responses))
 
-    assert set(out) == {"rm", "verbosity_penalty", "canned_penalty", "canned_hits", "words", "total"}
+    assert set(out) == {"rm", "verbosity_penalty", "canned_penalty", "repetition_penalty", "canned_hits", "repeats",
+                        "words", "total"}
     assert all(isinstance(v, list) and len(v) == len(prompts) for v in out.values())
-    assert out["total"] == [r - v - c for r, v, c in zip(out["rm"], out["verbosity_penalty"], out["canned_penalty"],
-                                                           strict=True)]
+    assert out["total"] == [r - v - c - p for r, v, c, p in zip(out["rm"], out["verbosity_penalty"],
+                                                                 out["canned_penalty"], out["repetition_penalty"],
+                                                                 strict=True)]
     assert out["canned_hits"] == [0, 0, 0, 3] and out["canned_penalty"][3] == 3.0
     assert out["words"][0] == 8 and out["verbosity_penalty"][0] == 0.0
     assert out["verbosity_penalty"][3] == pytest.approx(0.5 * (out["words"][3] - 8) / 8)

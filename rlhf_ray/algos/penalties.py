@@ -157,6 +157,18 @@ def canned_phrase_penalty(texts: Sequence[str], phrases: Sequence[str], coef: fl
     return coef * torch.tensor(canned_phrase_hits(texts, phrases), dtype=torch.float32)
 
 
+def repeated_sentences(texts: Sequence[str]) -> list[int]:
+    """Sentences (split on . ! ?, normalised) that repeat an earlier sentence of the same text.
+
+        n[b] = |sentences(texts[b])| − |set(sentences(texts[b]))|
+    """
+    counts = []
+    for text in texts:
+        parts = [normalize_text(part) for part in re.split(r"[.!?]+", text) if normalize_text(part)]
+        counts.append(len(parts) - len(set(parts)))
+    return counts
+
+
 def keyword_coverage(texts: Sequence[str], keywords: Sequence[str], scale: float = 1.0) -> Tensor:
     """A length-free rule reward: the fraction of keywords the text mentions at least once.
 
@@ -188,8 +200,11 @@ class RulePenaltySettings:
     verbosity_coef: float = 0.5
     canned_phrases: tuple[str, ...] = DEFAULT_CANNED_PHRASES
     canned_coef: float = 0.1
+    repetition_coef: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.repetition_coef >= 0:
+            raise ValueError(f"repetition_coef must be >= 0; got {self.repetition_coef!r}")
         if not self.verbosity_target_words > 0:
             raise ValueError(f"verbosity_target_words must be > 0; got {self.verbosity_target_words!r}")
         if not self.verbosity_coef >= 0:
@@ -202,10 +217,14 @@ class RulePenaltySettings:
         _phrase_pattern(self.canned_phrases)  # every phrase non-empty, or a ValueError naming it
 
     def penalties(self, texts: Sequence[str]) -> dict[str, Tensor | list[int]]:
-        """words, verbosity_penalty [B], canned_hits, canned_penalty [B] for `texts` under these settings."""
+        """words, verbosity_penalty [B], canned_hits, canned_penalty [B], repeats, repetition_penalty [B] for
+        `texts` under these settings (repetition_penalty[b] = repetition_coef · repeated_sentences[b])."""
         words = word_counts(texts)
         hits = canned_phrase_hits(texts, self.canned_phrases)
+        repeats = repeated_sentences(texts)
         return {
+            "repeats": repeats,
+            "repetition_penalty": self.repetition_coef * torch.tensor(repeats, dtype=torch.float32),
             "words": words,
             "verbosity_penalty": verbosity_penalty(words, self.verbosity_target_words, self.verbosity_coef),
             "canned_hits": hits,
