@@ -129,7 +129,7 @@ class PPOController:
             {"keywords": reward.rule_keywords} if not self.reward_model else None)
         self.reference = ray.remote(ReferenceModel).options(num_cpus=config.reference_num_cpus).remote(
             str(resolve_model_path(config.reference_path or config.model_path)))
-        learner_settings = {**config.learner.model_dump(), "seed": config.seed,
+        learner_settings = {**self._optimizer_settings(config.learner),
                             "kl_loss_coef": self.kl.value if KL_PLACEMENT[self.estimator] == "loss" else 0.0}
         self.learners = self._group(PolicyLearner, config.learner, policy_path, learner_settings)
         self.critic = None
@@ -137,13 +137,20 @@ class PPOController:
             start = (str(resume / "critic") if resume else
                      self.reward_model if config.critic.init_from == "reward_model" and self.reward_model
                      else self.base_policy)
-            self.critic = self._group(Critic, config.critic, start, {**config.critic.model_dump(), "seed": config.seed})
+            self.critic = self._group(Critic, config.critic, start, self._optimizer_settings(config.critic))
         if resume:
             ray.get(self.learners.call("load_optimizer", str(resume / "policy")))
             if self.critic:
                 ray.get(self.critic.call("load_optimizer", str(resume / "critic")))
         self.rollout.ready()
         ray.get([self.scorer.ready.remote(), self.reference.ready.remote()])
+
+    def _optimizer_settings(self, section: Any) -> dict[str, Any]:
+        """A section's settings plus what the update engine needs: the seed, the per-rank minibatch size
+        (DeepSpeed's micro-batch) and whether the ranks have GPUs."""
+        rows = self.config.prompts_per_iteration * self.config.samples_per_prompt
+        return {**section.model_dump(), "seed": self.config.seed, "use_gpu": section.num_gpus > 0,
+                "batch_size": max(1, rows // (section.num_workers * section.num_minibatches))}
 
     def _group(self, cls: type, section: Any, model_path: str, settings: dict[str, Any]) -> ActorGroup:
         """A data-parallel group: actors placed together, then joined into one torch.distributed group."""

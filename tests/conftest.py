@@ -20,3 +20,52 @@ def ray_cluster():
         ray.init(num_cpus=2, include_dashboard=False, namespace="rlhf-ray-tests", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+WORLD_SIZE = 200
+
+
+@pytest.fixture(scope="session")
+def world_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny base model and curated pairs (pairwise + ranking + rubric/ratings, annotator noise included)
+    from a 200-prompt world, written as a pairs folder; shared by every training test."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlhf_ray.annotation.curate import CurateSettings, curate
+    from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
+    from rlhf_ray.models import init_model
+    from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
+    from rlhf_ray.sim.shards import build_shard_rows
+
+    root = tmp_path_factory.mktemp("world-assets")
+    world = World(WorldConfig(num_prompts=WORLD_SIZE), 0)
+    model = init_model(world.corpus(), root / "model", "tiny", seed=0)
+    clean = ShardConfig(rows=100, malformed_fraction=0.0, duplicate_fraction=0.0, pii_fraction=0.0)
+    tables = {}
+    for signal_type, rows in (("pairwise", 2400), ("ranking", 600), ("rating", 1200)):
+        built, _ = build_shard_rows(world, clean, ShardSpec(signal_type, 0, rows, "parquet"))
+        tables[signal_type] = pa.Table.from_pylist(built, schema=SIGNAL_SCHEMAS[SignalType(signal_type)])
+    (root / "pairs").mkdir()
+    pq.write_table(curate(tables, {}, CurateSettings()).pairs, root / "pairs" / "part-0.parquet")
+    return {"model": str(model.path), "pairs": str(root / "pairs"), "root": str(root)}
+
+
+@pytest.fixture(scope="session")
+def trained_policy(ray_cluster, world_assets: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An SFT policy and a multi-objective reward model on its backbone: the starting point of RL tests."""
+    from jobs.sft import SFTConfig, train
+    from jobs.train_rm import TrainRMConfig, train_reward_model
+    from rlhf_ray.config import LineageConfig, RayConfig, WandbConfig
+    from rlhf_ray.sim import WorldConfig
+
+    root = tmp_path_factory.mktemp("trained-policy")
+    common = {"world": WorldConfig(num_prompts=WORLD_SIZE), "ray": RayConfig(num_cpus=2),
+              "wandb": WandbConfig(mode="disabled"), "lineage": LineageConfig(root=str(root / "lineage"))}
+    sft = train(SFTConfig(model_path=world_assets["model"], output_dir=str(root / "sft"), references_per_prompt=4,
+                          train={"epochs": 8, "batch_size": 16, "lr": 2e-3}, **common))
+    rm = train_reward_model(TrainRMConfig(
+        model_path=sft["model_dir"], pairs=world_assets["pairs"], output_dir=str(root / "rm"),
+        train={"epochs": 2, "batch_size": 16, "lr": 1e-3,
+               "objectives": {"preference": 1.0, "correctness": 0.5, "concision": 0.5}}, **common))
+    return {"sft": sft, "rm": rm, "root": str(root)}

@@ -6,41 +6,20 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from jobs.dpo import DPOConfig, train_dpo
 from jobs.train_rm import RewardModelError, TrainRMConfig, train_reward_model
-from rlhf_ray.annotation.curate import CurateSettings, curate
 from rlhf_ray.config import LineageConfig, RayConfig, WandbConfig
-from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
 from rlhf_ray.evaluation.reward_model import length_correlation_at_equal_utility, reward_model_report
-from rlhf_ray.models import init_model, load_tokenizer
-from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
-from rlhf_ray.sim.shards import build_shard_rows
+from rlhf_ray.models import load_tokenizer
+from rlhf_ray.sim import WorldConfig
 from rlhf_ray.training.encoding import encode_chat
 from rlhf_ray.training.reward_model import RewardModel
 
 WORLD = WorldConfig(num_prompts=200)
-CLEAN = ShardConfig(rows=100, malformed_fraction=0.0, duplicate_fraction=0.0, pii_fraction=0.0)
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A tiny base model and curated pairs (annotator noise included) written as a pairs folder."""
-    root = tmp_path_factory.mktemp("preference")
-    world = World(WORLD, 0)
-    model = init_model(world.corpus(), root / "model", "tiny", seed=0)
-    tables = {}
-    for signal_type, rows in (("pairwise", 2400), ("ranking", 600), ("rating", 1200)):
-        built, _ = build_shard_rows(world, CLEAN, ShardSpec(signal_type, 0, rows, "parquet"))
-        tables[signal_type] = pa.Table.from_pylist(built, schema=SIGNAL_SCHEMAS[SignalType(signal_type)])
-    pairs = curate(tables, {}, CurateSettings()).pairs
-    (root / "pairs").mkdir()
-    pq.write_table(pairs, root / "pairs" / "part-0.parquet")
-    return {"model": str(model.path), "pairs": str(root / "pairs"), "root": str(root)}
 
 
 def _common(out: Path) -> dict:
@@ -48,8 +27,8 @@ def _common(out: Path) -> dict:
             "lineage": LineageConfig(root=str(out / "lineage"))}
 
 
-def test_encode_chat_masks_only_the_response(assets: dict[str, str]) -> None:
-    tokenizer = load_tokenizer(assets["model"])
+def test_encode_chat_masks_only_the_response(world_assets: dict[str, str]) -> None:
+    tokenizer = load_tokenizer(world_assets["model"])
     batch = encode_chat(tokenizer, ["where is my book package ?", "hi"], ["use the tracking number .", "ok"], 64)
     assert batch["input_ids"].shape == batch["response_mask"].shape
     first = batch["input_ids"][0][batch["response_mask"][0].bool()]
@@ -59,34 +38,35 @@ def test_encode_chat_masks_only_the_response(assets: dict[str, str]) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_multi_objective_reward_model_beats_chance_on_heldout_truth(ray_cluster, assets: dict[str, str],
-                                                                    tmp_path: Path) -> None:
-    objectives = {"preference": 1.0, "safety": 0.5, "concision": 0.25}
-    result = train_reward_model(TrainRMConfig(
-        model_path=assets["model"], pairs=assets["pairs"],
-        train={"epochs": 2, "batch_size": 16, "lr": 1e-3, "objectives": objectives}, **_common(tmp_path)))
-    assert result["heldout_accuracy"] > 0.7, result
+def test_multi_objective_reward_model_beats_chance_without_length_bias(trained_policy: dict) -> None:
+    """The session's RM: preference + correctness + concision heads on the SFT backbone (see conftest)."""
+    result = trained_policy["rm"]
+    objectives = {"preference": 1.0, "correctness": 0.5, "concision": 0.5}
+    assert result["heldout_accuracy"] > 0.8, result
     assert 0 <= result["heldout_ece"] < 0.3
+    assert result["heldout_accuracy_when_longer_is_worse"] > 0.75
+    assert result["heldout_length_correlation_at_equal_utility"] < 0.3
     assert set(objectives) <= {k.removeprefix("heldout_accuracy/") for k in result if "accuracy/" in k}
     reloaded = RewardModel.load(result["reward_model_dir"])
     settings = json.loads((Path(result["reward_model_dir"]) / "reward_config.json").read_text())
     assert settings["std"] > 0 and reloaded.std == settings["std"]
     assert settings["objectives"] == objectives and reloaded.objectives == tuple(objectives)
-    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    evaluation = json.loads((Path(result["reward_model_dir"]).parent / "evaluation.json").read_text())
     assert evaluation["accuracy"] == result["heldout_accuracy"]
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_dpo_learns_preferences_from_a_frozen_reference(ray_cluster, assets: dict[str, str], tmp_path: Path) -> None:
-    result = train_dpo(DPOConfig(model_path=assets["model"], pairs=assets["pairs"],
+def test_dpo_learns_preferences_from_a_frozen_reference(ray_cluster, world_assets: dict[str, str],
+                                                        tmp_path: Path) -> None:
+    result = train_dpo(DPOConfig(model_path=world_assets["model"], pairs=world_assets["pairs"],
                                  train={"epochs": 1, "batch_size": 16, "lr": 5e-4}, **_common(tmp_path)))
     assert result["heldout_reward_accuracy"] > 0.65, result
     assert Path(result["policy_dir"], "config.json").exists()
 
 
-def test_curated_pairs_carry_criterion_objectives(assets: dict[str, str]) -> None:
-    pairs = pq.read_table(assets["pairs"])
+def test_curated_pairs_carry_criterion_objectives(world_assets: dict[str, str]) -> None:
+    pairs = pq.read_table(world_assets["pairs"])
     objectives = set(pairs.column("objective").to_pylist())
     assert {"preference", "safety", "concision", "helpfulness", "correctness"} <= objectives
     assert len(set(pairs.column("pair_id").to_pylist())) == pairs.num_rows
