@@ -45,6 +45,9 @@ class OptimizerSection(StrictModel):
     num_workers: int = Field(1, ge=1, description="data-parallel ranks (a torch.distributed group)")
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per rank (default: Ray's, "
+                                      "one per whole reserved CPU); the stages run one after another, so a rank "
+                                      "may use more threads than it reserves")
     lr: float = Field(2e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)

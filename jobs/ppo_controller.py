@@ -157,7 +157,7 @@ class PPOController:
         group = ActorGroup(cls, section.num_workers, section.num_cpus, section.num_gpus,
                            self.config.placement_strategy,
                            init_kwargs={"model_path": model_path, "world_size": section.num_workers,
-                                        "settings": settings})
+                                        "settings": settings, "num_threads": section.torch_threads})
         host, port = ray.get(group.actors[0].address.remote())
         ray.get([actor.init_group.remote(host, port, rank) for rank, actor in enumerate(group.actors)])
         return group
