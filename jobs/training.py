@@ -111,5 +111,11 @@ def preference_lineage(config: JobConfig, curate_report: dict[str, Any], model_p
 
 
 def register_input_checkpoint(registry: LineageRegistry, path: str) -> str:
-    """A model directory handed to a job becomes a `checkpoint` artifact (by content), the run's parent."""
-    return registry.register("checkpoint", path, directory_digest(path), uri=path).id
+    """The artifact a model directory handed to a job stands for, the run's parent: the newest model this
+    registry already holds with exactly that content (an earlier job's output, so the chain runs through it),
+    else a new `checkpoint` artifact (by content)."""
+    digest = directory_digest(path)
+    produced = [record for record in registry.with_content(digest) if record.kind != "checkpoint"]
+    if produced:
+        return produced[-1].id
+    return registry.register("checkpoint", path, digest, uri=path).id

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import JOBS, main
+from rlhf_ray.lineage import LineageRegistry
 
 TINY = ["world.num_prompts=60", "world.population.num_users=30", "world.population.num_annotators=6",
         "shards.rows_per_shard=300", "wandb.mode=disabled"]
@@ -87,12 +88,19 @@ def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Pat
     assert on_disk == sorted(f["path"] for f in manifest["files"])
 
 
+# The loop's training stages at their cheapest: one short epoch each, small batches and sequences, few
+# held-out pairs (the reward model keeps its 6 per prompt: fewer leave its length-bias figure undefined).
+TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2",
+                 *(f"{stage}.train.{key}" for stage in ("sft", "reward_model", "dpo")
+                   for key in ("epochs=1", "batch_size=8", "max_length=64"))]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, tmp_path: Path, capsys) -> None:
     out = tmp_path / "quickstart"
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
-            "wandb.mode=offline"]
+            *TINY_TRAINING, "wandb.mode=offline"]
     assert main(args) == 0
     logs = capsys.readouterr()
     summary = _last_json_line(logs.out)
@@ -132,6 +140,50 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     assert summary["shards_id"] in captured.err and "world-seed-0" in captured.err
     assert main(["lineage", summary["pairs_id"], "--root", summary["lineage_root"]]) == 0
     assert _last_json_line(capsys.readouterr().out)["ancestors"] == [summary["dataset_id"], summary["shards_id"]]
+
+    # The training stages: SFT from the init model, then RM and DPO from the SFT model, on the curated pairs.
+    assert summary["stages"] == ["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo"]
+    assert summary["sft_heldout_loss"] < summary["sft_heldout_loss_before"] and summary["sft_epochs"] == 1
+    assert summary["sft_model_dir"] == str(out / "sft" / "model") != summary["model_dir"]
+    assert 0 <= summary["rm_heldout_accuracy"] <= 1 and 0 <= summary["rm_heldout_ece"] <= 1
+    assert {"rm_heldout_length_correlation_at_equal_utility", "rm_heldout_accuracy_when_longer_is_worse",
+            "rm_train_accuracy", "timing/train_rm"} <= set(summary)
+    assert 0 <= summary["dpo_heldout_reward_accuracy"] <= 1 and summary["dpo_loss_type"] == "sigmoid"
+    assert Path(summary["reward_model_dir"], "reward_config.json").exists()
+    assert Path(summary["dpo_policy_dir"], "config.json").exists()
+    assert summary["sft_checkpoint"] != summary["rm_checkpoint"] != summary["dpo_checkpoint"]
+    upstream = [summary["sft_model_id"], summary["pairs_id"], summary["model_id"], summary["dataset_id"],
+                summary["shards_id"]]
+    for trained in ("reward_model_id", "dpo_policy_id"):
+        assert main(["lineage", summary[trained], "--root", summary["lineage_root"], "--verify"]) == 0
+        chain = _last_json_line(capsys.readouterr().out)
+        assert chain["ancestors"] == upstream and chain["log_ok"], (trained, chain)
+    assert [a.id for a in LineageRegistry(summary["lineage_root"]).ancestors(summary["sft_model_id"])] == [
+        summary["model_id"], summary["dataset_id"], summary["shards_id"]]
+
+
+def test_loop_stage_without_its_input_stage_is_a_config_error(tmp_path: Path, capsys) -> None:
+    """`dpo` reads the SFT model: listing it without `sft` fails before anything runs, naming the missing stage."""
+    assert main(["loop", f"output_dir={tmp_path}", "stages=[simulate,ingest,curate,init-model,dpo]"]) == 2
+    err = capsys.readouterr().err
+    assert "stages" in err and "'dpo'" in err and "['sft']" in err
+    assert main(["loop", f"output_dir={tmp_path}", "stages=[simulate,ppo]"]) == 2
+    assert "'train-rm'" in capsys.readouterr().err  # the valid stage names are listed
+    assert not any(tmp_path.iterdir())
+
+
+def test_loop_stages_read_the_outputs_of_their_input_stages() -> None:
+    from jobs.loop import REQUIRES, RUNNERS, STAGES, LoopConfig, stage_configs
+
+    assert list(RUNNERS) == list(STAGES) and set(REQUIRES) <= set(STAGES)
+    assert LoopConfig().stages == list(STAGES)
+    config = LoopConfig(output_dir="runs/x", stages=["dpo", "sft", "init-model", "ingest", "simulate", "curate"])
+    assert config.stages == ["simulate", "ingest", "curate", "init-model", "sft", "dpo"]  # pipeline order
+    stages = stage_configs(config)
+    assert stages.sft.model_path == stages.model.model_dir
+    assert stages.reward_model.model_path == stages.dpo.model_path == stages.dpo.reference_path == "runs/x/sft/model"
+    assert stages.reward_model.pairs == stages.dpo.pairs == stages.curate.output_dir
+    assert {s.lineage.root for s in stages} == {"runs/x/lineage"}
 
 
 def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,15 +38,16 @@ def reward_model_report(r_chosen: np.ndarray, r_rejected: np.ndarray, len_chosen
     probability = _sigmoid(np.where(flip, r_rejected - r_chosen, r_chosen - r_rejected))
     longer_worse = len_chosen < len_rejected
     rewards = np.concatenate([r_chosen, r_rejected])
+    correlation = length_correlation_at_equal_utility(rewards, np.concatenate([len_chosen, len_rejected]).astype(float),
+                                                      np.concatenate([u_chosen, u_rejected]))
     return {
         "pairs": int(r_chosen.size),
         "accuracy": round(float(correct.mean()), 4),
         "ece": round(expected_calibration_error(probability, (~flip).astype(float)), 4),
         "accuracy_when_longer_is_worse": round(float(correct[longer_worse].mean()), 4) if longer_worse.any() else None,
         "pairs_longer_is_worse": int(longer_worse.sum()),
-        "length_correlation_at_equal_utility": round(length_correlation_at_equal_utility(
-            rewards, np.concatenate([len_chosen, len_rejected]).astype(float),
-            np.concatenate([u_chosen, u_rejected])), 4),
+        # undefined (None, not NaN: lineage metrics are canonical JSON) when no utility bin has enough pairs
+        "length_correlation_at_equal_utility": round(correlation, 4) if np.isfinite(correlation) else None,
         "reward_mean": round(float(rewards.mean()), 4),
         "reward_std": round(float(rewards.std()), 4),
     }
