@@ -99,9 +99,9 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, engine: Upda
                   config: dict[str, Any], state: dict[str, Any] | None,
                   batch_loss: Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, float]]],
                   evaluate: Callable[[], dict[str, Any]], throughput_key: str | None = None) -> None:
-    """The epoch loop every trainer shares: shard batches → loss → engine step (clipped AdamW); per epoch, the
-    mean of `train_loss` and of each extra batch figure, `evaluate()`'s held-out figures, a JSON line, and a
-    report with a checkpoint."""
+    """The epoch loop every trainer shares: shard batches → loss → engine step (clipped AdamW); every
+    `log_every` steps a JSON line (rank 0) with the recent means; per epoch, the mean of `train_loss` and of
+    each extra batch figure, `evaluate()`'s held-out figures, a JSON line, and a report with a checkpoint."""
     step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
     shard = ray.train.get_dataset_shard("train")
     context = ray.train.get_context()
@@ -117,6 +117,9 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, engine: Upda
             step += 1
             for name, value in {"train_loss": loss.item(), **extras}.items():
                 figures.setdefault(name, []).append(value)
+            if step % config["log_every"] == 0 and context.get_world_rank() == 0:
+                recent = {name: float(np.mean(v[-config["log_every"]:])) for name, v in figures.items()}
+                print(json.dumps({"job": job, "epoch": epoch, "step": step, **recent}), flush=True)
         metrics: dict[str, Any] = {"epoch": epoch, "step": step,
                                    **{name: float(np.mean(v)) if v else 0.0 for name, v in figures.items()}}
         if throughput_key:

@@ -182,17 +182,18 @@ class PPOController:
         shards = [list(part) for part in np.array_split(np.arange(len(rows)), len(self.rollout))]
         calls = [([rows[i]["prompt"] for i in part], [rows[i]["prompt_id"] for i in part], samples_per_prompt,
                   {**params, "seed": params["seed"] * 101 + w}) for w, part in enumerate(shards)]
-        for attempt in range(self.config.max_step_retries + 1):
+        attempt = 0
+        while True:
             try:
                 return ray.get(self.rollout.call_sharded("generate", calls))
             except (RayActorError, ActorUnavailableError) as error:
                 if attempt == self.config.max_step_retries:
                     raise
+                attempt += 1
                 self.step_retries += 1
-                print(f"[ppo] rollout worker failed ({type(error).__name__}); retry {attempt + 1}", file=sys.stderr)
+                print(f"[ppo] rollout worker failed ({type(error).__name__}); retry {attempt}", file=sys.stderr)
                 self._await_rollout()
                 self.sync_weights()
-        raise AssertionError("unreachable")
 
     def _await_rollout(self) -> None:
         deadline = time.monotonic() + RESTART_WAIT_S

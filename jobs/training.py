@@ -34,6 +34,7 @@ class TrainSection(StrictModel):
     max_length: int = Field(128, ge=8)
     max_grad_norm: float = Field(1.0, gt=0)
     shuffle_buffer: int = Field(256, ge=1)
+    log_every: int = Field(20, ge=1, description="steps between per-step JSON lines on stdout (rank 0)")
     deepspeed: DeepSpeedSection | None = Field(None, description="train with a DeepSpeed ZeRO engine instead of DDP")
 
 
