@@ -11,8 +11,6 @@ optimizer state), the critic and the controller state, so `--resume` continues t
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
 import uuid
@@ -37,6 +35,7 @@ from rlhf_ray.algos.penalties import RulePenaltySettings
 from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.rollout.batch import Sample, pack_samples
 from rlhf_ray.sim import World
+from rlhf_ray.storage import StorageRoot, swap_in_directory
 from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.training.experience import KL_PLACEMENT, build_experience, shard_rows
 
@@ -254,23 +253,30 @@ class PPOController:
         elapsed = time.perf_counter() - started
         tokens = sum(part["tokens"] for part in generated)
         reward = scored["reward"]
+        answers = self._answer_figures(samples, reward)
         metrics = {
-            "iteration": self.iteration, "reward/rm": _mean(reward["rm"]), "reward/total": _mean(reward["total"]),
+            "iteration": self.iteration, "reward/rm": answers["reward"], "reward/total": _mean(reward["total"]),
             "reward/verbosity_penalty": _mean(reward["verbosity_penalty"]),
             "reward/canned_penalty": _mean(reward["canned_penalty"]),
             "reward/repetition_penalty": _mean(reward["repetition_penalty"]),
             "response/repeats": _mean(reward["repeats"]),
-            "response/words": _mean(reward["words"]), "response/tokens": tokens / len(samples),
-            "response/canned_rate": _mean([float(h > 0) for h in reward["canned_hits"]]),
+            "response/words": answers["words"], "response/tokens": tokens / len(samples),
+            "response/canned_rate": answers["canned_rate"],
             "kl": stats["kl"], "kl_per_token": stats["kl_per_token"], "kl_coef": self.kl.value,
             **{f"policy/{k}": _mean([r[k] for r in trained["policy_update"]]) for k in trained["policy_update"][0]},
             **({f"critic/{k}": _mean([r[k] for r in trained["critic_update"]]) for k in trained["critic_update"][0]}
                if self.critic else {}),
             "samples_per_s": len(samples) / elapsed, "tokens_per_s": tokens / elapsed,
-            "true_utility": _mean([self.world.utility(s.prompt_id, s.response).total for s in samples]),
+            "true_utility": answers["true_utility"],
             "step_retries": self.step_retries, **timings, "timing/iteration": elapsed,
         }
         return metrics
+
+    def _answer_figures(self, samples: list[Sample], reward: dict[str, list]) -> dict[str, float]:
+        """Mean RM reward, words, canned-phrase rate and — simulation only — the world's true utility."""
+        return {"true_utility": _mean([self.world.utility(s.prompt_id, s.response).total for s in samples]),
+                "reward": _mean(reward["rm"]), "words": _mean(reward["words"]),
+                "canned_rate": _mean([float(h > 0) for h in reward["canned_hits"]])}
 
     def evaluate(self) -> dict[str, float]:
         """Held-out prompts, sampled at `eval_temperature` with a fixed seed: RM reward, length, canned-phrase
@@ -282,9 +288,7 @@ class PPOController:
         samples = [s for part in self.generate(rows, self.config.eval_samples_per_prompt, params)
                    for s in part["samples"]]
         reward = ray.get(self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]))
-        return {"eval/true_utility": _mean([self.world.utility(s.prompt_id, s.response).total for s in samples]),
-                "eval/reward": _mean(reward["rm"]), "eval/words": _mean(reward["words"]),
-                "eval/canned_rate": _mean([float(h > 0) for h in reward["canned_hits"]]),
+        return {**{f"eval/{name}": value for name, value in self._answer_figures(samples, reward).items()},
                 "timing/eval": time.perf_counter() - started}
 
     # ---- checkpoints --------------------------------------------------------------------------------------
@@ -302,21 +306,15 @@ class PPOController:
             ray.get(self.critic.call("save", str(staging / "critic")))
         state = {"iteration": self.iteration, "kl": self.kl.state_dict(), "step_retries": self.step_retries}
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        pointer = root / f".{LATEST}.tmp-{uuid.uuid4().hex}"
-        pointer.write_text(final.name)
-        os.replace(pointer, root / LATEST)
+        swap_in_directory(staging, final)
+        StorageRoot.from_uri(str(root.absolute())).write_bytes_atomic(final.name.encode(), LATEST)
         return str(final)
 
     def export_policy(self) -> str:
         target = (self.out / "policy").absolute()
         staging = target.with_name(f".policy.tmp-{uuid.uuid4().hex}")
         ray.get(self.learners.actors[0].save_model.remote(str(staging)))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        swap_in_directory(staging, target)
         return str(target)
 
     # ---- the run ------------------------------------------------------------------------------------------

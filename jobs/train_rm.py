@@ -29,7 +29,7 @@ from rlhf_ray.contracts import RUBRIC_CRITERIA
 from rlhf_ray.models import resolve_model_path
 from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.sim.evaluation import truth_pairs
-from rlhf_ray.training.reward_model import CONFIG_FILE, DEFAULT_OBJECTIVES
+from rlhf_ray.training.reward_model import CONFIG_FILE, DEFAULT_OBJECTIVES, check_objective_weights
 
 NAME = "train-rm"
 HELP = "train a Bradley–Terry reward model on preference pairs (Ray Train); held-out accuracy, ECE, length bias"
@@ -55,9 +55,7 @@ class RewardTrainSection(TrainSection):
         unknown = sorted(set(value) - set(OBJECTIVES))
         if unknown:
             raise ValueError(f"unknown objective(s) {unknown}; expected names from {list(OBJECTIVES)}")
-        if not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
-            raise ValueError(f"objective weights must be ≥ 0 with a positive sum; got {value}")
-        return value
+        return check_objective_weights(value)
 
 
 class TrainRMConfig(JobConfig):

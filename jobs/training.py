@@ -16,7 +16,7 @@ from actors.train_loops import MODEL_DIR
 from jobs.common import ensure_ray, lineage_for
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.lineage import LineageRegistry
-from rlhf_ray.storage import StorageRoot, digest_files
+from rlhf_ray.storage import StorageRoot, digest_files, swap_in_directory
 
 
 class DeepSpeedSection(StrictModel):
@@ -78,9 +78,7 @@ def export_model(checkpoint_dir: str, target: str) -> str:
     target_path = Path(target).absolute()
     staging = target_path.with_name(f".{target_path.name}.tmp-{uuid.uuid4().hex}")
     shutil.copytree(os.path.join(checkpoint_dir, MODEL_DIR), staging)
-    if target_path.exists():
-        shutil.rmtree(target_path)
-    os.replace(staging, target_path)
+    swap_in_directory(staging, target_path)
     return str(target_path)
 
 

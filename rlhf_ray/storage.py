@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -117,3 +119,21 @@ def digest_files(root: StorageRoot, paths: list[str]) -> str:
 def _read_all(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as stream:
         return stream.read()
+
+
+def swap_in_directory(staging: Path, target: Path) -> None:
+    """Rename a fully written local `staging` directory onto `target`.
+
+    POSIX `rename` cannot replace a non-empty directory, so an existing `target` is first moved aside to a
+    hidden sibling, put back if the final rename fails, and deleted once the new one is in place.
+    """
+    retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+    if target.exists():
+        os.replace(target, retired)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if retired.exists():
+            os.replace(retired, target)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

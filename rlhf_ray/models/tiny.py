@@ -17,6 +17,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rlhf_ray.models.tokenizer import END, train_tokenizer
+from rlhf_ray.storage import swap_in_directory
 
 
 @dataclass(frozen=True)
@@ -135,32 +136,14 @@ def _config_summary(config: LlamaConfig) -> dict[str, int | bool]:
 
 
 def _save_atomic(path: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
-    """Save (safetensors) into `.<name>.tmp-<id>` beside `path`, then swap it in.
-
-    POSIX `rename` cannot replace a non-empty directory, so an existing `path` is first moved aside to a
-    hidden sibling and deleted only once the new one is in place; the hidden prefix keeps both
-    temporaries out of storage listings.
-    """
+    """Save (safetensors) into `.<name>.tmp-<id>` beside `path`, then swap it in (`swap_in_directory`); the
+    hidden prefix keeps temporaries out of storage listings."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    staging = path.with_name(f".{path.name}.tmp-{token}")
-    retired = path.with_name(f".{path.name}.old-{token}")
+    staging = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        _swap_in(staging, path, retired)
+        swap_in_directory(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)
 
-
-def _swap_in(staging: Path, path: Path, retired: Path) -> None:
-    """Rename `staging` onto `path`, putting a previous `path` back if the final rename fails."""
-    if path.exists():
-        os.replace(path, retired)
-    try:
-        os.replace(staging, path)
-    except BaseException:
-        if retired.exists():
-            os.replace(retired, path)
-        raise

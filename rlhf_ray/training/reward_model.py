@@ -28,13 +28,18 @@ CONFIG_FILE = "reward_config.json"
 DEFAULT_OBJECTIVES: dict[str, float] = {"preference": 1.0}
 
 
+def check_objective_weights(weights: dict[str, float]) -> dict[str, float]:
+    """The weights w_k of r = Σ_k w_k r_k: at least one, each ≥ 0, with a positive sum."""
+    if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"objectives must map names to weights ≥ 0 with a positive sum; got {weights}")
+    return weights
+
+
 class RewardModel(nn.Module):
     def __init__(self, backbone: PreTrainedModel, objectives: Mapping[str, float] | None = None, mean: float = 0.0,
                  std: float = 1.0) -> None:
         super().__init__()
-        weights = dict(objectives or DEFAULT_OBJECTIVES)
-        if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            raise ValueError(f"objectives must map names to weights ≥ 0 with a positive sum; got {weights}")
+        weights = check_objective_weights(dict(objectives or DEFAULT_OBJECTIVES))
         self.backbone = backbone
         self.objectives = tuple(weights)
         self.head = nn.Linear(backbone.config.hidden_size, len(self.objectives))
