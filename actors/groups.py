@@ -43,12 +43,20 @@ class ActorGroup:
         init_args, init_kwargs: constructor arguments, the same for every actor.
         ready_timeout_s: how long to wait for the placement group before `PlacementError`.
         runtime_env: optional Ray runtime env for the actors (e.g. env vars).
+        within: `(placement_group, first_bundle)` to use bundles `first_bundle .. first_bundle+count-1` of a group
+            reserved elsewhere (e.g. a Ray Tune trial's) instead of reserving a new one; it is not released here.
+        resources: custom Ray resources per actor, e.g. `{"rollout_node": 0.01}`: the group lands only on nodes
+            started with that resource (`ray start --resources`), so a config picks the nodes of each role.
+        reserve: extra resources held in every bundle for actors of another group placed there later with
+            `within` (colocation, e.g. a rollout engine sharing each learner rank's GPU).
     """
 
     def __init__(self, cls: type, count: int, num_cpus: float = 1.0, num_gpus: float = 0.0, strategy: str = "PACK",
                  max_restarts: int = 0, max_task_retries: int = 0, name_prefix: str | None = None,
                  init_args: Sequence[Any] = (), init_kwargs: Mapping[str, Any] | None = None,
-                 ready_timeout_s: float = 60.0, runtime_env: Mapping[str, Any] | None = None) -> None:
+                 ready_timeout_s: float = 60.0, runtime_env: Mapping[str, Any] | None = None,
+                 within: tuple[PlacementGroup, int] | None = None, resources: Mapping[str, float] | None = None,
+                 reserve: Mapping[str, float] | None = None) -> None:
         if count < 1:
             raise ValueError(f"count must be ≥ 1; got {count}")
         if num_cpus < 0 or num_gpus < 0:
@@ -59,24 +67,20 @@ class ActorGroup:
             raise ValueError(f"max_restarts and max_task_retries must be ≥ -1 (-1 = forever); "
                              f"got {max_restarts} and {max_task_retries}")
         bundle = {key: float(value) for key, value in (("CPU", num_cpus), ("GPU", num_gpus)) if value > 0}
+        bundle.update({key: float(value) for key, value in (resources or {}).items() if value > 0})
         if not bundle:
             raise ValueError("an actor needs some resources: num_cpus and num_gpus are both 0")
         self.count, self.bundle, self.strategy = count, bundle, strategy
         self.name_prefix = name_prefix
-        _check_feasible(bundle, count, strategy)
-
-        pg_name = f"{name_prefix or 'actor-group'}-{uuid.uuid4().hex[:8]}"
-        self.placement_group: PlacementGroup = placement_group([dict(bundle) for _ in range(count)],
-                                                               strategy=strategy, name=pg_name)
-        try:
-            ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
-        except GetTimeoutError:
-            remove_placement_group(self.placement_group)
-            raise PlacementError(
-                f"could not reserve {count} bundle(s) of {bundle} (strategy {strategy}) within {ready_timeout_s}s; "
-                f"available now: {_round(ray.available_resources())}, cluster total: "
-                f"{_round(ray.cluster_resources())}. Lower num_cpus/num_gpus or count, or free resources."
-            ) from None
+        if within is not None:
+            self.placement_group, first = within
+            self._owns_placement_group = False
+            _check_bundles_fit(self.placement_group, first, count, bundle)
+        else:
+            extra = dict(reserve or {})
+            held = {key: bundle.get(key, 0.0) + float(extra.get(key, 0.0)) for key in {*bundle, *extra}}
+            self.placement_group, first = self._reserve(held, count, strategy, name_prefix, ready_timeout_s), 0
+            self._owns_placement_group = True
 
         remote_cls = cls if hasattr(cls, "remote") else ray.remote(cls)
         self.actors: list[ray.actor.ActorHandle] = []
@@ -87,13 +91,32 @@ class ActorGroup:
                 "max_restarts": max_restarts,
                 "max_task_retries": max_task_retries,
                 "scheduling_strategy": PlacementGroupSchedulingStrategy(
-                    placement_group=self.placement_group, placement_group_bundle_index=index),
+                    placement_group=self.placement_group, placement_group_bundle_index=first + index),
             }
             if name_prefix:
                 options["name"] = f"{name_prefix}-{index}"
             if runtime_env:
                 options["runtime_env"] = dict(runtime_env)
+            if resources:
+                options["resources"] = dict(resources)
             self.actors.append(remote_cls.options(**options).remote(*init_args, **dict(init_kwargs or {})))
+
+    @staticmethod
+    def _reserve(bundle: dict[str, float], count: int, strategy: str, name_prefix: str | None,
+                 ready_timeout_s: float) -> PlacementGroup:
+        _check_feasible(bundle, count, strategy)
+        pg_name = f"{name_prefix or 'actor-group'}-{uuid.uuid4().hex[:8]}"
+        group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy, name=pg_name)
+        try:
+            ray.get(group.ready(), timeout=ready_timeout_s)
+        except GetTimeoutError:
+            remove_placement_group(group)
+            raise PlacementError(
+                f"could not reserve {count} bundle(s) of {bundle} (strategy {strategy}) within {ready_timeout_s}s; "
+                f"available now: {_round(ray.available_resources())}, cluster total: "
+                f"{_round(ray.cluster_resources())}. Lower num_cpus/num_gpus or count, or free resources."
+            ) from None
+        return group
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -124,9 +147,9 @@ class ActorGroup:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
-        if self.placement_group is not None:
+        if self.placement_group is not None and self._owns_placement_group:
             remove_placement_group(self.placement_group)
-            self.placement_group = None  # type: ignore[assignment]
+        self.placement_group = None  # type: ignore[assignment]
 
 
 def _round(resources: Mapping[str, float]) -> dict[str, float]:
@@ -154,3 +177,16 @@ def _check_feasible(bundle: Mapping[str, float], count: int, strategy: str) -> N
         largest = [_round(node) for node in nodes]
         raise PlacementError(f"cannot place {count} actor(s) with {dict(bundle)} each (strategy {strategy}): "
                              f"{problem}; nodes have {largest}. Lower num_cpus/num_gpus or count, or add nodes.")
+
+
+def _check_bundles_fit(group: PlacementGroup, first: int, count: int, bundle: Mapping[str, float]) -> None:
+    """Bundles borrowed from another placement group must exist and hold what each actor asks for."""
+    specs = group.bundle_specs
+    if first < 0 or first + count > len(specs):
+        raise PlacementError(f"bundles {first}..{first + count - 1} requested, but the placement group has "
+                             f"{len(specs)} bundle(s): {specs}")
+    for index in range(first, first + count):
+        short = {k: v for k, v in bundle.items() if specs[index].get(k, 0.0) + 1e-9 < v}
+        if short:
+            raise PlacementError(f"bundle {index} of the placement group is {specs[index]}; an actor needs "
+                                 f"{dict(bundle)} (short of {short})")

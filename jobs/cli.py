@@ -8,18 +8,25 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from jobs import (
+    canary,
+    cluster,
     curate,
     dpo,
+    drift,
+    evaluate,
     export,
     ingest,
     init_model,
     lineage,
     loop,
     ppo,
+    report,
     retention,
     sft,
     simulate,
+    sweep,
     train_rm,
+    workbench,
 )
 from rlhf_ray.config import ConfigError
 from rlhf_ray.dataplane.residency import ResidencyViolation
@@ -28,12 +35,16 @@ from rlhf_ray.lineage import LineageError
 from rlhf_ray.models import ModelNotFoundError
 
 JOBS: tuple[ModuleType, ...] = (
-    loop, simulate, ingest, curate, retention, export, init_model, sft, train_rm, dpo, ppo, lineage,
+    loop, simulate, ingest, curate, retention, export, init_model, sft, train_rm, dpo, ppo, sweep, evaluate, canary,
+    drift, lineage, report, cluster, workbench,
 )
 # Errors that mean "this input cannot be processed": reported in one line, no traceback.
 USER_ERRORS = (ModelNotFoundError, LineageError, ingest.IngestError, DatasetVersionError, ResidencyViolation,
                export.ExportError, curate.CurateError, sft.SFTError,
-               train_rm.RewardModelError, dpo.DPOError, ppo.PPOError)
+               train_rm.RewardModelError, dpo.DPOError, ppo.PPOError,
+               sweep.SweepError, canary.CanaryError, cluster.ClusterError,
+               evaluate.EvaluateError, drift.DriftError, report.ReportError,
+               workbench.WorkbenchError)
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 

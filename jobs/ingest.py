@@ -45,6 +45,7 @@ from rlhf_ray.dataplane.versions import (
 from rlhf_ray.governance import PiiMasker, Pseudonymizer, generate_key_file, load_key
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot, digest_files
+from rlhf_ray.telemetry.loop_latency import signal_latency_figures
 
 NAME = "ingest"
 HELP = "validate, mask, pseudonymize, de-duplicate and version feedback shards with Ray Data"
@@ -226,6 +227,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
         "quarantine_dir": out.join(f"quarantine/{version}"),
         "report": out.join(manifest_path(version)),
         "rows_per_s": round(counts["input_rows"] / seconds, 1),
+        **signal_latency_figures(manifest.get("quality", {})),
         "timing/ingest": round(seconds, 2),
     }
 

@@ -197,7 +197,7 @@ def run(config: LoopConfig) -> dict[str, Any]:
         _announce(step, len(config.stages), name, stage.where(stages))
         done[name] = stage.run(stages, done)
         figures = summary_figures(stage, done[name])
-        sink.log({k: v for k, v in figures.items() if not isinstance(v, list | dict)}, step=step)
+        sink.log({k: v for k, v in figures.items() if not isinstance(v, list | dict)}, step=step, source=name)
         summary.update(figures)
     lineage_root = stages.model.lineage.root
     newest = next(summary[key] for key in reversed(ARTIFACT_KEYS) if key in summary)

@@ -14,10 +14,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from jobs.common import add_config_arguments, resolve_config, sink_for
+from jobs.ppo_resources import config_problems
 from jobs.training import DeepSpeedSection
 from rlhf_ray.algos.advantages import GRPO_SCALES
 from rlhf_ray.algos.penalties import DEFAULT_CANNED_PHRASES
 from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.config.resources import ClusterSection
 from rlhf_ray.sim import WorldConfig
 
 NAME = "ppo"
@@ -39,6 +41,10 @@ class RolloutSection(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     backend_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra backend arguments")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per worker, e.g. "
+                                        "{rollout_node: 0.01}: workers go only to nodes started with them")
+    colocate_with_learner: bool = Field(False, description="worker i shares learner rank i's placement bundle "
+                                        "(and GPU): one engine per learner rank")
 
 
 class OptimizerSection(StrictModel):
@@ -54,6 +60,8 @@ class OptimizerSection(StrictModel):
     epochs: int = Field(1, ge=1, description="passes over each iteration's experience")
     num_minibatches: int = Field(2, ge=1, description="optimizer steps per pass, per rank")
     deepspeed: DeepSpeedSection | None = None
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per rank, e.g. "
+                                        "{learner_node: 0.01}: ranks go only to nodes started with them")
 
 
 class LearnerSection(OptimizerSection):
@@ -103,6 +111,8 @@ class AdvantageSection(StrictModel):
 class PPOConfig(JobConfig):
     model_path: str | None = Field(None, description="the starting policy (an SFT model directory)")
     reference_path: str | None = Field(None, description="frozen reference policy; default: model_path")
+    judge_model_path: str | None = Field(None, description="a second reward model (e.g. trained on held-out pairs) "
+                                         "scoring held-out answers as `eval/judge_reward`; never a training signal")
     output_dir: str = "runs/ppo"
     world: WorldConfig = WorldConfig()
     iterations: int = Field(20, ge=1)
@@ -117,6 +127,10 @@ class PPOConfig(JobConfig):
     max_step_retries: int = Field(2, ge=0, description="retries of a rollout step after a worker dies")
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     reference_num_cpus: float = Field(0.25, ge=0)
+    judge_num_cpus: float = Field(0.1, ge=0)
+    reference_num_gpus: float = Field(0.0, ge=0)
+    cluster: ClusterSection | None = Field(None, description="the cluster this config is sized for; the actors' "
+                                           "resource arithmetic is checked against it when the config loads")
     data_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data task sampling prompts (keep some free "
                              "next to the actors' reservations)")
     rollout: RolloutSection = RolloutSection()
@@ -140,6 +154,8 @@ class PPOConfig(JobConfig):
         if self.prompts_per_iteration < self.rollout.num_workers:
             raise ValueError(f"prompts_per_iteration={self.prompts_per_iteration} must be ≥ rollout.num_workers="
                              f"{self.rollout.num_workers} (each worker needs a prompt)")
+        if problems := config_problems(self):
+            raise ValueError("; ".join(problems))
         return self
 
 

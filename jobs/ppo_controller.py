@@ -14,6 +14,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import numpy as np
 import ray
 import torch
 from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.util.placement_group import PlacementGroup
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.groups import ActorGroup
 from actors.learner import Critic, PolicyLearner
@@ -28,10 +31,12 @@ from actors.rollout import RolloutWorker
 from actors.scoring import ReferenceModel, RewardScorer
 from jobs.common import ensure_ray, lineage_for
 from jobs.ppo import PPOConfig, PPOError
+from jobs.ppo_resources import actor_bundle_layout, colocation_reserve, live_problems
 from jobs.training import directory_digest, register_input_checkpoint
 from rlhf_ray.algos.advantages import AdvantageSettings, needs_critic
 from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
 from rlhf_ray.algos.penalties import RulePenaltySettings
+from rlhf_ray.evaluation.hacking import reward_length_correlation
 from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.rollout.batch import Sample, pack_samples
 from rlhf_ray.sim import World
@@ -83,12 +88,23 @@ def _mean(values: list[float]) -> float:
 
 
 class PPOController:
-    def __init__(self, config: PPOConfig, sink: MetricsSink) -> None:
+    """Args:
+        config: the job's config.
+        sink: where per-iteration metrics go.
+        within: `(placement_group, first_bundle)`: start the actors in bundles `first_bundle ..` of a group
+            reserved elsewhere (a Ray Tune trial's), laid out as `jobs.ppo_resources.actor_bundle_layout`; None
+            reserves one placement group per actor group.
+        on_iteration: called after every iteration with its metrics plus the latest held-out figures (`eval/*`,
+            and the start's as `start/*`), e.g. to report them to Ray Tune.
+    """
+
+    def __init__(self, config: PPOConfig, sink: MetricsSink, within: tuple[PlacementGroup, int] | None = None,
+                 on_iteration: Callable[[dict[str, Any]], None] | None = None) -> None:
         if not config.model_path:
             raise PPOError("ppo needs --model DIR (the starting policy, e.g. an SFT model)")
         if not config.reward.model_path and not config.reward.rule_keywords:
             raise PPOError("ppo needs a reward: --reward-model DIR (from `rlhf-ray train-rm`) or reward.rule_keywords")
-        self.config, self.sink = config, sink
+        self.config, self.sink, self.on_iteration = config, sink, on_iteration
         self.out = Path(config.output_dir)
         self.world = World(config.world, config.seed)
         self.estimator = config.advantage.estimator
@@ -100,49 +116,80 @@ class PPOController:
         state = json.loads((resume / STATE_FILE).read_text()) if resume else {}
         self.iteration: int = state.get("iteration", 0)
         self.step_retries: int = state.get("step_retries", 0)
+        self.start_figures: dict[str, float] = state.get("start", {})  # the first run's starting point, kept
         self.kl = (AdaptiveKLController(config.kl.coef, config.kl.target, config.kl.horizon) if config.kl.target
                    else FixedKLController(config.kl.coef))
         if "kl" in state:
             self.kl.load_state_dict(state["kl"])
         policy_path = str(resume / "policy") if resume else self.base_policy
         self.pad_id = load_tokenizer(policy_path).pad_token_id
+        self._placement = within
         ensure_ray(config.ray)
+        alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        # Inside a trial the reservation already holds the actors: the trial's factory was checked instead.
+        if within is None and (problems := live_problems(config, alive)):
+            raise PPOError("the actors do not fit this Ray cluster (nothing started): " + "; ".join(problems))
         self.prompts = PromptSampler([{"prompt_id": p.prompt_id, "prompt": p.text} for p in self.world.split("train")],
                                      config.prompts_per_iteration, config.seed, config.data_cpus)
         self._start_actors(policy_path, resume)
 
     # ---- actors -------------------------------------------------------------------------------------------
+    def _within(self, group: str) -> tuple[PlacementGroup, int] | None:
+        """Inside a trial: the placement group and the first bundle of `group` (see `actor_bundle_layout`)."""
+        if self._placement is None:
+            return None
+        placement, first = self._placement
+        return placement, first + actor_bundle_layout(self.config)[1][group]
+
+    def _single(self, cls: type, group: str, num_cpus: float, num_gpus: float = 0.0) -> Any:
+        """`cls` as a one-off actor, in its bundle when inside a trial."""
+        options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        if (within := self._within(group)) is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=within[0], placement_group_bundle_index=within[1])
+        return ray.remote(cls).options(**options)
+
     def _start_actors(self, policy_path: str, resume: Path | None) -> None:
         config = self.config
         rollout = config.rollout
-        self.rollout = ActorGroup(
-            RolloutWorker, rollout.num_workers, rollout.num_cpus, rollout.num_gpus, config.placement_strategy,
-            max_restarts=rollout.max_restarts, name_prefix=None,
-            init_kwargs={"model_path": policy_path, "backend": rollout.backend,
-                         "backend_kwargs": rollout.backend_kwargs, "seed": config.seed})
         reward = config.reward
         penalties = RulePenaltySettings(reward.verbosity_target_words, reward.verbosity_coef,
                                         tuple(reward.canned_phrases), reward.canned_coef, reward.repetition_coef)
-        self.scorer = ray.remote(RewardScorer).options(num_cpus=reward.num_cpus, num_gpus=reward.num_gpus).remote(
+        self.scorer = self._single(RewardScorer, "reward", reward.num_cpus, reward.num_gpus).remote(
             self.reward_model, penalties, reward.max_length, reward.normalize,
             {"keywords": reward.rule_keywords} if not self.reward_model else None)
-        self.reference = ray.remote(ReferenceModel).options(num_cpus=config.reference_num_cpus).remote(
+        self.reference = self._single(ReferenceModel, "reference", config.reference_num_cpus,
+                                      config.reference_num_gpus).remote(
             str(resolve_model_path(config.reference_path or config.model_path)))
+        # The judge scores held-out answers only: no penalties, its own normalisation.
+        self.judge = (self._single(RewardScorer, "judge", config.judge_num_cpus).remote(
+            str(resolve_model_path(config.judge_model_path)), None, reward.max_length, True)
+            if config.judge_model_path else None)
         learner_settings = {**self._optimizer_settings(config.learner),
                             "kl_loss_coef": self.kl.value if KL_PLACEMENT[self.estimator] == "loss" else 0.0}
-        self.learners = self._group(PolicyLearner, config.learner, policy_path, learner_settings)
+        learner_group = "learner+rollout" if rollout.colocate_with_learner else "learner"
+        self.learners = self._group(PolicyLearner, config.learner, policy_path, learner_settings,
+                                    reserve=colocation_reserve(config), within=self._within(learner_group))
         self.critic = None
         if needs_critic(self.estimator):
             start = (str(resume / "critic") if resume else
                      self.reward_model if config.critic.init_from == "reward_model" and self.reward_model
                      else self.base_policy)
-            self.critic = self._group(Critic, config.critic, start, self._optimizer_settings(config.critic))
+            self.critic = self._group(Critic, config.critic, start, self._optimizer_settings(config.critic),
+                                      within=self._within("critic"))
+        self.rollout = ActorGroup(  # after the learners: colocated workers go into their bundles
+            RolloutWorker, rollout.num_workers, rollout.num_cpus, rollout.num_gpus, config.placement_strategy,
+            max_restarts=rollout.max_restarts, name_prefix=None, resources=rollout.resources,
+            within=(self._within(learner_group) or (self.learners.placement_group, 0)) if rollout.colocate_with_learner
+            else self._within("rollout"),
+            init_kwargs={"model_path": policy_path, "backend": rollout.backend,
+                         "backend_kwargs": rollout.backend_kwargs, "seed": config.seed})
         if resume:
             ray.get(self.learners.call("load_optimizer", str(resume / "policy")))
             if self.critic:
                 ray.get(self.critic.call("load_optimizer", str(resume / "critic")))
         self.rollout.ready()
-        ray.get([self.scorer.ready.remote(), self.reference.ready.remote()])
+        ray.get([actor.ready.remote() for actor in (self.scorer, self.reference, self.judge) if actor is not None])
 
     def _optimizer_settings(self, section: Any) -> dict[str, Any]:
         """A section's settings plus what the update engine needs: the seed, the per-rank minibatch size
@@ -151,10 +198,12 @@ class PPOController:
         return {**section.model_dump(), "seed": self.config.seed, "use_gpu": section.num_gpus > 0,
                 "batch_size": max(1, rows // (section.num_workers * section.num_minibatches))}
 
-    def _group(self, cls: type, section: Any, model_path: str, settings: dict[str, Any]) -> ActorGroup:
+    def _group(self, cls: type, section: Any, model_path: str, settings: dict[str, Any],
+               reserve: dict[str, float] | None = None,
+               within: tuple[PlacementGroup, int] | None = None) -> ActorGroup:
         """A data-parallel group: actors placed together, then joined into one torch.distributed group."""
         group = ActorGroup(cls, section.num_workers, section.num_cpus, section.num_gpus,
-                           self.config.placement_strategy,
+                           self.config.placement_strategy, resources=section.resources, reserve=reserve, within=within,
                            init_kwargs={"model_path": model_path, "world_size": section.num_workers,
                                         "settings": settings, "num_threads": section.torch_threads})
         host, port = ray.get(group.actors[0].address.remote())
@@ -165,7 +214,7 @@ class PPOController:
         for group in (getattr(self, name, None) for name in ("rollout", "learners", "critic")):
             if group is not None:
                 group.shutdown()
-        for actor in (getattr(self, name, None) for name in ("scorer", "reference")):
+        for actor in (getattr(self, name, None) for name in ("scorer", "reference", "judge")):
             if actor is not None:
                 ray.kill(actor)
 
@@ -287,8 +336,13 @@ class PPOController:
         params = self._params(self.config.eval_temperature, self.config.seed)
         samples = [s for part in self.generate(rows, self.config.eval_samples_per_prompt, params)
                    for s in part["samples"]]
-        reward = ray.get(self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]))
-        return {**{f"eval/{name}": value for name, value in self._answer_figures(samples, reward).items()},
+        prompts, responses = [s.prompt for s in samples], [s.response for s in samples]
+        reward = ray.get(self.scorer.score.remote(prompts, responses))
+        figures = {**self._answer_figures(samples, reward),
+                   "reward_length_corr": reward_length_correlation(reward["rm"], reward["words"])}
+        if self.judge is not None:
+            figures["judge_reward"] = _mean(ray.get(self.judge.score.remote(prompts, responses))["rm"])
+        return {**{f"eval/{name}": value for name, value in figures.items()},
                 "timing/eval": time.perf_counter() - started}
 
     # ---- checkpoints --------------------------------------------------------------------------------------
@@ -304,7 +358,8 @@ class PPOController:
         ray.get(self.learners.call("save", str(staging / "policy")))
         if self.critic:
             ray.get(self.critic.call("save", str(staging / "critic")))
-        state = {"iteration": self.iteration, "kl": self.kl.state_dict(), "step_retries": self.step_retries}
+        state = {"iteration": self.iteration, "kl": self.kl.state_dict(), "step_retries": self.step_retries,
+                 "start": self.start_figures}
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
         swap_in_directory(staging, final)
         StorageRoot.from_uri(str(root.absolute())).write_bytes_atomic(final.name.encode(), LATEST)
@@ -325,29 +380,36 @@ class PPOController:
         first_iteration = self.iteration
         start_eval = self.evaluate()
         self.sink.log(start_eval, step=self.iteration)
+        self.start_figures = self.start_figures or {f"start/{k.removeprefix('eval/')}": v
+                                                    for k, v in start_eval.items() if k.startswith("eval/")}
+        start_figures, latest_eval = self.start_figures, start_eval
         metrics: dict[str, Any] = {}
         checkpoint = None
         while self.iteration < config.iterations:
             metrics = self.step()
             if self.iteration % config.eval_every == 0 or self.iteration == config.iterations:
-                metrics.update(self.evaluate())
+                latest_eval = self.evaluate()
+                metrics.update(latest_eval)
             if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
                 checkpoint = self.checkpoint()
             self.sink.log(metrics, step=self.iteration)
             with history.open("a") as stream:
                 stream.write(json.dumps(metrics) + "\n")
+            if self.on_iteration is not None:
+                self.on_iteration({**start_figures, **latest_eval, **metrics})
         end_eval = {k: v for k, v in metrics.items() if k.startswith("eval/")} or start_eval
         policy_dir = self.export_policy()
         registry = lineage_for(config)
         parents = [register_input_checkpoint(registry, self.base_policy)]
         if self.reward_model:
             parents.append(register_input_checkpoint(registry, self.reward_model))
-        summary = {f"start/{k.removeprefix('eval/')}": v for k, v in start_eval.items() if k.startswith("eval/")}
+        summary = dict(start_figures)
         summary.update({f"end/{k.removeprefix('eval/')}": v for k, v in end_eval.items() if k.startswith("eval/")})
         artifact = registry.register("policy", f"ppo-{self.estimator}-seed-{config.seed}",
                                      directory_digest(policy_dir), parents=tuple(parents),
                                      config=config.model_dump(mode="json", exclude={"ray", "wandb", "lineage"}),
-                                     metrics={k: round(v, 4) for k, v in summary.items()}, uri=policy_dir)
+                                     metrics={k: round(v, 4) for k, v in summary.items() if v is not None},
+                                     uri=policy_dir)
         final = {k: v for k, v in metrics.items() if not k.startswith("eval/")}
         return {"policy_dir": policy_dir, "policy_id": artifact.id, "estimator": self.estimator,
                 "iterations": self.iteration, "iterations_this_run": self.iteration - first_iteration,

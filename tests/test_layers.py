@@ -33,19 +33,25 @@ def test_layer_imports(package: str) -> None:
 
 
 def test_every_config_file_validates_against_its_job_schema() -> None:
+    from jobs.canary import CanaryConfig
     from jobs.dpo import DPOConfig
+    from jobs.evaluate import EvaluateConfig
     from jobs.ingest import IngestConfig
     from jobs.init_model import InitModelConfig
     from jobs.loop import LoopConfig
     from jobs.ppo import PPOConfig
     from jobs.sft import SFTConfig
     from jobs.simulate import SimulateConfig
+    from jobs.sweep import SweepConfig
     from jobs.train_rm import TrainRMConfig
+    from jobs.workbench import WorkbenchConfig
     from rlhf_ray.config import load_config
 
     schemas = {"quickstart.yaml": LoopConfig, "simulate.yaml": SimulateConfig, "init_model.yaml": InitModelConfig,
                "ingest.yaml": IngestConfig, "sft.yaml": SFTConfig, "sft_deepspeed.yaml": SFTConfig,
-               "train_rm.yaml": TrainRMConfig, "dpo.yaml": DPOConfig, "ppo.yaml": PPOConfig}
+               "train_rm.yaml": TrainRMConfig, "dpo.yaml": DPOConfig, "ppo.yaml": PPOConfig,
+               "canary.yaml": CanaryConfig, "sweep.yaml": SweepConfig, "evaluate.yaml": EvaluateConfig,
+               "workbench.yaml": WorkbenchConfig}
     files = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
     assert files == sorted(schemas), "every config file needs its schema listed here"
     for name, schema in schemas.items():

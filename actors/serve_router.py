@@ -1,0 +1,350 @@
+"""`CanaryRouter`: the HTTP ingress (FastAPI) in front of the incumbent and canary policy deployments.
+
+    POST /v1/chat/completions   OpenAI chat format; routed by sticky weighted assignment of the user
+    POST /v1/feedback           thumbs / likert / pairwise / correction / flag on a response id → feedback shard
+    GET  /v1/canary             status: weights, per-variant figures, guardrails, sequential test, decisions
+    POST /v1/canary/{weights|promote|rollback|kill}   admin, bearer token required, audited
+
+The routing weight is this deployment's `user_config` (`reconfigure`), so it changes on running replicas.
+Every bad input gets a 4xx with a message naming the field, the value and what was expected; a failing
+policy gets a 502 and counts as an error of its variant. No raw user id is kept: the hash that assigns a
+variant is computed in memory, and feedback rows carry a keyed pseudonym.
+"""
+
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from actors.serve_control import serve_metric
+from actors.serve_monitor import initial_router_state
+from rlhf_ray.governance import PiiMasker, Pseudonymizer, load_key
+from rlhf_ray.serving.admin import bearer_matches, load_admin_token
+from rlhf_ray.serving.assignment import VARIANTS, user_bucket
+from rlhf_ray.serving.config import CanaryAppArgs, RouterState
+from rlhf_ray.serving.feedback import FeedbackError, ServedResponse, feedback_row, outcomes
+from rlhf_ray.serving.guardrails import blocklist_hits
+from rlhf_ray.serving.schemas import (
+    FEEDBACK_ADAPTER,
+    ChatCompletionRequest,
+    DecisionRequest,
+    ThumbsFeedback,
+    WeightsRequest,
+    parse_model,
+)
+from rlhf_ray.serving.shards import JsonlShardBuffer
+
+logger = logging.getLogger("ray.serve")
+ADMIN_ACTIONS = ("weights", "promote", "rollback", "kill")
+VARIANT_HEADER = "x-rlhf-variant"
+RESPONSE_ID_HEADER = "x-rlhf-response-id"
+USER_HEADER = "x-user-id"
+
+app = FastAPI(title="rlhf-ray canary", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+class HTTPProblem(Exception):
+    """A 4xx/5xx answer in the OpenAI error shape: {"error": {"message", "type", "code"}}."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse({"error": {"message": self.message, "type": self.kind, "code": self.status}},
+                            status_code=self.status, headers=headers)
+
+
+async def _await_with_timeout(response: Any, timeout_s: float) -> Any:
+    async def wait() -> Any:
+        return await response
+
+    return await asyncio.wait_for(wait(), timeout_s)
+
+
+@serve.deployment
+@serve.ingress(app)
+class CanaryRouter:
+    def __init__(self, incumbent: DeploymentHandle, canary: DeploymentHandle, monitor: DeploymentHandle,
+                 args: dict[str, Any]) -> None:
+        self.args = CanaryAppArgs.model_validate(args)
+        self.handles = {"incumbent": incumbent, "canary": canary}
+        self.monitor = monitor
+        self.state = initial_router_state(self.args)
+        self.masker = PiiMasker()
+        self.pseudonyms = Pseudonymizer(load_key(self.args.pseudonyms.key_env, self.args.pseudonyms.key_file))
+        self.admin_token = load_admin_token(self.args.admin.token_env, self.args.admin.token_file)
+        self.policy_ids = {v: getattr(self.args, v).policy_id or v for v in VARIANTS}
+        self.cache: OrderedDict[str, ServedResponse] = OrderedDict()
+        tag = uuid.uuid4().hex[:8]
+        feedback = self.args.feedback
+        self.feedback_shards = JsonlShardBuffer(self.args.feedback_dir, f"feedback-{tag}", feedback.flush_rows,
+                                                feedback.flush_interval_s)
+        self.shadow_log = JsonlShardBuffer(f"{self.args.state_dir.rstrip('/')}/shadow", f"shadow-{tag}",
+                                           feedback.flush_rows, feedback.flush_interval_s)
+        self._pending = self._empty_batch()
+        self._reporter: asyncio.Task[None] | None = None
+        self._report_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._requests = serve_metric("rlhf_serve_requests_total")
+        self._latency = serve_metric("rlhf_serve_latency_seconds")
+        self._feedback = serve_metric("rlhf_serve_feedback_total")
+        self._flags = serve_metric("rlhf_serve_safety_flags_total")
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve calls this with the deployment's `user_config` on start and on every lightweight update."""
+        self._adopt(RouterState.model_validate(user_config))
+
+    def _adopt(self, state: RouterState) -> None:
+        # a stale update (lower revision) must not undo a newer one, e.g. a local kill
+        if state.revision >= self.state.revision:
+            self.state = state
+
+    # ------------------------------------------------------------------ chat
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> JSONResponse:
+        self._ensure_reporter()
+        try:
+            chat = parse_model(ChatCompletionRequest, await self._json_body(request))
+            return await self._answer(chat, request)
+        except HTTPProblem as problem:
+            return problem.response()
+        except ValueError as error:
+            return HTTPProblem(400, str(error)).response()
+
+    async def _answer(self, chat: ChatCompletionRequest, request: Request) -> JSONResponse:
+        if chat.model != self.args.router.model_name:
+            raise HTTPProblem(404, f"field 'model': got {chat.model!r}, expected {self.args.router.model_name!r}",
+                              "model_not_found")
+        generation = self.args.generation
+        max_tokens = chat.max_tokens or generation.max_tokens
+        if max_tokens > generation.max_tokens_limit:
+            raise HTTPProblem(400, f"field 'max_tokens': got {max_tokens}, expected at most "
+                                   f"{generation.max_tokens_limit}")
+        prompt = chat.prompt()
+        metadata = chat.metadata or {}
+        user_key = request.headers.get(USER_HEADER) or chat.user
+        response_id = f"chatcmpl-{uuid.uuid4().hex}"
+        # no user id: assign by the response id, i.e. at random and without stickiness
+        bucket = user_bucket(user_key or response_id, self.args.deployment_id)
+        state = self.state
+        on_canary = bucket < state.canary_weight
+        variant = "canary" if on_canary and state.mode == "split" else "incumbent"
+        prompt_id = metadata.get("prompt_id") or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:16]
+        call = {"prompt": prompt, "prompt_id": prompt_id, "max_tokens": max_tokens,
+                "temperature": generation.temperature if chat.temperature is None else chat.temperature,
+                "top_p": chat.top_p or 1.0, "seed": chat.seed}
+        result = await self._call_policy(variant, call)
+        if on_canary and state.mode == "shadow" and state.phase == "running":
+            self._spawn(self._shadow(call, result["text"]))
+        actor = self.pseudonyms.pseudonym(user_key) if user_key else "anonymous"
+        session = metadata.get("session_id")
+        self._remember(ServedResponse(
+            response_id=response_id, variant=variant, policy_id=self.policy_ids[variant], prompt_id=prompt_id,
+            prompt=prompt, response=result["text"], actor_id=actor,
+            region=metadata.get("region") or self.args.router.default_region,
+            session_id=self.pseudonyms.pseudonymize_session(f"{user_key}/{session}") if session and user_key
+            else None))
+        usage = {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"],
+                 "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
+        body = {"id": response_id, "object": "chat.completion", "created": int(time.time()),
+                "model": self.args.router.model_name, "variant": variant, "policy_id": self.policy_ids[variant],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
+                             "finish_reason": result["finish_reason"]}],
+                "usage": usage}
+        return JSONResponse(body, headers={VARIANT_HEADER: variant, RESPONSE_ID_HEADER: response_id})
+
+    async def _call_policy(self, variant: str, call: dict[str, Any]) -> dict[str, Any]:
+        """One policy call, measured and counted; a failure is a 502 and an error of that variant."""
+        started = time.perf_counter()
+        try:
+            result = await _await_with_timeout(self.handles[variant].generate.remote(**call),
+                                               self.args.generation.timeout_s)
+        except Exception as error:
+            self._record(variant, error=True, latency=time.perf_counter() - started, flagged=False)
+            logger.warning("canary router: %s policy failed: %s", variant, type(error).__name__)
+            raise HTTPProblem(502, f"the {variant} policy failed ({type(error).__name__}); retry later",
+                              "upstream_error") from None
+        flagged = blocklist_hits(result["text"], self.args.router.blocklist) > 0
+        self._record(variant, error=False, latency=time.perf_counter() - started, flagged=flagged)
+        return result
+
+    async def _shadow(self, call: dict[str, Any], incumbent_text: str) -> None:
+        """The canary answers a copy; its answer is logged for offline comparison, never shown."""
+        self._pending["shadow"]["canary"] += 1
+        try:
+            result = await self._call_policy("canary", call)
+        except HTTPProblem:
+            return
+        masked = {k: self.masker.mask(v)[0] for k, v in
+                  (("prompt", call["prompt"]), ("incumbent", incumbent_text), ("canary", result["text"]))}
+        self.shadow_log.add({"time": datetime.now(timezone.utc).isoformat(), "prompt_id": call["prompt_id"],
+                             "incumbent_policy_id": self.policy_ids["incumbent"],
+                             "canary_policy_id": self.policy_ids["canary"], **masked})
+
+    def _record(self, variant: str, error: bool, latency: float, flagged: bool) -> None:
+        self._pending["requests"][variant].append((error, latency, flagged))
+        self._requests.inc(tags={"variant": variant, "outcome": "error" if error else "ok"})
+        self._latency.observe(latency, tags={"variant": variant})
+        if flagged:
+            self._flags.inc(tags={"variant": variant})
+
+    def _remember(self, served: ServedResponse) -> None:
+        self.cache[served.response_id] = served
+        while len(self.cache) > self.args.router.response_cache:
+            self.cache.popitem(last=False)
+        if self.args.router.num_replicas > 1:  # feedback may reach another replica: share via the monitor
+            self._pending["served"].append(served.to_dict())
+
+    # ------------------------------------------------------------------ feedback
+
+    @app.post("/v1/feedback")
+    async def feedback(self, request: Request) -> JSONResponse:
+        self._ensure_reporter()
+        try:
+            item = parse_model(FEEDBACK_ADAPTER, await self._json_body(request))
+            served = await self._served(item.response_id, "response_id")
+            other_id = getattr(item, "other_response_id", None)
+            other = await self._served(other_id, "other_response_id") if other_id else None
+            giver = item.user or request.headers.get(USER_HEADER)
+            actor = self.pseudonyms.pseudonym(giver) if giver else served.actor_id
+            signal_id = f"sig-{uuid.uuid4().hex}"
+            row, _ = feedback_row(item, served, signal_id=signal_id, now=datetime.now(timezone.utc),
+                                  actor_id=actor, masker=self.masker, other=other)
+        except HTTPProblem as problem:
+            return problem.response()
+        except (ValueError, FeedbackError) as error:
+            return HTTPProblem(422 if isinstance(error, FeedbackError) else 400, str(error)).response()
+        self.feedback_shards.add(row)
+        thumbs = item.value if isinstance(item, ThumbsFeedback) else None
+        for outcome in outcomes(item, served, other):
+            self._pending["judgments"].append((outcome.variant, outcome.accepted, outcome.safety_flag, thumbs))
+            if outcome.safety_flag:
+                self._flags.inc(tags={"variant": outcome.variant})
+        self._feedback.inc(tags={"variant": served.variant, "kind": item.kind})
+        return JSONResponse({"id": signal_id, "status": "accepted", "signal_type": row["signal_type"],
+                             "variant": served.variant}, status_code=202)
+
+    async def _served(self, response_id: str, field: str) -> ServedResponse:
+        served = self.cache.get(response_id)
+        if served is None:  # answered by another router replica: the monitor has every replica's answers
+            await self._report()
+            record = await self.monitor.lookup.remote(response_id)
+            served = ServedResponse.from_dict(record) if record else None
+        if served is None:
+            raise HTTPProblem(404, f"field '{field}': unknown response id {response_id[:80]!r}, expected the id "
+                                   "of a recent answer of this server", "not_found")
+        return served
+
+    # ------------------------------------------------------------------ canary status and admin
+
+    @app.get("/v1/canary")
+    async def canary_status(self) -> JSONResponse:
+        await self._report()
+        return JSONResponse(await self.monitor.status.remote())
+
+    @app.post("/v1/canary/{action}")
+    async def canary_admin(self, action: str, request: Request) -> JSONResponse:
+        try:
+            self._authorize(request)
+            if action not in ADMIN_ACTIONS:
+                raise HTTPProblem(404, f"path: unknown admin action {action[:40]!r}, expected one of "
+                                       f"{', '.join(ADMIN_ACTIONS)}", "not_found")
+            body = await self._json_body(request, allow_empty=action != "weights")
+            if action == "weights":
+                change = parse_model(WeightsRequest, body)
+                kwargs = {"canary_weight": change.canary_weight, "mode": change.mode, "reason": change.reason}
+            else:
+                kwargs = {"reason": parse_model(DecisionRequest, body or {}).reason}
+        except HTTPProblem as problem:
+            return problem.response()
+        except ValueError as error:
+            return HTTPProblem(400, str(error)).response()
+        if action == "kill":  # this replica stops sending traffic to the canary before anything else happens
+            self.state = self.state.model_copy(update={"canary_weight": 0.0, "phase": "killed"})
+        await self._report()
+        result = await self.monitor.admin.remote(action, **kwargs)
+        if "error" in result:
+            return HTTPProblem(409, result["error"], "conflict").response()
+        self._adopt(RouterState.model_validate({k: result[k] for k in RouterState.model_fields}))
+        return JSONResponse(result)
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    def _authorize(self, request: Request) -> None:
+        if self.admin_token is None:
+            raise HTTPProblem(403, f"admin endpoints are disabled: no admin token configured (set "
+                                   f"{self.args.admin.token_env} or admin.token_file)", "permission_error")
+        if not bearer_matches(request.headers.get("authorization"), self.admin_token):
+            raise HTTPProblem(401, "header 'Authorization': missing or wrong bearer token, expected "
+                                   "'Bearer <admin token>'", "authentication_error")
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _json_body(self, request: Request, allow_empty: bool = False) -> Any:
+        limit = self.args.router.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HTTPProblem(413, f"body: {declared} bytes, expected at most {limit}")
+        raw = await request.body()
+        if len(raw) > limit:
+            raise HTTPProblem(413, f"body: {len(raw)} bytes, expected at most {limit}")
+        if not raw.strip() and allow_empty:
+            return None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HTTPProblem(400, f"body: not valid JSON ({error}), expected a JSON object") from None
+
+    @staticmethod
+    def _empty_batch() -> dict[str, Any]:
+        return {"requests": {v: [] for v in VARIANTS}, "shadow": {v: 0 for v in VARIANTS}, "judgments": [],
+                "served": []}
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._background.discard)
+
+    def _ensure_reporter(self) -> None:
+        if self._reporter is None or self._reporter.done():
+            self._reporter = asyncio.get_running_loop().create_task(self._report_loop())
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.args.router.report_interval_s)
+            try:
+                await self._report()
+            except Exception as error:  # the monitor restarting must not stop reporting for good
+                logger.warning("canary router: report failed: %s", error)
+
+    async def _report(self) -> None:
+        """Send what happened since the last report to the monitor; write shards that are due."""
+        async with self._report_lock:
+            batch, self._pending = self._pending, self._empty_batch()
+            if any(batch["requests"][v] or batch["shadow"][v] for v in VARIANTS) or batch["judgments"] \
+                    or batch["served"]:
+                self._adopt(RouterState.model_validate(await self.monitor.report.remote(batch)))
+            for shards in (self.feedback_shards, self.shadow_log):
+                if shards.due():
+                    await asyncio.to_thread(shards.flush)
+
+    def __del__(self) -> None:
+        # Serve calls __del__ on graceful shutdown: write what is still buffered
+        for shards in (self.feedback_shards, self.shadow_log):
+            shards.flush()

@@ -1,0 +1,274 @@
+"""`rlhf-ray canary`: serve an incumbent and a canary policy behind one OpenAI-compatible router on Ray Serve,
+ramp the canary's share while its guardrails hold, and let the sequential test promote or roll it back.
+
+In simulation mode the world's users send the traffic and give thumbs from the hidden utility, until the
+test decides; otherwise the job ramps on a timer and watches real traffic. Either way the decision is made
+inside the serving system (the canary monitor), which keeps guarding after the job has gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from pydantic import Field, model_validator
+
+from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
+from jobs.training import register_input_checkpoint
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.governance import generate_key_file
+from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
+from rlhf_ray.serving.simulation import SimulatedRequest, SimulatedUsers
+from rlhf_ray.sim import World, WorldConfig
+
+NAME = "canary"
+HELP = "serve incumbent + canary on Ray Serve (OpenAI API), ramp while guardrails hold, sequential promote/rollback"
+APP_SECTIONS = tuple(ServingSections.model_fields)
+HTTP_TIMEOUT_S = 120.0
+
+
+class CanaryError(ValueError):
+    """The canary cannot start: a missing checkpoint, key or port."""
+
+
+class ServeSection(StrictModel):
+    host: str = Field(LOOPBACK, description="HTTP bind address of Serve (loopback unless exposed on purpose)")
+    port: int = Field(8000, ge=1, le=65535)
+    app_name: str = Field("canary", min_length=1)
+    route_prefix: str = Field("/", pattern=r"^/")
+    keep_running: bool = Field(False, description="leave the application serving when the job ends")
+
+
+class RampSection(StrictModel):
+    steps: tuple[float, ...] = Field((0.25, 0.5), description="canary weights after the initial one, in order")
+    requests_per_step: int = Field(100, ge=1, description="simulation: requests at a weight before the next step")
+    step_interval_s: float = Field(300.0, gt=0, description="live traffic: seconds at a weight before the next")
+    max_duration_s: float = Field(3600.0, gt=0, description="live traffic: stop watching after this long")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> RampSection:
+        if any(not 0 < w <= 1 for w in self.steps) or list(self.steps) != sorted(self.steps):
+            raise ValueError(f"ramp.steps must be increasing weights in (0, 1]; got {list(self.steps)}")
+        return self
+
+
+class SimulationSection(StrictModel):
+    enabled: bool = Field(True, description="drive traffic from the world's simulated users")
+    max_requests: int = Field(3000, ge=1, description="stop (undecided) after this many requests")
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
+    feedback_rate: float = Field(1.0, gt=0, le=1, description="share of answers the users judge")
+    num_prompts: int | None = Field(None, ge=1, description="draw from the first N training prompts (all: null)")
+    max_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.7, ge=0)
+
+
+class CanaryConfig(JobConfig, ServingSections):
+    """The job's settings: its own sections below, plus every serving section (incumbent, canary, generation,
+    router, guardrails, sequential, feedback, admin, pseudonyms) of `ServingSections`."""
+
+    incumbent_path: str | None = Field(None, description="checkpoint serving most traffic (sets incumbent.model_path)")
+    canary_path: str | None = Field(None, description="checkpoint under test (sets canary.model_path)")
+    output_dir: str = "runs/canary"
+    world: WorldConfig = WorldConfig()
+    serve: ServeSection = ServeSection()
+    ramp: RampSection = RampSection()
+    simulation: SimulationSection = SimulationSection()
+    create_pseudonym_key: bool = Field(False, description="write a new key to pseudonyms.key_file if missing")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--incumbent", help="incumbent checkpoint directory (sets incumbent_path)")
+    parser.add_argument("--canary", help="canary checkpoint directory (sets canary_path)")
+    parser.add_argument("--out", help="output directory (sets output_dir)")
+    add_config_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {"incumbent": "incumbent_path", "canary": "canary_path", "out": "output_dir"}
+    return run(resolve_config(CanaryConfig, args, flags))
+
+
+# ---------------------------------------------------------------------------------------------- deployment
+
+
+def _policy(config: CanaryConfig, variant: str, registry: LineageRegistry) -> PolicySection:
+    section: PolicySection = getattr(config, variant)
+    path = getattr(config, f"{variant}_path") or section.model_path
+    if section.backend == "echo":
+        return section.model_copy(update={"policy_id": section.policy_id or f"echo-{variant}"})
+    if not path:
+        raise CanaryError(f"{variant}_path is not set: pass --{variant} DIR (a policy checkpoint directory)")
+    if not os.path.isdir(path):
+        raise CanaryError(f"{variant}_path {path!r} is not a directory; expected a policy checkpoint directory")
+    path = os.path.abspath(path)
+    return section.model_copy(update={"model_path": path,
+                                      "policy_id": section.policy_id or register_input_checkpoint(registry, path)})
+
+
+def _check_key(config: CanaryConfig) -> None:
+    keys = config.pseudonyms
+    if os.environ.get(keys.key_env, "").strip():
+        return
+    if keys.key_file and not os.path.exists(keys.key_file) and config.create_pseudonym_key:
+        generate_key_file(keys.key_file)
+        print(f"[canary] created a new pseudonym key file {keys.key_file} (mode 0600)", file=sys.stderr)
+    if not keys.key_file or not os.path.exists(keys.key_file):
+        raise CanaryError(f"no pseudonym key: set {keys.key_env} or pseudonyms.key_file=PATH "
+                          "(create_pseudonym_key=true writes a new one)")
+
+
+def app_args(config: CanaryConfig, registry: LineageRegistry) -> CanaryAppArgs:
+    """The Serve application's arguments, with both policies and the deployment registered in lineage."""
+    sections: dict[str, Any] = {name: getattr(config, name) for name in APP_SECTIONS}
+    sections["incumbent"] = _policy(config, "incumbent", registry)
+    sections["canary"] = _policy(config, "canary", registry)
+    out = config.output_dir.rstrip("/")
+    state_dir = os.path.abspath(f"{out}/state") if "://" not in out else f"{out}/state"
+    args = CanaryAppArgs(state_dir=state_dir, lineage_root=lineage_root(config), **sections)
+    parents = tuple(dict.fromkeys(p for p in (args.incumbent.policy_id, args.canary.policy_id)
+                                  if p and registry.has(p)))
+    definition = args.model_dump(mode="json", exclude={"deployment_id", "state_dir", "lineage_root"})
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+    record = registry.register("deployment", config.serve.app_name, digest, parents=parents,
+                               config={"canary_weight": config.router.initial_weight, "mode": config.router.mode},
+                               uri=state_dir)
+    return args.model_copy(update={"deployment_id": record.id})
+
+
+# ---------------------------------------------------------------------------------------------- traffic
+
+
+class CanaryClient:
+    """The job's view of the running canary: HTTP for traffic and status, the monitor handle for ramping."""
+
+    def __init__(self, base_url: str, app_name: str, concurrency: int) -> None:
+        from ray import serve
+
+        self.base_url = base_url
+        self.monitor = serve.get_deployment_handle("CanaryMonitor", app_name)
+        self.pool = ThreadPoolExecutor(max_workers=concurrency)
+        self.session = requests.Session()
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        reply = self.session.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=HTTP_TIMEOUT_S)
+        return reply.json() if reply.status_code == 200 else None
+
+    def feedback(self, body: dict[str, Any]) -> None:
+        self.session.post(f"{self.base_url}/v1/feedback", json=body, timeout=HTTP_TIMEOUT_S).raise_for_status()
+
+    def status(self) -> dict[str, Any]:
+        reply = self.session.get(f"{self.base_url}/v1/canary", timeout=HTTP_TIMEOUT_S)
+        reply.raise_for_status()
+        return reply.json()
+
+    def ramp_to(self, weight: float) -> dict[str, Any]:
+        return self.monitor.set_weight.remote(weight, None, f"ramp step to {weight:g}", source="ramp").result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.session.close()
+
+
+def _healthy(status: dict[str, Any]) -> bool:
+    return status["phase"] == "running" and not status["guardrails"]["breaches"]
+
+
+def simulate(config: CanaryConfig, client: CanaryClient, sink: Any) -> dict[str, Any]:
+    """Send the world's users' requests and thumbs until the canary is promoted or rolled back."""
+    sim = config.simulation
+    users = SimulatedUsers(World(config.world, config.seed), config.seed, sim.num_prompts)
+    steps, at_weight, sent, utilities = list(config.ramp.steps), 0, 0, {"incumbent": [], "canary": []}
+    status = client.status()
+    while sent < sim.max_requests and status["phase"] == "running":
+        batch: list[SimulatedRequest] = [users.next_request() for _ in range(sim.concurrency)]
+        bodies = [r.chat_body(config.router.model_name, sim.max_tokens, sim.temperature) for r in batch]
+        replies = list(client.pool.map(client.chat, bodies))
+        for request, reply in zip(batch, replies, strict=True):
+            if reply is None or users.rng.random() >= sim.feedback_rate:
+                continue
+            thumbs, utility = users.thumbs(request, reply["choices"][0]["message"]["content"])
+            utilities[reply["variant"]].append(utility)
+            client.feedback({"kind": "thumbs", "response_id": reply["id"], "value": thumbs})
+        sent += len(batch)
+        at_weight += len(batch)
+        status = client.status()
+        if steps and at_weight >= config.ramp.requests_per_step and _healthy(status):
+            status, at_weight = client.ramp_to(steps.pop(0)), 0
+        if (sent // sim.concurrency) % 10 == 0 or status["phase"] != "running":  # a progress line, not a flood
+            sink.log({"requests": sent, "canary_weight": status["canary_weight"],
+                      "judged_incumbent": status["variants"]["incumbent"]["judged"],
+                      "judged_canary": status["variants"]["canary"]["judged"]}, step=sent)
+    return {"requests_sent": sent, "true_utility": {v: round(sum(u) / len(u), 4) if u else None
+                                                    for v, u in utilities.items()}}
+
+
+def watch(config: CanaryConfig, client: CanaryClient) -> dict[str, Any]:
+    """Live traffic: step the weight up on a timer while the guardrails hold; return once decided or timed out."""
+    started, steps = time.monotonic(), list(config.ramp.steps)
+    last_step, status = started, client.status()
+    while status["phase"] == "running" and time.monotonic() - started < config.ramp.max_duration_s:
+        time.sleep(min(5.0, config.ramp.step_interval_s))
+        status = client.status()
+        if steps and time.monotonic() - last_step >= config.ramp.step_interval_s and _healthy(status):
+            status, last_step = client.ramp_to(steps.pop(0)), time.monotonic()
+    return {"watched_s": round(time.monotonic() - started, 1)}
+
+
+def _decision_figures(status: dict[str, Any]) -> dict[str, Any]:
+    variants, last = status["variants"], status["sequential"]["last"] or {}
+    decision = status["decisions"][-1] if status["decisions"] else None
+    judged = {v: variants[v]["judged"] for v in variants}
+    return {
+        "decision": decision["action"] if decision else "undecided",
+        "decision_source": decision["source"] if decision else None,
+        "reason": decision["reason"] if decision else last.get("reason"),
+        "final_canary_weight": status["canary_weight"],
+        "judged_at_decision": (decision["figures"].get("sequential", {}).get("trials") if decision else None),
+        "judged": judged,
+        "accept_rate": {v: variants[v]["accept_rate"] for v in variants},
+        "requests": {v: variants[v]["requests"] for v in variants},
+        "errors": {v: variants[v]["errors"] for v in variants},
+        "p_value": last.get("p_value"),
+        "fixed_horizon_total": status["sequential"]["fixed_horizon_total"],
+    }
+
+
+def run(config: CanaryConfig) -> dict[str, Any]:
+    from ray import serve
+
+    from actors.serve_app import deploy_canary
+
+    started = time.perf_counter()
+    _check_key(config)
+    args = app_args(config, lineage_for(config))
+    sink = sink_for(NAME, config)
+    ensure_ray(config.ray)
+    base_url = deploy_canary(args, config.serve.app_name, config.serve.route_prefix, config.serve.host,
+                             config.serve.port)
+    print(f"[canary] serving on {base_url} (deployment {args.deployment_id})", file=sys.stderr)
+    client = CanaryClient(base_url, config.serve.app_name, config.simulation.concurrency)
+    try:
+        traffic = simulate(config, client, sink) if config.simulation.enabled else watch(config, client)
+        status = client.status()
+    finally:
+        client.close()
+        if not config.serve.keep_running:
+            serve.delete(config.serve.app_name)
+    figures = _decision_figures(status)
+    # a fixed-horizon test at the canary's final share would have needed this many judged answers
+    figures["decided_before_fixed_horizon"] = (figures["judged_at_decision"] is not None
+                                              and figures["judged_at_decision"] < figures["fixed_horizon_total"])
+    return sink.close({
+        **figures, **traffic, "deployment_id": args.deployment_id,
+        "policies": {"incumbent": args.incumbent.policy_id, "canary": args.canary.policy_id},
+        "base_url": base_url, "feedback_dir": args.feedback_dir, "audit_dir": f"{args.state_dir}/audit",
+        "lineage_root": args.lineage_root, "timing/canary": round(time.perf_counter() - started, 2),
+    })

@@ -1,0 +1,228 @@
+"""`rlhf-ray evaluate`: the offline gate — a candidate policy against the incumbent on held-out prompts.
+
+Both policies answer the same held-out prompts on their own rollout workers (the PPO job's `RolloutWorker`); a
+judge reward model (`RewardScorer`, penalties off) scores every answer, and answer i of the candidate is paired
+with answer i of the incumbent for the win-rate. Without `--judge` the world's hidden utility judges (simulation
+only). Per policy: first-pass yield (answers used with no edit, by the world's user model or a rubric), safety
+misses, mean length and cost per accepted answer; the verdict follows `thresholds` (`rlhf_ray.evaluation.gate`).
+
+Writes `<output_dir>/gate.json` and logs a `gate` event on the candidate's lineage record. The canary and the loop
+call `evaluate(config)` before deploying and act on its `verdict`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import Field
+
+from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
+from jobs.training import register_input_checkpoint
+from rlhf_ray.algos.penalties import RulePenaltySettings
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.evaluation.answers import judge_answers, monitor_figures
+from rlhf_ray.evaluation.gate import GateResult, GateThresholds, gate_verdict, policy_figures, win_rate
+from rlhf_ray.evaluation.hacking import FLAGS, hacking_flags
+from rlhf_ray.models import resolve_model_path
+from rlhf_ray.sim import World, WorldConfig
+from rlhf_ray.storage import StorageRoot
+from rlhf_ray.telemetry import StageTimer
+from rlhf_ray.telemetry.loop_latency import loop_latency
+
+NAME = "evaluate"
+HELP = "offline gate: candidate vs incumbent policy on held-out prompts (win-rate by a judge RM, yield, safety, cost)"
+POLICIES = ("candidate", "incumbent")
+GATE_FILE = "gate.json"
+GATE_EVENT = "gate"
+EXAMPLES = 3
+MONITOR_FIGURES = ("canned_rate", "repeats", "reward_length_corr")
+
+
+class EvaluateError(ValueError):
+    """The gate cannot run: a missing policy or an empty held-out set."""
+
+
+class GenerationSection(StrictModel):
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    backend: Literal["hf", "vllm"] = "hf"
+    num_cpus: float = Field(0.25, ge=0, description="CPUs per rollout worker (one worker per policy)")
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class JudgeSection(StrictModel):
+    max_length: int = Field(256, ge=8, description="token budget per prompt + answer")
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    tie_margin: float = Field(0.0, ge=0, description="judge score differences up to this are ties (½ a win)")
+
+
+class EvaluateConfig(JobConfig):
+    candidate_path: str | None = Field(None, description="the policy that wants to ship")
+    incumbent_path: str | None = Field(None, description="the policy serving now")
+    judge_path: str | None = Field(None, description="judge reward model directory; null: the world's hidden "
+                                   "utility judges (simulation only)")
+    output_dir: str = "runs/evaluate"
+    world: WorldConfig = WorldConfig()
+    prompts: int = Field(32, ge=1, description="held-out prompts to answer (at most the held-out split)")
+    samples_per_prompt: int = Field(2, ge=1)
+    acceptance: Literal["user_model", "rubric"] = Field("user_model", description="who decides an answer needs "
+                                                        "no edit: the world's user model or a rubric")
+    interval: Literal["wilson", "bootstrap"] = Field("bootstrap", description="win-rate interval: bootstrap over "
+                                                     "prompts (answers to one prompt are correlated) or Wilson")
+    confidence: float = Field(0.95, gt=0, lt=1)
+    bootstrap_resamples: int = Field(2000, ge=100)
+    generation: GenerationSection = GenerationSection()
+    judge: JudgeSection = JudgeSection()
+    thresholds: GateThresholds = GateThresholds()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--candidate", help="candidate policy directory (sets candidate_path)")
+    parser.add_argument("--incumbent", help="incumbent policy directory (sets incumbent_path)")
+    parser.add_argument("--judge", help="judge reward model directory (sets judge_path)")
+    parser.add_argument("--out", help="output directory (sets output_dir)")
+    add_config_arguments(parser, default_config=None)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {"candidate": "candidate_path", "incumbent": "incumbent_path", "judge": "judge_path",
+             "out": "output_dir"}
+    return run(resolve_config(EvaluateConfig, args, flags))
+
+
+def _paths(config: EvaluateConfig) -> dict[str, str]:
+    if not config.candidate_path or not config.incumbent_path:
+        raise EvaluateError("evaluate needs --candidate DIR and --incumbent DIR (policy checkpoints)")
+    return {"candidate": str(resolve_model_path(config.candidate_path)),
+            "incumbent": str(resolve_model_path(config.incumbent_path))}
+
+
+def _answer(config: EvaluateConfig, paths: dict[str, str], rows: list[Any], timer: StageTimer) -> dict[str, dict]:
+    """Each policy's answers (generated in parallel, one worker each) and, with a judge, the judge's scores."""
+    import ray
+
+    from actors.rollout import RolloutWorker
+    from actors.scoring import RewardScorer
+
+    gen = config.generation
+    actors = {name: ray.remote(RolloutWorker).options(num_cpus=gen.num_cpus, num_gpus=gen.num_gpus).remote(
+        paths[name], gen.backend, None, config.seed) for name in POLICIES}
+    judge = None
+    if config.judge_path:
+        no_penalties = RulePenaltySettings(verbosity_coef=0.0, canned_coef=0.0, repetition_coef=0.0)
+        judge = ray.remote(RewardScorer).options(num_cpus=config.judge.num_cpus, num_gpus=config.judge.num_gpus)\
+            .remote(str(resolve_model_path(config.judge_path)), no_penalties, config.judge.max_length, True)
+    try:
+        with timer.stage("start_actors"):
+            ray.get([a.ready.remote() for a in actors.values()] + ([judge.ready.remote()] if judge else []))
+        params = {"max_new_tokens": gen.max_new_tokens, "temperature": gen.temperature, "top_p": gen.top_p,
+                  "top_k": gen.top_k, "seed": config.seed}
+        with timer.stage("generate"):
+            outputs = dict(zip(POLICIES, ray.get([actors[name].generate.remote(
+                [p.text for p in rows], [p.prompt_id for p in rows], config.samples_per_prompt, params)
+                for name in POLICIES]), strict=True))
+        if judge is not None:
+            with timer.stage("judge"):
+                scores = ray.get([judge.score.remote([s.prompt for s in outputs[name]["samples"]],
+                                                     [s.response for s in outputs[name]["samples"]])
+                                  for name in POLICIES])
+            for name, score in zip(POLICIES, scores, strict=True):
+                outputs[name]["judge"] = score["rm"]
+        return outputs
+    finally:
+        for actor in [*actors.values(), *([judge] if judge else [])]:
+            ray.kill(actor)
+
+
+def _gate(config: EvaluateConfig, world: World, outputs: dict[str, dict]) -> tuple[GateResult, dict[str, Any]]:
+    figures, judged = {}, {}
+    for name in POLICIES:
+        samples = outputs[name]["samples"]
+        judged[name] = judge_answers(world, [s.prompt_id for s in samples], [s.response for s in samples],
+                                     config.acceptance)
+        figures[name] = policy_figures(judged[name]["accept"], judged[name]["unsafe"],
+                                       [len(s.response.split()) for s in samples],
+                                       [len(s.response_ids) for s in samples], outputs[name]["seconds"],
+                                       judged[name]["utility"])
+    candidate, incumbent = outputs["candidate"]["samples"], outputs["incumbent"]["samples"]
+    if [s.prompt_id for s in candidate] != [s.prompt_id for s in incumbent]:
+        raise RuntimeError("the two policies' answers are not in the same prompt order; cannot pair them")
+    key = "judge" if config.judge_path else None
+    scores = {name: outputs[name][key] if key else judged[name]["utility"] for name in POLICIES}
+    # the monitors read the incumbent as a run's start and the candidate as its end; with the world as judge,
+    # reward and quality are one figure, so "reward up, quality down" cannot be told apart and is left out
+    monitors = {name: monitor_figures([s.response for s in outputs[name]["samples"]], scores[name],
+                                      judged[name]["utility"]) for name in POLICIES}
+    if key is None:
+        for figures_of in monitors.values():
+            figures_of.pop("reward")
+    flags = hacking_flags(monitors["incumbent"], monitors["candidate"], "true_utility")
+    wins = win_rate(scores["candidate"], scores["incumbent"], [s.prompt_id for s in candidate],
+                    config.judge.tie_margin, config.interval, config.confidence, config.bootstrap_resamples,
+                    config.seed)
+    examples = [{"prompt": c.prompt, "candidate": c.response, "incumbent": i.response,
+                 "judge_candidate": round(scores["candidate"][n], 4),
+                 "judge_incumbent": round(scores["incumbent"][n], 4)}
+                for n, (c, i) in enumerate(zip(candidate[:EXAMPLES], incumbent[:EXAMPLES], strict=True))]
+    result = gate_verdict(figures["candidate"], figures["incumbent"], wins, config.thresholds, flags)
+    return result, {"examples": examples, "monitors": monitors}
+
+
+def gate_figures(result: GateResult, monitors: dict[str, dict[str, float | None]]) -> dict[str, float]:
+    """The sink figures of a gate result (`gate/...`, `hacking/...`, `hacking_flag/...`; names bound in
+    `rlhf_ray.telemetry.bindings`)."""
+    out: dict[str, float] = {"gate/passed": float(result.passed), "gate/win_rate": result.win_rate.rate,
+                             "gate/win_rate_lower": result.win_rate.lower, "gate/win_rate_upper": result.win_rate.upper}
+    for name, policy in (("candidate", result.candidate), ("incumbent", result.incumbent)):
+        for figure, value in policy.to_dict().items():
+            if figure != "answers" and value is not None:
+                out[f"gate/{figure}/{name}"] = round(float(value), 6)
+        for figure in MONITOR_FIGURES:  # words, reward and utility are gate figures already
+            if monitors[name].get(figure) is not None:
+                out[f"hacking/{figure}_{name}"] = round(float(monitors[name][figure]), 6)
+    out.update({f"hacking_flag/{flag}": float(flag in result.flags) for flag in FLAGS})
+    return out
+
+
+def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
+    """Run the gate; returns the summary (`verdict`, `failed_checks`, ids, figures). Logs through `sink` if given."""
+    paths = _paths(config)
+    world = World(config.world, config.seed)
+    rows = list(world.split("heldout")[: config.prompts])
+    if not rows:
+        raise EvaluateError(f"the world (seed {config.seed}, world.heldout_fraction={config.world.heldout_fraction}) "
+                            "has no held-out prompts to evaluate on")
+    timer = StageTimer()
+    ensure_ray(config.ray)
+    outputs = _answer(config, paths, rows, timer)
+    with timer.stage("gate"):
+        result, extras = _gate(config, world, outputs)
+    registry = lineage_for(config)
+    ids = {name: register_input_checkpoint(registry, paths[name]) for name in POLICIES}
+    judge_id = register_input_checkpoint(registry, str(resolve_model_path(config.judge_path))) \
+        if config.judge_path else "world-utility"
+    report = {**result.to_dict(), "candidate_id": ids["candidate"], "incumbent_id": ids["incumbent"],
+              "judge": judge_id, "prompts": len(rows), "samples_per_prompt": config.samples_per_prompt,
+              "acceptance": config.acceptance, "thresholds": config.thresholds.model_dump()}
+    entry = registry.record_event(GATE_EVENT, ids["candidate"], report)
+    latency = loop_latency(registry, ids["candidate"], "gated", datetime.now(timezone.utc))
+    out = StorageRoot.from_uri(config.output_dir)
+    path = out.write_bytes_atomic(json.dumps({**report, **extras, "lineage_event": entry.seq, "loop_latency": latency},
+                                             indent=2, sort_keys=True).encode(), GATE_FILE)
+    figures = {**gate_figures(result, extras["monitors"]), **latency, **timer.figures()}
+    if sink is not None:
+        sink.log(figures)
+    return {"verdict": result.verdict, "failed_checks": result.failed_checks, "candidate_id": ids["candidate"],
+            "incumbent_id": ids["incumbent"], "judge": judge_id, "gate_event": entry.seq, "report": path,
+            "lineage_root": lineage_root(config), **figures}
+
+
+def run(config: EvaluateConfig) -> dict[str, Any]:
+    sink = sink_for(NAME, config)
+    return sink.close(evaluate(config, sink))

@@ -1,0 +1,334 @@
+"""`rlhf-ray sweep`: Ray Tune over PPO settings — KL coefficient, verbosity penalty, anything in the PPO
+config — judged on held-out quality, never on the reward the policy optimises.
+
+Each trial is one PPO run through `PPOController`, the code path of `rlhf-ray ppo`, with every actor in the
+trial's placement group (`tune.with_resources` + `PlacementGroupFactory`: bundle 0 for the trial's driver,
+then one bundle per actor as `jobs.ppo_resources.actor_bundle_layout` lays them out). Trials report after
+every iteration; ASHA stops weak ones early on the quality metric. The report (`jobs.sweep_report`) has a
+table of trials with reward-hacking flags, the Pareto front of quality vs KL, plots, and the chosen settings
+as a YAML `rlhf-ray ppo` accepts. `--resume` continues an interrupted sweep with `Tuner.restore`: finished
+trials are kept as they are and unfinished ones continue from their last PPO checkpoint.
+
+Quality is `true_utility` — the simulated world's hidden utility, simulation only — or `judge_reward`, a
+second reward model trained on held-out pairs (`ppo.judge_model_path`); neither ever reaches the learner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from jobs.common import add_config_arguments, ensure_ray, lineage_root, resolve_config, sink_for
+from jobs.ppo import PPOConfig
+from jobs.ppo_resources import actor_bundle_layout
+from rlhf_ray.algos.advantages import needs_critic
+from rlhf_ray.config import ConfigError, JobConfig, StrictModel, WandbConfig, apply_overrides
+from rlhf_ray.evaluation.hacking import FLAGS, HackingThresholds
+from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage.hashing import sha256_hex
+
+NAME = "sweep"
+HELP = "Ray Tune sweep of PPO settings (KL coefficient, verbosity penalty, ...) judged on held-out quality"
+TRIALS_DIR = "trials"
+TUNE_DIR = "tune"
+# Keys a trial must not change: where it writes, and how the job reaches Ray / logs / records lineage.
+FIXED_KEYS = ("output_dir", "resume", "ray", "wandb", "lineage")
+
+
+class SweepError(ValueError):
+    """The sweep cannot start or resume."""
+
+
+class ParamSpec(StrictModel):
+    """One searched setting: exactly one of a grid (every value, crossed with the other grids), a random
+    choice, or a uniform / log-uniform range sampled `num_samples` times."""
+
+    grid: list[Any] | None = None
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpec:
+        given = [name for name in ("grid", "choice", "uniform", "loguniform") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of grid, choice, uniform, loguniform; got {given or 'none'}")
+        values = self.grid if self.grid is not None else self.choice
+        if values is not None and not values:
+            raise ValueError(f"{given[0]} needs at least one value")
+        bounds = self.uniform or self.loguniform
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"{given[0]} needs [low, high] with low < high; got {list(bounds)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform needs low > 0; got {list(self.loguniform)}")
+        return self
+
+    def examples(self) -> list[Any]:
+        """Values a trial may get, for validating the key before anything runs."""
+        return list(self.grid or self.choice or self.uniform or self.loguniform or [])
+
+    def domain(self) -> Any:
+        from ray import tune
+
+        if self.grid is not None:
+            return tune.grid_search(self.grid)
+        if self.choice is not None:
+            return tune.choice(self.choice)
+        if self.uniform is not None:
+            return tune.uniform(*self.uniform)
+        return tune.loguniform(*self.loguniform)  # type: ignore[misc]
+
+
+class SchedulerSection(StrictModel):
+    kind: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early; fifo runs all")
+    grace_period: int = Field(10, ge=1, description="iterations before ASHA may stop a trial (a multiple of "
+                              "ppo.eval_every, so it compares fresh held-out figures)")
+    reduction_factor: int = Field(2, ge=2, description="ASHA keeps 1/reduction_factor of trials at each rung")
+
+
+class HackingSection(StrictModel):
+    """Reward-hacking flags per trial (`rlhf_ray.evaluation.hacking`) and which of them rule a trial out."""
+
+    reward_rise: float = 0.1
+    quality_gain_floor: float = 0.0
+    length_ratio: float = Field(1.3, gt=0)
+    canned_rate_rise: float = 0.1
+    reward_length_corr: float = Field(0.5, ge=-1, le=1)
+    disqualify: list[Literal[FLAGS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["reward_up_quality_down", "length_drift", "canned_phrases_up"])
+
+    def thresholds(self) -> HackingThresholds:
+        return HackingThresholds(**self.model_dump(exclude={"disqualify"}))
+
+
+class SweepConfig(JobConfig):
+    output_dir: str = "runs/sweep"
+    name: str = Field("ppo-sweep", pattern=r"^[A-Za-z0-9_.-]+$", description="the Tune experiment's name")
+    ppo: PPOConfig = Field(PPOConfig(), description="the PPO settings every trial starts from")
+    search_space: dict[str, ParamSpec] = Field(
+        default_factory=lambda: {"kl.coef": ParamSpec(grid=[0.02, 0.1]),
+                                 "reward.verbosity_coef": ParamSpec(grid=[0.0, 1.0])},
+        description="dotted PPO keys → values to search")
+    num_samples: int = Field(1, ge=1, description="repeats of the grid (random choices drawn anew each time)")
+    max_concurrent_trials: int = Field(1, ge=1)
+    trial_cpus: float = Field(0.1, gt=0, description="CPUs of each trial's driver (the PPO controller loop)")
+    quality: Literal["true_utility", "judge_reward"] = Field(
+        "true_utility", description="held-out judge: the world's hidden utility (simulation only) or the "
+        "judge reward model (ppo.judge_model_path)")
+    scheduler: SchedulerSection = SchedulerSection()
+    hacking: HackingSection = HackingSection()
+    max_failures: int = Field(0, ge=0, description="Tune retries of a failed trial")
+    resume: bool = Field(False, description="continue the interrupted sweep in output_dir")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepConfig:
+        if not self.search_space:
+            raise ValueError("search_space needs at least one key")
+        base = self.ppo.model_dump(mode="json")
+        for key, spec in self.search_space.items():
+            if key.split(".")[0] in FIXED_KEYS:
+                raise ValueError(f"search_space.{key}: a trial cannot change {key.split('.')[0]!r} "
+                                 f"(fixed keys: {list(FIXED_KEYS)})")
+            for value in spec.examples():
+                try:
+                    PPOConfig.model_validate(apply_overrides(base, [f"{key}={json.dumps(value)}"]))
+                except (ValueError, ConfigError) as error:
+                    raise ValueError(f"search_space.{key}={value!r} is not a valid PPO setting: {error}") from None
+        if self.quality == "judge_reward" and not self.ppo.judge_model_path:
+            raise ValueError("quality='judge_reward' needs ppo.judge_model_path (a reward model trained on "
+                             "held-out pairs)")
+        if self.scheduler.kind == "asha":
+            if self.scheduler.grace_period % self.ppo.eval_every:
+                raise ValueError(f"scheduler.grace_period={self.scheduler.grace_period} must be a multiple of "
+                                 f"ppo.eval_every={self.ppo.eval_every}: ASHA would compare stale held-out figures")
+            if self.scheduler.grace_period > self.ppo.iterations:
+                raise ValueError(f"scheduler.grace_period={self.scheduler.grace_period} exceeds ppo.iterations="
+                                 f"{self.ppo.iterations}")
+        empty = [role for role, cpus, gpus in _actor_resources(self.ppo) if cpus <= 0 and gpus <= 0]
+        if empty:
+            raise ValueError(f"every PPO actor needs num_cpus or num_gpus > 0 to be placed in a trial; "
+                             f"{empty[0]} has neither")
+        return self
+
+    @property
+    def metric(self) -> str:
+        return f"eval/{self.quality}"
+
+
+def _actor_resources(ppo: PPOConfig) -> list[tuple[str, float, float]]:
+    """(role, CPUs, GPUs) of every actor that needs its own bundle in a trial."""
+    roles = [("reward", ppo.reward.num_cpus, ppo.reward.num_gpus),
+             ("reference", ppo.reference_num_cpus, ppo.reference_num_gpus),
+             ("learner", ppo.learner.num_cpus, ppo.learner.num_gpus)]
+    if not ppo.rollout.colocate_with_learner:
+        roles.append(("rollout", ppo.rollout.num_cpus, ppo.rollout.num_gpus))
+    if needs_critic(ppo.advantage.estimator):
+        roles.append(("critic", ppo.critic.num_cpus, ppo.critic.num_gpus))
+    if ppo.judge_model_path:
+        roles.append(("judge", ppo.judge_num_cpus, 0.0))
+    return roles
+
+
+def trial_bundles(config: SweepConfig) -> list[dict[str, float]]:
+    """The trial's placement group: its driver first (Tune's convention), then every PPO actor."""
+    return [{"CPU": config.trial_cpus}, *actor_bundle_layout(config.ppo)[0]]
+
+
+def check_fits(config: SweepConfig, cluster: dict[str, float]) -> None:
+    """Concurrent trials plus the prompt sampler's Ray Data tasks (scheduled outside any placement group)
+    must fit the cluster, or Tune would wait forever for a placement."""
+    for resource in ("CPU", "GPU"):
+        per_trial = sum(bundle.get(resource, 0.0) for bundle in trial_bundles(config))
+        outside = config.ppo.data_cpus if resource == "CPU" else 0.0
+        need = config.max_concurrent_trials * per_trial + outside
+        if need > cluster.get(resource, 0.0) + 1e-9:
+            raise SweepError(
+                f"{config.max_concurrent_trials} concurrent trial(s) × {per_trial:g} {resource} + {outside:g} for "
+                f"prompt sampling = {need:g} {resource}, but the cluster has {cluster.get(resource, 0.0):g}; "
+                "lower max_concurrent_trials or the ppo actors' num_cpus/num_gpus")
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any], trial_dir: Path) -> PPOConfig:
+    """The PPO config of one trial: the base plus the trial's settings, writing under its own directory and
+    resuming from its own checkpoint when Tune restarts it."""
+    overrides = [f"{key}={json.dumps(value)}" for key, value in params.items()]
+    resume = (trial_dir / "checkpoints" / "latest").exists()
+    data = apply_overrides(base, overrides)
+    data.update(output_dir=str(trial_dir), resume=resume, wandb={"mode": "disabled"})
+    return PPOConfig.model_validate(data)
+
+
+def ppo_trial(params: dict[str, Any], base: dict[str, Any], sweep_dir: str) -> None:
+    """Tune's trainable: one PPO run in the trial's placement group, reporting after every iteration."""
+    import ray
+    from ray import tune
+
+    from jobs.ppo_controller import PPOController
+    from rlhf_ray.telemetry import MetricsSink
+
+    trial_dir = Path(sweep_dir) / TRIALS_DIR / tune.get_context().get_trial_id()
+    config = trial_config(base, params, trial_dir)
+    sink = MetricsSink("ppo", WandbConfig(mode="disabled"), str(trial_dir))
+
+    def report(metrics: dict[str, Any]) -> None:
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+
+    controller = PPOController(config, sink, within=(ray.util.get_current_placement_group(), 1),
+                               on_iteration=report)
+    try:
+        summary = controller.train()
+    finally:
+        controller.shutdown()
+    (trial_dir / "summary.json").write_text(json.dumps(sink.close(summary), indent=2, default=str))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="starting policy directory (sets ppo.model_path)")
+    parser.add_argument("--reward-model", dest="reward_model", help="reward model directory "
+                        "(sets ppo.reward.model_path)")
+    parser.add_argument("--judge-model", dest="judge_model", help="held-out judge reward model "
+                        "(sets ppo.judge_model_path)")
+    parser.add_argument("--out", help="output directory (sets output_dir)")
+    parser.add_argument("--resume", action="store_const", const="true",
+                        help="continue the interrupted sweep in the output directory")
+    add_config_arguments(parser, default_config="configs/sweep.yaml")
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {"model": "ppo.model_path", "reward_model": "ppo.reward.model_path",
+             "judge_model": "ppo.judge_model_path", "out": "output_dir", "resume": "resume"}
+    return run(resolve_config(SweepConfig, args, flags))
+
+
+def _callbacks(config: SweepConfig, out: Path) -> list[Any]:
+    """wandb per trial through Tune's logger callback (offline unless configured otherwise)."""
+    if config.wandb.mode == "disabled":
+        return []
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    directory = Path(config.wandb.dir or out / "wandb").absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    return [WandbLoggerCallback(project=config.wandb.project, group=config.name, mode=config.wandb.mode,
+                                dir=str(directory), tags=list(config.wandb.tags))]
+
+
+def _tuner(config: SweepConfig, out: Path) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if not config.ppo.model_path:
+        raise SweepError("sweep needs ppo.model_path (--model DIR: the starting policy)")
+    base = config.ppo.model_dump(mode="json")
+    base["lineage"] = {"root": lineage_root(config, config.ppo.lineage.root)}  # trials and sweep: one registry
+    trainable = tune.with_resources(tune.with_parameters(ppo_trial, base=base, sweep_dir=str(out)),
+                                    tune.PlacementGroupFactory(trial_bundles(config),
+                                                               strategy=config.ppo.placement_strategy))
+    experiment = out / TUNE_DIR / config.name
+    if config.wandb.mode != "online":
+        # Tune's wandb callback (new or restored with the experiment) asks for an API key unless this says so.
+        os.environ["WANDB_MODE"] = config.wandb.mode
+    if config.resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise SweepError(f"--resume: no sweep to resume at {experiment}")
+        return tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+    if experiment.exists():
+        raise SweepError(f"{experiment} holds a sweep already: pass --resume to continue it, or choose another "
+                         "output_dir or name")
+    # max_t one past the last report: at max_t ASHA stops the trial at once, before the trial exports its
+    # policy; a trial that reaches its last iteration must end on its own.
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=config.ppo.iterations + 1,
+                               grace_period=config.scheduler.grace_period,
+                               reduction_factor=config.scheduler.reduction_factor)
+                 if config.scheduler.kind == "asha" else FIFOScheduler())
+    return tune.Tuner(
+        trainable,
+        param_space={key: spec.domain() for key, spec in config.search_space.items()},
+        tune_config=tune.TuneConfig(metric=config.metric, mode="max", scheduler=scheduler,
+                                    num_samples=config.num_samples,
+                                    max_concurrent_trials=config.max_concurrent_trials),
+        run_config=tune.RunConfig(name=config.name, storage_path=str(out / TUNE_DIR),
+                                  callbacks=_callbacks(config, out),
+                                  failure_config=tune.FailureConfig(max_failures=config.max_failures)))
+
+
+def _register(config: SweepConfig, out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The sweep as a lineage artifact whose parents are its trials' policies; the chosen trial's policy is
+    reported so the loop can deploy it without training again."""
+    summaries = {path.parent.name: json.loads(path.read_text())
+                 for path in sorted((out / TRIALS_DIR).glob("*/summary.json"))}
+    registry = LineageRegistry(lineage_root(config, config.ppo.lineage.root))
+    chosen = summaries.get(report.get("chosen_trial", ""), {})
+    record = registry.register(
+        "sweep", config.name, sha256_hex((out / "report.json").read_bytes()),
+        parents=[summary["policy_id"] for summary in summaries.values()],
+        config={"search_space": {k: v.model_dump(exclude_none=True) for k, v in config.search_space.items()},
+                "quality": config.quality, "scheduler": config.scheduler.model_dump(),
+                "hacking": config.hacking.model_dump()},
+        metrics={k: v for k, v in report.items() if k.startswith("chosen/") and isinstance(v, int | float)},
+        uri=str(out))
+    return {"sweep_id": record.id, "chosen_policy_id": chosen.get("policy_id"),
+            "chosen_policy_dir": chosen.get("policy_dir")}
+
+
+def run(config: SweepConfig) -> dict[str, Any]:
+    import ray
+
+    from jobs.sweep_report import outcomes_from_results, write_report
+
+    out = Path(config.output_dir).absolute()
+    ensure_ray(config.ray)
+    check_fits(config, ray.cluster_resources())
+    sink = sink_for(NAME, config)
+    tuner = _tuner(config, out)
+    results = tuner.fit()
+    outcomes = outcomes_from_results(results, config.ppo.iterations, out / TRIALS_DIR)
+    report = write_report(config, outcomes, out)
+    report.update(_register(config, out, report))
+    for row in report["trials"]:
+        sink.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=None)
+    return sink.close({key: value for key, value in report.items() if key != "trials"})

@@ -1,0 +1,150 @@
+"""The HTTP API's request bodies as pydantic models, and error messages that name field, value, expectation.
+
+Chat requests follow the OpenAI chat-completions format. Unknown fields are ignored there on purpose:
+OpenAI clients send optional parameters (`frequency_penalty`, `logprobs`, ...) this server does not
+implement and that change nothing about the answer; parameters that would change the *shape* of the answer
+(`n > 1`, `stream`) are refused with a 400 instead. Feedback and admin bodies are ours, so they are strict.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from rlhf_ray.contracts import MAX_TEXT_CHARS
+
+MAX_MESSAGES = 64
+MAX_ID_CHARS = 256
+MAX_METADATA_KEYS = 16
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: Text
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: Identifier
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0)
+    n: Literal[1] = 1
+    stream: Literal[False] = False
+    user: Identifier | None = None
+    metadata: dict[Identifier, Identifier] | None = Field(None, max_length=MAX_METADATA_KEYS)
+
+    def prompt(self) -> str:
+        """The text the policy answers: the last user turn (the tiny chat template is single-turn)."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        raise ValueError("messages: no message with role 'user'; expected at least one")
+
+
+class _Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_id: Identifier
+    user: Identifier | None = Field(None, description="who gives the feedback (default: the user served)")
+    rationale: Text | None = None
+
+
+class ThumbsFeedback(_Feedback):
+    kind: Literal["thumbs"]
+    value: Literal[0, 1] = Field(description="1 = thumbs up, 0 = thumbs down")
+
+
+class LikertFeedback(_Feedback):
+    kind: Literal["likert"]
+    value: int = Field(ge=1, le=5)
+
+
+class PairwiseFeedback(_Feedback):
+    kind: Literal["pairwise"]
+    other_response_id: Identifier
+    choice: Literal["a", "b", "tie"] = Field(description="a = response_id, b = other_response_id")
+
+
+class CorrectionFeedback(_Feedback):
+    kind: Literal["correction"]
+    text: Text = Field(min_length=1, description="the answer as the user corrected it")
+
+
+class FlagFeedback(_Feedback):
+    kind: Literal["flag"]
+    category: Literal["harmful_instructions", "privacy", "harassment"]
+    severity: int | None = Field(None, ge=1, le=3)
+
+
+FeedbackRequest = Annotated[
+    ThumbsFeedback | LikertFeedback | PairwiseFeedback | CorrectionFeedback | FlagFeedback,
+    Field(discriminator="kind"),
+]
+
+
+FEEDBACK_ADAPTER: TypeAdapter[Any] = TypeAdapter(FeedbackRequest)
+
+
+class WeightsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    canary_weight: float = Field(ge=0, le=1)
+    mode: Literal["split", "shadow"] | None = None
+    reason: Annotated[str, Field(max_length=500)] = "admin"
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(max_length=500)] = "admin"
+
+
+_MAX_SHOWN = 60
+_KINDS = frozenset({"thumbs", "likert", "pairwise", "correction", "flag"})
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts the tag of the union member tried first in the location ('thumbs', 'value'): drop it
+    parts = loc[1:] if loc and loc[0] in _KINDS else loc
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`field 'messages[0].role': got 'bot', expected 'system', 'user' or 'assistant'` — one line per problem,
+    at most three, so a client sees what to change without reading pydantic's internals."""
+    lines = []
+    for detail in error.errors()[:3]:
+        field = _location(detail["loc"])
+        if detail["type"] == "missing":
+            lines.append(f"field '{field}': missing, expected a value")
+        elif detail["type"] == "extra_forbidden":
+            lines.append(f"field '{field}': unknown field, expected only the documented fields")
+        else:
+            shown = repr(detail.get("input"))
+            shown = shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "…"
+            expected = detail["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+            lines.append(f"field '{field}': got {shown}, expected {expected}")
+    return "; ".join(lines)
+
+
+def parse_model(model: type[BaseModel] | TypeAdapter[Any], data: Any) -> Any:
+    """Validate `data` against a model (or the feedback union's adapter); a ValidationError becomes a
+    ValueError with a readable message."""
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data)
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error)) from None

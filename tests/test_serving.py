@@ -1,0 +1,432 @@
+"""Canary serving: real Ray Serve on the local cluster, real HTTP (the openai client and requests), real
+tiny HF policies. One Serve instance (loopback, a free port) serves every test of this module."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from rlhf_ray.contracts.validation import validate_row
+from rlhf_ray.governance import PiiMasker, generate_key_file
+from rlhf_ray.serving.assignment import assign_variant, user_bucket
+from rlhf_ray.serving.feedback import FeedbackError, ServedResponse, feedback_row, outcomes
+from rlhf_ray.serving.guardrails import GuardrailBounds, VariantStats, check_guardrails, percentile
+from rlhf_ray.serving.schemas import FEEDBACK_ADAPTER, ChatCompletionRequest, parse_model
+
+TOKEN = "test-admin-token-" + "x" * 24
+MODEL = "rlhf-policy"
+NUM_SIM_PROMPTS = 8
+WORLD_SIZE = 200  # the simulated world of this module (as the session fixtures use)
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+
+
+def test_assignment_is_sticky_weighted_and_monotone_in_the_weight() -> None:
+    users = [f"user-{i}" for i in range(20000)]
+    share = np.mean([assign_variant(u, 0.1, "dep-a") == "canary" for u in users])
+    assert abs(share - 0.1) < 0.01
+    assert all(assign_variant(u, 0.1, "dep-a") == assign_variant(u, 0.1, "dep-a") for u in users[:100])
+    # raising the weight keeps every canary user on the canary
+    assert all(assign_variant(u, 0.25, "dep-a") == "canary" for u in users if assign_variant(u, 0.1, "dep-a")
+               == "canary")
+    # another deployment (salt) draws a different group
+    assert user_bucket("user-1", "dep-a") != user_bucket("user-1", "dep-b")
+    with pytest.raises(ValueError, match="canary_weight"):
+        assign_variant("u", 1.5, "s")
+
+
+def _served(response_id: str = "r1", variant: str = "canary", response: str = "an answer .") -> ServedResponse:
+    return ServedResponse(response_id=response_id, variant=variant, policy_id=f"policy-{variant}", prompt_id="p-1",
+                          prompt="how do I reset my router ?", response=response, actor_id="usr_0123456789abcdef",
+                          region="eu")
+
+
+def test_every_feedback_kind_becomes_a_valid_contract_row_with_pii_masked() -> None:
+    now = time.time()
+    from datetime import datetime, timezone
+
+    moment = datetime.fromtimestamp(now, timezone.utc)
+    other = _served("r2", "incumbent", "another answer .")
+    bodies = [{"kind": "thumbs", "response_id": "r1", "value": 1},
+              {"kind": "likert", "response_id": "r1", "value": 2},
+              {"kind": "pairwise", "response_id": "r1", "other_response_id": "r2", "choice": "b"},
+              {"kind": "correction", "response_id": "r1", "text": "write to jane.doe@example.com instead"},
+              {"kind": "flag", "response_id": "r1", "category": "privacy", "severity": 2}]
+    types = []
+    for body in bodies:
+        item = parse_model(FEEDBACK_ADAPTER, body)
+        row, pii = feedback_row(item, _served(), signal_id=f"s-{body['kind']}", now=moment, actor_id="usr_x",
+                                masker=PiiMasker(), other=other)
+        assert validate_row(row, moment) is None
+        types.append(row["signal_type"])
+        if body["kind"] == "correction":
+            assert "<EMAIL>" in row["edited_response"] and pii == {"email": 1}
+    assert types == ["rating", "rating", "pairwise", "correction", "safety_flag"]
+    pairwise = parse_model(FEEDBACK_ADAPTER, bodies[2])
+    assert outcomes(pairwise, _served(), other) == [
+        type(outcomes(pairwise, _served(), other)[0])("incumbent", True),
+        type(outcomes(pairwise, _served(), other)[0])("canary", False)]
+    with pytest.raises(FeedbackError, match="other_response_id"):
+        feedback_row(pairwise, _served(), signal_id="s", now=moment, actor_id="usr_x", masker=PiiMasker())
+
+
+def test_bad_bodies_name_field_value_and_expectation() -> None:
+    with pytest.raises(ValueError, match=r"field 'messages\[0\].role': got 'bot'"):
+        parse_model(ChatCompletionRequest, {"model": MODEL, "messages": [{"role": "bot", "content": "x"}]})
+    with pytest.raises(ValueError, match=r"field 'value': got 7, expected 0 or 1"):
+        parse_model(FEEDBACK_ADAPTER, {"kind": "thumbs", "response_id": "r", "value": 7})
+
+
+def test_guardrails_judge_a_sliding_window_after_min_requests() -> None:
+    bounds = GuardrailBounds(max_error_rate=0.1, max_p95_latency_s=1.0, max_safety_flag_rate=0.1, min_requests=10,
+                             window=20)
+    stats = VariantStats(window=20)
+    stats.add_requests([(True, 0.1, False)] * 5)
+    assert check_guardrails(stats.window_figures(), bounds) == []  # too few requests to judge
+    stats.add_requests([(False, 0.1, False)] * 5)
+    assert [b.metric for b in check_guardrails(stats.window_figures(), bounds)] == ["error_rate"]
+    stats.add_requests([(False, 2.0, False)] * 20)  # the errors leave the window, slow answers enter
+    assert [b.metric for b in check_guardrails(stats.window_figures(), bounds)] == ["p95_latency_s"]
+    assert percentile([1, 2, 3, 4], 50) == 2 and percentile([], 95) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------- Serve fixtures
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _copy_model(source: str, target: Path, config_changes: dict[str, Any] | None = None,
+                perturb_seed: int | None = None) -> str:
+    """A second real checkpoint: a copy with other weights (a distinct policy) or an edited config."""
+    shutil.copytree(source, target)
+    if perturb_seed is not None:
+        import torch
+
+        from rlhf_ray.models import load_causal_lm
+
+        model = load_causal_lm(target)
+        generator = torch.Generator().manual_seed(perturb_seed)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+        model.save_pretrained(target)
+    if config_changes:
+        path = target / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **config_changes}))
+    return str(target)
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("serving-secrets")
+    generate_key_file(root / "pseudonym.key")
+    (root / "admin.token").write_text(TOKEN)
+    return {"key_file": str(root / "pseudonym.key"), "token_file": str(root / "admin.token")}
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny base policy (random weights, gibberish answers); quicker to build than `world_assets`."""
+    from rlhf_ray.models import init_model
+    from rlhf_ray.sim import World, WorldConfig
+
+    world = World(WorldConfig(num_prompts=WORLD_SIZE), 0)
+    return str(init_model(world.corpus(), tmp_path_factory.mktemp("base") / "model", "tiny", seed=0).path)
+
+
+@pytest.fixture(scope="module")
+def serve_instance(ray_cluster):
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+def _args(root: Path, incumbent: str, canary: str, secrets: dict[str, str], **sections: Any) -> Any:
+    from rlhf_ray.serving.config import CanaryAppArgs
+
+    base = {"deployment_id": f"deployment-{root.name}", "state_dir": str(root / "state"),
+            "lineage_root": str(root / "lineage"),
+            "incumbent": {"model_path": incumbent, "policy_id": "policy-incumbent", "num_cpus": 0.1},
+            "canary": {"model_path": canary, "policy_id": "policy-canary", "num_cpus": 0.1},
+            "admin": {"token_file": secrets["token_file"]}, "pseudonyms": {"key_file": secrets["key_file"]},
+            "router": {"initial_weight": 0.1, "report_interval_s": 0.1},
+            "feedback": {"flush_interval_s": 0.2}}
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return CanaryAppArgs.model_validate(base)
+
+
+@pytest.fixture(scope="module")
+def canary_app(serve_instance, base_model, secrets_dir, tmp_path_factory) -> dict[str, Any]:
+    from actors.serve_app import deploy_canary
+
+    root = tmp_path_factory.mktemp("canary-app")
+    canary_model = _copy_model(base_model, root / "canary-model", perturb_seed=1)
+    args = _args(root, base_model, canary_model, secrets_dir, generation={"max_tokens": 8})
+    url = deploy_canary(args, name="canary-test", route_prefix="/", port=serve_instance)
+    return {"url": url, "args": args, "root": root, "app": "canary-test"}
+
+
+def _chat(url: str, user: str, content: str = "how do I reset my password ?", max_tokens: int = 1,
+          **extra: Any) -> requests.Response:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+            "user": user, **extra}
+    return requests.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+
+
+def _admin(url: str, action: str, body: dict[str, Any] | None = None, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(f"{url}/v1/canary/{action}", json=body or {}, headers=headers, timeout=60)
+
+
+def _variants_of(url: str, users: list[str]) -> dict[str, str]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda u: _chat(url, u), users))
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies if r.status_code != 200][:2]
+    return {u: r.headers["x-rlhf-variant"] for u, r in zip(users, replies, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------------- Serve tests
+
+
+@pytest.mark.ray
+def test_openai_client_gets_a_chat_completion(canary_app) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{canary_app['url']}/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "how do I reset my password ?"}], max_tokens=8,
+        temperature=0.0, user="user-000001")
+    completion = raw.parse()
+    assert isinstance(completion.choices[0].message.content, str)
+    assert completion.usage.completion_tokens >= 1 and completion.usage.total_tokens > completion.usage.prompt_tokens
+    assert completion.id.startswith("chatcmpl-") and raw.headers["x-rlhf-response-id"] == completion.id
+    assert raw.headers["x-rlhf-variant"] in ("incumbent", "canary")
+    assert completion.model_extra["variant"] == raw.headers["x-rlhf-variant"]
+
+
+@pytest.mark.ray
+def test_weights_split_users_and_each_user_keeps_one_variant(canary_app) -> None:
+    users = [f"user-{i:06d}" for i in range(300)]
+    first = _variants_of(canary_app["url"], users)
+    share = Counter(first.values())["canary"] / len(users)
+    expected = np.mean([user_bucket(u, canary_app["args"].deployment_id) < 0.1 for u in users])
+    assert share == expected and abs(share - 0.1) < 0.05  # the exact sticky assignment, ≈ 10 %
+    again = _variants_of(canary_app["url"], users[:40] * 2)
+    assert all(again[u] == first[u] for u in users[:40])
+
+
+@pytest.mark.ray
+def test_reweight_at_runtime_without_restarting_replicas(canary_app) -> None:
+    from actors.serve_control import replica_ids
+
+    url, app = canary_app["url"], canary_app["app"]
+    before = {d: replica_ids(app, d) for d in ("CanaryRouter", "incumbent", "canary")}
+    assert _admin(url, "weights", {"canary_weight": 0.6, "reason": "ramp"}).json()["canary_weight"] == 0.6
+    users = [f"reweight-{i}" for i in range(120)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the user_config update reaches the replica within a moment
+        share = Counter(_variants_of(url, users).values())["canary"] / len(users)
+        if share > 0.4:
+            break
+        time.sleep(0.5)
+    assert share > 0.4
+    assert {d: replica_ids(app, d) for d in before} == before
+    assert _admin(url, "weights", {"canary_weight": 0.1}).status_code == 200
+    audit = sorted((canary_app["root"] / "state" / "audit").glob("*-weights-*.json"))
+    assert [json.loads(p.read_text())["after"]["canary_weight"] for p in audit][-2:] == [0.6, 0.1]
+
+
+@pytest.mark.ray
+def test_bad_requests_get_4xx_with_a_message(canary_app) -> None:
+    url = canary_app["url"]
+    cases = [
+        (requests.post(f"{url}/v1/chat/completions", data=b"{not json", timeout=30), 400, "not valid JSON"),
+        (requests.post(f"{url}/v1/chat/completions", json={"model": MODEL}, timeout=30), 400, "messages"),
+        (_chat(url, "u", n=2), 400, "'n'"),
+        (_chat(url, "u", stream=True), 400, "'stream'"),
+        (_chat(url, "u", max_tokens=100000), 400, "max_tokens"),
+        (_chat(url, "u", temperature="hot"), 400, "temperature"),
+        (requests.post(f"{url}/v1/chat/completions", json={"model": "gpt-4", "messages": [
+            {"role": "user", "content": "hi"}]}, timeout=30), 404, "model"),
+        (requests.post(f"{url}/v1/chat/completions", data=b"x" * 70000, timeout=30), 413, "at most"),
+        (_chat(url, "u", content="y" * 9000), 400, "content"),
+        (requests.post(f"{url}/v1/feedback", json={"kind": "thumbs", "response_id": "nope", "value": 1},
+                       timeout=30), 404, "response_id"),
+        (requests.post(f"{url}/v1/feedback", json={"kind": "stars", "response_id": "x"}, timeout=30), 400, "kind"),
+        (requests.post(f"{url}/v1/feedback", json=[1, 2], timeout=30), 400, "body"),
+        (_admin(url, "weights", {"canary_weight": 2}), 400, "canary_weight"),
+        (_admin(url, "explode"), 404, "unknown admin action"),
+    ]
+    for reply, status, words in cases:
+        assert reply.status_code == status, (reply.status_code, reply.text)
+        assert words in reply.json()["error"]["message"], reply.text
+
+
+@pytest.mark.ray
+def test_admin_endpoints_refuse_without_the_token(canary_app) -> None:
+    url = canary_app["url"]
+    for action in ("weights", "promote", "rollback", "kill"):
+        for token in (None, "wrong-token-0123456789"):
+            reply = _admin(url, action, {"canary_weight": 1.0} if action == "weights" else {}, token=token)
+            assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
+    assert requests.get(f"{url}/v1/canary", timeout=30).json()["phase"] == "running"
+
+
+@pytest.mark.ray
+def test_feedback_is_validated_masked_and_readable_by_ingest(canary_app, secrets_dir, tmp_path) -> None:
+    from jobs.ingest import IngestConfig, ingest
+    from rlhf_ray.config import LineageConfig, WandbConfig
+
+    url = canary_app["url"]
+    first, second = (_chat(url, f"fb-user-{i}", content="how do I renew a passport ?").json() for i in range(2))
+    bodies = [{"kind": "thumbs", "response_id": first["id"], "value": 1},
+              {"kind": "likert", "response_id": first["id"], "value": 5},
+              {"kind": "pairwise", "response_id": first["id"], "other_response_id": second["id"], "choice": "a"},
+              {"kind": "correction", "response_id": first["id"], "text": "call me on +44 20 7946 0958 or mail "
+                                                                          "jo@example.org"},
+              {"kind": "flag", "response_id": second["id"], "category": "privacy"}]
+    for body in bodies:
+        reply = requests.post(f"{url}/v1/feedback", json=body, timeout=30)
+        assert reply.status_code == 202, reply.text
+    status = requests.get(f"{url}/v1/canary", timeout=30).json()
+    assert sum(v["feedback"] for v in status["variants"].values()) >= len(bodies)
+    feedback_dir = Path(canary_app["args"].feedback_dir)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(_rows(feedback_dir)) < len(bodies):
+        requests.get(f"{url}/v1/canary", timeout=30)  # a report also writes shards that are due
+        time.sleep(0.3)
+    rows = _rows(feedback_dir)
+    text = json.dumps(rows)
+    assert "jo@example.org" not in text and "fb-user-0" not in text and "<EMAIL>" in text
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("RLHF_RAY_PSEUDONYM_KEY", raising=False)
+        summary = ingest(IngestConfig(input=str(feedback_dir), output_dir=str(tmp_path / "ingested"),
+                                      pseudonyms={"key_file": secrets_dir["key_file"]},
+                                      wandb=WandbConfig(mode="disabled"),
+                                      lineage=LineageConfig(root=str(tmp_path / "lineage"))))
+    assert summary["quarantined_rows"] == 0 and summary["accepted_rows"] == len(rows) >= len(bodies)
+
+
+def _rows(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.ray
+def test_a_canary_that_raises_errors_is_rolled_back_automatically(serve_instance, base_model, secrets_dir,
+                                                                  tmp_path_factory) -> None:
+    from actors.serve_app import deploy_canary
+    from rlhf_ray.lineage import LineageRegistry
+
+    root = tmp_path_factory.mktemp("broken-canary")
+    # a real misconfigured checkpoint: 8 positions, so every prompt overflows and generate raises
+    broken = _copy_model(base_model, root / "broken", {"max_position_embeddings": 8})
+    args = _args(root, base_model, broken, secrets_dir, router={"initial_weight": 0.5},
+                 guardrails={"min_requests": 10, "max_error_rate": 0.2})
+    url = deploy_canary(args, name="broken-test", route_prefix="/broken", port=serve_instance)
+    codes = Counter(_chat(url, f"b-user-{i}").status_code for i in range(60))
+    assert codes[502] >= 10  # canary users got errors until the guardrail tripped
+    status = requests.get(f"{url}/v1/canary", timeout=30).json()
+    assert status["phase"] == "rolled_back" and status["canary_weight"] == 0.0
+    decision = status["decisions"][-1]
+    assert decision["source"] == "guardrail" and "error_rate" in decision["reason"]
+    time.sleep(1.0)
+    assert {_chat(url, f"b-user-{i}").headers.get("x-rlhf-variant") for i in range(20)} == {"incumbent"}
+    events = LineageRegistry(args.lineage_root).events()
+    assert [e.payload["policy_id"] for e in events if e.event == "canary.rollback"] == ["policy-canary"]
+    from ray import serve
+
+    serve.delete("broken-test")
+
+
+# ---------------------------------------------------------------------------------------------- simulation
+
+
+def _memorize(base: str, out: Path, steps: int = 70) -> str:
+    """A truly better policy, cheaply: fine-tune the tiny base model on good answers to the simulation's
+    prompts until it reproduces them (its generations score high true utility; the base model's do not)."""
+    import torch
+
+    from rlhf_ray.algos.sft import sft_loss
+    from rlhf_ray.models import load_causal_lm, load_tokenizer
+    from rlhf_ray.sim import World, WorldConfig
+    from rlhf_ray.sim.responses import STYLES, compose_response
+    from rlhf_ray.training.encoding import encode_chat
+
+    world = World(WorldConfig(num_prompts=WORLD_SIZE), 0)
+    rng = np.random.default_rng(0)
+    examples = [(p.text, compose_response(p, STYLES["good"], rng)) for p in world.split("train")[:NUM_SIM_PROMPTS]]
+    tokenizer, model = load_tokenizer(base), load_causal_lm(base)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    batch = encode_chat(tokenizer, [p for p, _ in examples], [r for _, r in examples], 256)
+    for _ in range(steps):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = sft_loss(logits, batch["input_ids"], batch["response_mask"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def better_policy(base_model, tmp_path_factory) -> str:
+    return _memorize(base_model, tmp_path_factory.mktemp("better") / "model")
+
+
+def _simulate(incumbent: str, canary: str, out: Path, port: int, secrets: dict[str, str]) -> dict[str, Any]:
+    from jobs.canary import CanaryConfig, run
+    from rlhf_ray.config import WandbConfig
+
+    config = CanaryConfig.model_validate({
+        "incumbent_path": incumbent, "canary_path": canary, "output_dir": str(out), "seed": 0,
+        "world": {"num_prompts": WORLD_SIZE}, "wandb": WandbConfig(mode="disabled"),
+        "serve": {"port": port, "app_name": f"sim-{out.name}", "route_prefix": f"/{out.name}"},
+        "ramp": {"steps": [0.5], "requests_per_step": 40},
+        "simulation": {"max_requests": 600, "concurrency": 4, "num_prompts": NUM_SIM_PROMPTS, "max_tokens": 40},
+        "incumbent": {"num_cpus": 0.1}, "canary": {"num_cpus": 0.1},
+        "router": {"initial_weight": 0.25, "report_interval_s": 0.1},
+        "sequential": {"alpha": 0.05, "power": 0.8, "mde": 0.2, "baseline_rate": 0.5, "min_samples": 20},
+        "pseudonyms": {"key_file": secrets["key_file"]}, "admin": {"token_file": secrets["token_file"]},
+    })
+    return run(config)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_simulated_canary_promotes_a_better_policy_and_rolls_back_a_worse_one(
+        serve_instance, base_model, better_policy, secrets_dir, tmp_path) -> None:
+    from rlhf_ray.lineage import LineageRegistry
+
+    better = _simulate(base_model, better_policy, tmp_path / "better", serve_instance, secrets_dir)
+    assert better["decision"] == "promote" and better["decision_source"] == "sequential", better
+    assert better["true_utility"]["canary"] > better["true_utility"]["incumbent"]
+    assert better["judged_at_decision"] < better["fixed_horizon_total"] and better["decided_before_fixed_horizon"]
+    events = LineageRegistry(better["lineage_root"]).events(better["deployment_id"])
+    assert [e.event for e in events if e.event.startswith("canary.")] == ["canary.promote"]
+
+    worse = _simulate(better_policy, base_model, tmp_path / "worse", serve_instance, secrets_dir)
+    assert worse["decision"] == "rollback" and worse["decision_source"] == "sequential", worse
+    assert worse["judged_at_decision"] < worse["fixed_horizon_total"]
