@@ -18,8 +18,6 @@ is {"error": {"field", "message", "status"}}; tokens only travel in the Authoriz
 never hold one, and the replica only ever sees their sha256 digests.
 """
 
-from __future__ import annotations
-
 import html
 import json
 from collections.abc import Callable

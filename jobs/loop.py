@@ -1,70 +1,77 @@
-"""`rlhf-ray loop`: the main job, chaining every stage that exists into one auditable run.
+"""`rlhf-ray loop`: the main job — the RLHF loop end to end, one or more iterations, auditable.
 
-Stages: simulate feedback shards → ingest them (validate, mask, pseudonymize, version) → curate (annotation
-QA, consensus, preference pairs) → build the offline tokenizer + model → SFT it → train a reward model on
-the SFT backbone → DPO from the SFT model (also the frozen reference). Each runs through its job's own code
-path and config, under the loop's output dir and one lineage root; `stages` picks a consistent subset.
-Later stages (PPO, gate, canary) join here as their jobs land.
+Iteration 1: simulate feedback shards → ingest them (validate, mask, pseudonymize, version) → curate
+(annotation QA, consensus, preference pairs) → [data gate] → build the offline tokenizer + model → SFT it →
+train a reward model on the SFT backbone → [reward-model gate] → DPO from the SFT model → PPO from the SFT
+model against the reward model → offline gate (`evaluate`: the candidate vs the incumbent) → canary on Ray
+Serve with the world's simulated users → promote or roll back. The canary's captured feedback is written
+among the feedback shards, so iteration k ≥ 2 re-runs the refresh stages — ingest (now with that feedback),
+curate, train-rm, PPO from the incumbent, gate, canary — under `<out>/iter-<k>/`.
+
+Every stage runs through its job's own code path and config, under one lineage root. A failed gate stops
+the loop with a clear message and a lineage event; the incumbent keeps serving. Stages whose inputs are
+unchanged (fingerprints in `loop_state.json`) are skipped, so a re-run after a crash resumes at the first
+incomplete stage, and `iterations=N` on a finished run adds iterations. `stages` picks a consistent subset.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any
 
 from pydantic import Field, field_validator
 
-from jobs import curate, dpo, ingest, init_model, sft, simulate, train_rm
-from jobs.common import add_config_arguments, resolve_config, sink_for
-from jobs.training import ScalingSection, TrainSection
-from rlhf_ray.config import JobConfig, LineageConfig, StrictModel
+from jobs import curate, ingest, init_model
+from jobs.common import add_config_arguments, lineage_root, resolve_config, sink_for
+from jobs.loop_stages import (
+    ARTIFACT_KEYS,
+    REFRESH_STAGES,
+    REQUIRES,
+    RUNNERS,
+    STAGES,
+    CanaryStage,
+    DPOStage,
+    Figures,
+    GateStage,
+    PPOStage,
+    RewardModelStage,
+    SFTStage,
+    Stage,
+    StageName,
+    Stages,
+    iteration_dir,
+    stage_configs,
+)
+from jobs.loop_state import LoopState, fingerprint
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.evaluation.stage_gates import StageGate, data_gate, reward_model_gate
+from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.sim import ShardConfig, WorldConfig
+from rlhf_ray.storage import StorageRoot
 
 NAME = "loop"
-HELP = ("run the RLHF loop end to end, with lineage: simulate → ingest → curate → init-model → sft → train-rm → dpo "
-        "(`stages` picks a subset)")
-
-StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo"]
-STAGES: tuple[str, ...] = get_args(StageName)
-# The stages whose outputs a stage reads; each must be listed whenever the stage is.
-REQUIRES: dict[str, tuple[str, ...]] = {
-    "ingest": ("simulate",),        # the feedback shards
-    "curate": ("ingest",),          # the dataset version (and simulate's gold items)
-    "init-model": ("ingest",),      # the dataset is the model's lineage parent
-    "sft": ("init-model",),         # the model to fine-tune
-    "train-rm": ("sft", "curate"),  # the SFT backbone and the preference pairs
-    "dpo": ("sft", "curate"),       # the SFT policy (also the reference) and the pairs
-}
+HELP = ("run the RLHF loop end to end, with gates and lineage: simulate → ingest → curate → init-model → sft → "
+        "train-rm → dpo → ppo → gate → canary, for `iterations` rounds (`stages` picks a subset)")
+__all__ = ["REQUIRES", "RUNNERS", "STAGES", "LoopConfig", "run", "stage_configs"]
+# Stage name → its field in `Stages`.
+FIELDS = {"init-model": "model", "train-rm": "reward_model"}
+GATE_EVENT = "gate"
 
 
-class SFTStage(StrictModel):
-    """The `sft` job's settings in the loop; its model comes from init-model."""
+class GatesSection(StrictModel):
+    """The loop's own gates on data and reward model (the policy gate's thresholds are `gate.thresholds`);
+    null turns a check off."""
 
-    references_per_prompt: int = sft.SFTConfig.model_fields["references_per_prompt"]
-    train: TrainSection = TrainSection()
-    scaling: ScalingSection = ScalingSection()
-
-
-class RewardModelStage(StrictModel):
-    """The `train-rm` job's settings in the loop; its backbone is the SFT model, its pairs curate's."""
-
-    heldout_pairs_per_prompt: int = train_rm.TrainRMConfig.model_fields["heldout_pairs_per_prompt"]
-    train: train_rm.RewardTrainSection = train_rm.RewardTrainSection()
-    scaling: ScalingSection = ScalingSection()
-
-
-class DPOStage(StrictModel):
-    """The `dpo` job's settings in the loop; it starts from the SFT model, which is also its reference."""
-
-    heldout_pairs_per_prompt: int = dpo.DPOConfig.model_fields["heldout_pairs_per_prompt"]
-    train: dpo.DPOTrainSection = dpo.DPOTrainSection()
-    scaling: ScalingSection = ScalingSection()
+    max_quarantine_rate: float | None = Field(0.25, ge=0, le=1, description="quarantined / ingested rows")
+    min_fleiss_kappa: float | None = Field(0.05, description="pairwise labels' Fleiss κ after curate")
+    min_rm_accuracy: float | None = Field(0.6, ge=0, le=1, description="reward model's held-out accuracy")
+    max_rm_length_correlation: float | None = Field(None, description="reward–length correlation at equal utility")
 
 
 class LoopConfig(JobConfig):
     output_dir: str = "runs/quickstart"
+    iterations: int = Field(1, ge=1, description="loop iterations; the refresh stages run again in each")
     stages: list[StageName] = Field(list(STAGES), min_length=1,
                                     description="stages to run (in pipeline order); each one's inputs must be listed")
     world: WorldConfig = WorldConfig()
@@ -81,6 +88,10 @@ class LoopConfig(JobConfig):
     sft: SFTStage = SFTStage()
     reward_model: RewardModelStage = RewardModelStage()
     dpo: DPOStage = DPOStage()
+    ppo: PPOStage = PPOStage()
+    gate: GateStage = GateStage()
+    canary: CanaryStage = CanaryStage()
+    gates: GatesSection = GatesSection()
     task_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved by each shard-writing task")
 
     @field_validator("stages")
@@ -104,103 +115,128 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return run(resolve_config(LoopConfig, args))
 
 
-class Stages(NamedTuple):
-    simulate: simulate.SimulateConfig
-    ingest: ingest.IngestConfig
-    curate: curate.CurateConfig
-    model: init_model.InitModelConfig
-    sft: sft.SFTConfig
-    reward_model: train_rm.TrainRMConfig
-    dpo: dpo.DPOConfig
-
-
-def stage_configs(config: LoopConfig) -> Stages:
-    """Each stage gets its job's own config, under the loop's output dir and one shared lineage root."""
-    out = config.output_dir.rstrip("/")
-    common = {
-        "seed": config.seed,
-        "ray": config.ray,
-        "wandb": config.wandb.model_copy(update={"mode": "disabled"}),
-        "lineage": LineageConfig(root=config.lineage.root or f"{out}/lineage"),
-    }
-    pseudonyms = config.pseudonyms
-    if pseudonyms.key_file is None:
-        pseudonyms = pseudonyms.model_copy(update={"key_file": f"{out}/secrets/pseudonym.key"})
-    model = init_model.InitModelConfig(output_dir=out, out=f"{out}/model", model=config.model, world=config.world,
-                                       **common)
-    sft_model = f"{out}/sft/model"  # where `sft` exports its model
-    curated = f"{out}/curated"
-    return Stages(
-        simulate.SimulateConfig(output_dir=f"{out}/feedback", world=config.world, shards=config.shards,
-                                task_cpus=config.task_cpus, **common),
-        ingest.IngestConfig(input=f"{out}/feedback/shards", output_dir=f"{out}/dataset", pii=config.pii,
-                            pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
-                            **common),
-        curate.CurateConfig(input=f"{out}/dataset", gold=f"{out}/feedback/gold/gold_items.jsonl",
-                            output_dir=curated, consensus=config.consensus, adjudication=config.adjudication,
-                            health=config.health, pairs=config.pairs, active=config.active, **common),
-        model,
-        sft.SFTConfig(model_path=model.model_dir, output_dir=f"{out}/sft", world=config.world,
-                      **config.sft.model_dump(), **common),
-        train_rm.TrainRMConfig(model_path=sft_model, pairs=curated, output_dir=f"{out}/reward_model",
-                               world=config.world, **config.reward_model.model_dump(), **common),
-        dpo.DPOConfig(model_path=sft_model, reference_path=sft_model, pairs=curated, output_dir=f"{out}/dpo",
-                      world=config.world, **config.dpo.model_dump(), **common),
-    )
-
-
-Figures = dict[str, Any]
-
-
-class Stage(NamedTuple):
-    """How the loop runs one stage: where it writes, its job's entry, and how its figures are named in the
-    summary (`prefix` on every key except those starting with one of `keep`, so the stages never collide)."""
-
-    where: Callable[[Stages], str]
-    run: Callable[[Stages, dict[str, Figures]], Figures]
-    prefix: str = ""
-    keep: tuple[str, ...] = ()
-
-
-RUNNERS: dict[str, Stage] = {
-    "simulate": Stage(lambda s: s.simulate.output_dir, lambda s, done: simulate.generate(s.simulate)),
-    "ingest": Stage(lambda s: s.ingest.output_dir, lambda s, done: ingest.ingest(s.ingest)),
-    "curate": Stage(lambda s: s.curate.output_dir, lambda s, done: curate.run_curate(s.curate)),
-    "init-model": Stage(lambda s: s.model.model_dir,
-                        lambda s, done: init_model.build(s.model, parents=(done["ingest"]["dataset_id"],))),
-    "sft": Stage(lambda s: s.sft.output_dir, lambda s, done: sft.train(s.sft), "sft_", ("sft_", "timing/")),
-    "train-rm": Stage(lambda s: s.reward_model.output_dir,
-                      lambda s, done: train_rm.train_reward_model(s.reward_model), "rm_", ("reward_model_", "timing/")),
-    "dpo": Stage(lambda s: s.dpo.output_dir, lambda s, done: dpo.train_dpo(s.dpo), "dpo_", ("timing/",)),
-}
-
-
-# The summary keys of the artifacts the stages register, in pipeline order.
-ARTIFACT_KEYS = ("shards_id", "dataset_id", "pairs_id", "model_id", "sft_model_id", "reward_model_id", "dpo_policy_id")
-
-
 def summary_figures(stage: Stage, figures: Figures) -> Figures:
     return {key if key.startswith(stage.keep) else stage.prefix + key: value for key, value in figures.items()}
 
 
-def _announce(step: int, total: int, name: str, where: str) -> None:
-    print(f"[loop] stage {step}/{total} {name} → {where}", file=sys.stderr)
+def _announce(iteration: int, step: int, total: int, name: str, where: str, skipped: bool) -> None:
+    note = " (inputs unchanged: skipped)" if skipped else ""
+    print(f"[loop] iteration {iteration} stage {step}/{total} {name} → {where}{note}", file=sys.stderr)
+
+
+def incumbent_at(state: LoopState, iteration: int) -> dict[str, Any] | None:
+    """The policy serving when `iteration` starts: the candidate of the last canary that was promoted before
+    it, or None (the SFT model)."""
+    incumbent = None
+    for earlier in range(1, iteration):
+        decided = state.stage_figures(earlier, "canary")
+        if decided and decided.get("decision") == "promote":
+            policy = state.stage_figures(earlier, "ppo") or {}
+            incumbent = {"policy_dir": policy.get("policy_dir"), "policy_id": policy.get("policy_id"),
+                         "iteration": earlier}
+    return incumbent
+
+
+def _upstream(name: str, done: dict[str, Figures]) -> dict[str, Any]:
+    """The artifact ids a stage reads: every `*_id` its input stages reported."""
+    return {f"{stage}.{key}": value for stage in REQUIRES.get(name, ()) for key, value in done.get(stage, {}).items()
+            if key.endswith("_id") and isinstance(value, str)}
+
+
+def _stage_gate(config: LoopConfig, name: str, done: dict[str, Figures]) -> tuple[StageGate, str] | None:
+    """The loop's own gate after `name`, with the artifact id it judges, if `name` has one."""
+    gates = config.gates
+    if name == "curate" and "ingest" in done:
+        return (data_gate(done["ingest"], done["curate"], gates.max_quarantine_rate, gates.min_fleiss_kappa),
+                done["curate"]["pairs_id"])
+    if name == "train-rm":
+        return (reward_model_gate(done["train-rm"], gates.min_rm_accuracy, gates.max_rm_length_correlation),
+                done["train-rm"]["reward_model_id"])
+    return None
+
+
+def check_gates(config: LoopConfig, name: str, done: dict[str, Figures], registry: LineageRegistry,
+                ran: bool) -> str | None:
+    """Why the loop must stop after stage `name`, or None. Gate verdicts are lineage events (once, when the
+    stage really ran)."""
+    if name == "gate":
+        verdict = done["gate"]
+        if verdict.get("verdict") != "pass":
+            return f"offline gate failed: {verdict.get('failed_checks')} (report {verdict.get('report')})"
+        return None
+    judged = _stage_gate(config, name, done)
+    if judged is None:
+        return None
+    gate, artifact = judged
+    if ran:
+        registry.record_event(GATE_EVENT, artifact, gate.to_dict())
+    return None if gate.passed else f"{gate.name} gate failed: {'; '.join(gate.failures())}"
+
+
+def _iteration_stages(config: LoopConfig, iteration: int) -> list[str]:
+    return list(config.stages) if iteration == 1 else [s for s in config.stages if s in REFRESH_STAGES]
+
+
+def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: dict[str, Figures],
+                  registry: LineageRegistry, sink: Any) -> tuple[Figures, str | None]:
+    """One iteration's stages; returns its summary figures and why it stopped early (None if it did not)."""
+    incumbent = incumbent_at(state, iteration)
+    stages: Stages = stage_configs(config, iteration, incumbent["policy_dir"] if incumbent else None)
+    names = _iteration_stages(config, iteration)
+    summary: Figures = {"incumbent_at_start": incumbent["policy_id"] if incumbent else "sft"}
+    for step, name in enumerate(names, start=1):
+        stage = RUNNERS[name]
+        stage_config = getattr(stages, FIELDS.get(name, name))
+        print_ = fingerprint(stage_config, _upstream(name, done), stages.ingest.input if name == "ingest" else None)
+        figures = state.done(iteration, name, print_)
+        where = stage.where(stages)
+        skipped = figures is not None and StorageRoot.from_uri(where).exists()
+        _announce(iteration, step, len(names), name, where, skipped)
+        if not skipped:
+            figures = stage.run(stages, done)
+            state.record(iteration, name, print_, figures)
+        done[name] = figures
+        named = summary_figures(stage, figures)
+        sink.log({k: v for k, v in named.items() if not isinstance(v, list | dict)}, step=iteration, source=name)
+        summary.update(named)
+        stop = check_gates(config, name, done, registry, ran=not skipped)
+        if stop:
+            return summary, f"{name}: {stop}"
+    return summary, None
+
+
+def _headline(iteration: int, figures: Figures) -> str:
+    before, after = figures.get("ppo_start/true_utility"), figures.get("ppo_end/true_utility")
+    utility = f"held-out true utility {before:.3f} → {after:.3f}" if None not in (before, after) else "no PPO"
+    decision = figures.get("canary_decision", "not run")
+    judged = figures.get("canary_judged_at_decision")
+    return (f"[loop] iteration {iteration}: {utility}; gate {figures.get('gate_verdict', 'not run')}; "
+            f"canary {decision}" + (f" after {judged} judged answers" if judged else ""))
 
 
 def run(config: LoopConfig) -> dict[str, Any]:
     sink = sink_for(NAME, config)
-    stages = stage_configs(config)
+    out = config.output_dir.rstrip("/")
+    state = LoopState(out)
+    lineage = lineage_root(config, f"{out}/lineage")
+    registry = LineageRegistry(lineage)
     done: dict[str, Figures] = {}
-    summary: Figures = {"stages": list(config.stages)}
-    for step, name in enumerate(config.stages, start=1):
-        stage = RUNNERS[name]
-        _announce(step, len(config.stages), name, stage.where(stages))
-        done[name] = stage.run(stages, done)
-        figures = summary_figures(stage, done[name])
-        sink.log({k: v for k, v in figures.items() if not isinstance(v, list | dict)}, step=step, source=name)
-        summary.update(figures)
-    lineage_root = stages.model.lineage.root
-    newest = next(summary[key] for key in reversed(ARTIFACT_KEYS) if key in summary)
-    print(f"[loop] done; trace it with: rlhf-ray lineage {newest} --root {lineage_root}", file=sys.stderr)
-    where = {"output_dir": config.output_dir, "lineage_root": lineage_root}
+    summary: Figures = {"stages": list(config.stages), "iterations": config.iterations}
+    for iteration in range(1, config.iterations + 1):
+        figures, stopped = run_iteration(config, iteration, state, done, registry, sink)
+        prefix = "" if iteration == 1 else f"iter{iteration}/"
+        summary.update({prefix + key: value for key, value in figures.items()})
+        print(_headline(iteration, figures), file=sys.stderr)
+        if stopped:
+            print(f"[loop] stopped in iteration {iteration} at {stopped}; the incumbent keeps serving",
+                  file=sys.stderr)
+            summary.update(stopped=stopped, stopped_iteration=iteration)
+            break
+    incumbent = incumbent_at(state, config.iterations + 1)
+    summary["incumbent_policy_id"] = incumbent["policy_id"] if incumbent else summary.get("sft_model_id")
+    newest = next((summary[key] for key in reversed(ARTIFACT_KEYS) if key in summary), None)
+    if newest:
+        print(f"[loop] done; trace it with: rlhf-ray lineage {newest} --root {lineage}", file=sys.stderr)
+    where = {"output_dir": config.output_dir, "lineage_root": lineage, "state": f"{out}/loop_state.json",
+             "last_iteration_dir": iteration_dir(out, config.iterations)}
     return sink.close({**summary, **where})

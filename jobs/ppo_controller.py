@@ -36,7 +36,7 @@ from jobs.training import directory_digest, register_input_checkpoint
 from rlhf_ray.algos.advantages import AdvantageSettings, needs_critic
 from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
 from rlhf_ray.algos.penalties import RulePenaltySettings
-from rlhf_ray.evaluation.hacking import reward_length_correlation
+from rlhf_ray.evaluation.hacking import FLAGS, hacking_flags, reward_length_correlation
 from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.rollout.batch import Sample, pack_samples
 from rlhf_ray.sim import World
@@ -255,10 +255,21 @@ class PPOController:
                 time.sleep(0.5)
 
     def sync_weights(self) -> dict[str, float]:
-        """Learner rank 0 puts its weights in the object store once; every rollout worker loads that object."""
+        """Learner rank 0 puts its weights in the object store once; every rollout worker loads that object. A
+        worker that dies meanwhile (e.g. with its node) is awaited and the load repeated, as for a step."""
         started = time.perf_counter()
         weights = ray.get(self.learners.actors[0].publish.remote())
-        digests = ray.get(self.rollout.call("load_weights", weights))
+        for attempt in range(self.config.max_step_retries + 1):
+            try:
+                digests = ray.get(self.rollout.call("load_weights", weights))
+                break
+            except (RayActorError, ActorUnavailableError) as error:
+                if attempt == self.config.max_step_retries:
+                    raise
+                self.step_retries += 1
+                print(f"[ppo] rollout worker failed in weight sync ({type(error).__name__}); retry {attempt + 1}",
+                      file=sys.stderr)
+                self._await_rollout()
         if len(set(digests)) != 1:
             raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {digests}")
         return {"timing/sync": time.perf_counter() - started}
@@ -345,6 +356,13 @@ class PPOController:
         return {**{f"eval/{name}": value for name, value in figures.items()},
                 "timing/eval": time.perf_counter() - started}
 
+    @staticmethod
+    def _hacking_monitors(start: dict[str, Any], latest: dict[str, Any]) -> dict[str, float]:
+        """Each reward-hacking flag (1/0) since the start, judged by the world's true utility (simulation)."""
+        raised = hacking_flags({k.removeprefix("start/"): v for k, v in start.items()},
+                               {k.removeprefix("eval/"): v for k, v in latest.items()}, "true_utility")
+        return {f"hacking_flag/{flag}": float(flag in raised) for flag in FLAGS}
+
     # ---- checkpoints --------------------------------------------------------------------------------------
     def _latest_checkpoint(self) -> Path | None:
         pointer = self.out / "checkpoints" / LATEST
@@ -380,8 +398,11 @@ class PPOController:
         first_iteration = self.iteration
         start_eval = self.evaluate()
         self.sink.log(start_eval, step=self.iteration)
-        self.start_figures = self.start_figures or {f"start/{k.removeprefix('eval/')}": v
-                                                    for k, v in start_eval.items() if k.startswith("eval/")}
+        if not self.start_figures:  # a fresh run: its starting point opens the history
+            self.start_figures = {f"start/{k.removeprefix('eval/')}": v for k, v in start_eval.items()
+                                  if k.startswith("eval/")}
+            with history.open("a") as stream:
+                stream.write(json.dumps({"iteration": self.iteration, **start_eval}) + "\n")
         start_figures, latest_eval = self.start_figures, start_eval
         metrics: dict[str, Any] = {}
         checkpoint = None
@@ -390,6 +411,7 @@ class PPOController:
             if self.iteration % config.eval_every == 0 or self.iteration == config.iterations:
                 latest_eval = self.evaluate()
                 metrics.update(latest_eval)
+                metrics.update(self._hacking_monitors(start_figures, latest_eval))
             if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
                 checkpoint = self.checkpoint()
             self.sink.log(metrics, step=self.iteration)

@@ -107,7 +107,7 @@ def _plot(outcomes: Sequence[TrialOutcome], quality: str, disqualifying: set[str
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for o in outcomes:
-        history = _curves(trials_dir, o.trial_id)
+        history = [h for h in _curves(trials_dir, o.trial_id) if "reward/rm" in h]  # iterations, not the start
         evals = [(0, o.quality(quality, "start"))] + [(h["iteration"], h[f"eval/{quality}"])
                                                        for h in history if f"eval/{quality}" in h]
         axes[0].plot([h["iteration"] for h in history], [h["reward/rm"] for h in history], label=_label(o))

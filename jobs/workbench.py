@@ -18,6 +18,7 @@ Tokens are read here (env var or file), reduced to sha256 digests and keyed pseu
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import Any
@@ -100,6 +101,8 @@ def workbench_args(config: WorkbenchConfig) -> WorkbenchArgs:
         identities = load_identities(config.auth.tokens_env, config.auth.tokens_file, pseudonymizer)
     except ValueError as error:
         raise WorkbenchError(str(error)) from None
+    if "://" in config.output_dir:
+        raise WorkbenchError(f"output_dir {config.output_dir!r} must be a local directory: it holds the event log")
     curated, dataset, gold = config.curated, config.dataset, config.gold
     if curated is None and config.demo:
         demo = write_demo_inputs(StorageRoot.from_uri(config.output_dir).join("demo-inputs"), pseudonymizer,
@@ -150,6 +153,8 @@ def run(config: WorkbenchConfig) -> dict[str, Any]:
     print(f"[workbench] serving {url}/ — sign in with a token; pages: /label /review /dashboard /guidelines; "
           "Ctrl-C to stop", file=sys.stderr)
     deadline = None if config.serve.run_for_s is None else time.monotonic() + config.serve.run_for_s
+    # `ray job stop`, Kubernetes and `kill` send SIGTERM: stop as on Ctrl-C, so waiting rows reach a shard.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic())))

@@ -178,7 +178,7 @@ def _ray_local(*args: str, timeout: float = 180) -> dict[str, Any]:
 def local_cluster() -> Iterator[LocalCluster]:
     root = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))  # short: Ray's socket paths live under it
     try:
-        _ray_local("up", "--dir", str(root), "--head-cpus", "2", "--head-resources", '{"learner_node": 1}')
+        _ray_local("up", "--dir", str(root), "--head-cpus", "4", "--head-resources", '{"learner_node": 1}')
         for name in ("rollout-a", "rollout-b"):
             _ray_local("add", "--dir", str(root), "--name", name, "--cpus", "1", "--resources", '{"rollout_node": 1}')
         yield LocalCluster(root)
@@ -242,8 +242,8 @@ def test_ppo_places_roles_by_node_and_finishes_after_losing_a_rollout_node(local
                                                                            tmp_path: Path) -> None:
     out = tmp_path / "ppo"
     submission_id = local_cluster.jobs().submit_job(
-        entrypoint=f"rlhf-ray ppo --config configs/ppo_multinode.yaml --model {policy} --out {out} iterations=8 "
-                   f"checkpoint_every=4 wandb.mode=disabled",
+        entrypoint=f"rlhf-ray ppo --config configs/ppo_multinode.yaml --model {policy} --out {out} iterations=20 "
+                   f"checkpoint_every=10 eval_every=10 wandb.mode=disabled",
         runtime_env={"working_dir": str(ROOT), "env_vars": JOB_ENV})
 
     def placed() -> dict[str, set[str]]:
@@ -263,13 +263,12 @@ def test_ppo_places_roles_by_node_and_finishes_after_losing_a_rollout_node(local
     _wait(lambda: history.exists() and history.read_text().count("\n") >= 1, 240, "the first PPO iteration")
     workers = [a for a in local_cluster.alive_actors() if a["class_name"] == "RolloutWorker"]
     victim_node = workers[0]["node_id"]
-    pgids = {node["pgid"]: name for name, node in local_cluster.state["nodes"].items() if node.get("pgid")}
-    victim = pgids[os.getpgid(workers[0]["pid"])]
+    victim = next(name for name, node in local_cluster.state["nodes"].items() if node["node_id"] == victim_node)
     lost = {a["actor_id"] for a in workers if a["node_id"] == victim_node}
     _ray_local("remove", "--dir", str(local_cluster.root), "--name", victim)  # SIGKILL: the node is lost
 
     summary = _summary(_finish(local_cluster, submission_id, 420), "ppo")
-    assert summary["iterations"] == 8 and Path(summary["policy_dir"]).is_dir()
+    assert summary["iterations"] == 20 and Path(summary["policy_dir"]).is_dir()
     nodes = local_cluster.nodes()
     assert nodes[victim_node]["state"] == "DEAD"
     job_id = local_cluster.jobs().get_job_info(submission_id).job_id

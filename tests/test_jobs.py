@@ -92,7 +92,24 @@ def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Pat
 # held-out pairs (the reward model keeps its 6 per prompt: fewer leave its length-bias figure undefined).
 TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2",
                  *(f"{stage}.train.{key}" for stage in ("sft", "reward_model", "dpo")
-                   for key in ("epochs=1", "batch_size=8", "max_length=64"))]
+                   for key in ("epochs=1", "batch_size=8", "max_length=64")),
+                 "ppo.iterations=2", "ppo.eval_every=2", "ppo.checkpoint_every=2", "ppo.eval_prompts=4",
+                 "ppo.eval_samples_per_prompt=1", "ppo.rollout.max_new_tokens=16",
+                 "gate.prompts=4", "gate.generation.max_new_tokens=16", "canary.simulation.max_requests=40",
+                 "canary.simulation.max_tokens=16", "gates.min_rm_accuracy=0.0"]
+# Two PPO iterations cannot beat the SFT model: a gate that only refuses a clearly worse candidate lets the
+# loop reach its canary.
+LENIENT_GATE = ["gate.thresholds.min_win_rate_lower=0.0", "gate.thresholds.max_yield_drop=1.0",
+                "gate.thresholds.max_length_ratio=10", "gate.thresholds.max_cost_ratio=100",
+                "gate.thresholds.disqualifying_flags=[]", "gate.thresholds.max_extra_safety_misses=100"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.mark.ray
@@ -100,8 +117,8 @@ TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2"
 def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, tmp_path: Path, capsys) -> None:
     out = tmp_path / "quickstart"
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
-            *TINY_TRAINING, "wandb.mode=offline"]
-    assert main(args) == 0
+            *TINY_TRAINING, *LENIENT_GATE, f"canary.serve.port={_free_port()}", "wandb.mode=offline"]
+    assert main([*args, "iterations=1"]) == 0
     logs = capsys.readouterr()
     summary = _last_json_line(logs.out)
     assert summary["job"] == "loop"
@@ -141,8 +158,10 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     assert main(["lineage", summary["pairs_id"], "--root", summary["lineage_root"]]) == 0
     assert _last_json_line(capsys.readouterr().out)["ancestors"] == [summary["dataset_id"], summary["shards_id"]]
 
-    # The training stages: SFT from the init model, then RM and DPO from the SFT model, on the curated pairs.
-    assert summary["stages"] == ["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo"]
+    # The training stages: SFT from the init model, then RM and DPO from the SFT model, on the curated pairs,
+    # then PPO from the SFT model against the RM.
+    assert summary["stages"] == ["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "ppo", "gate",
+                                 "canary"]
     assert summary["sft_heldout_loss"] < summary["sft_heldout_loss_before"] and summary["sft_epochs"] == 1
     assert summary["sft_model_dir"] == str(out / "sft" / "model") != summary["model_dir"]
     assert 0 <= summary["rm_heldout_accuracy"] <= 1 and 0 <= summary["rm_heldout_ece"] <= 1
@@ -160,6 +179,35 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
         assert chain["ancestors"] == upstream and chain["log_ok"], (trained, chain)
     assert [a.id for a in LineageRegistry(summary["lineage_root"]).ancestors(summary["sft_model_id"])] == [
         summary["model_id"], summary["dataset_id"], summary["shards_id"]]
+    assert summary["ppo_iterations"] == 2 and Path(summary["ppo_policy_dir"], "config.json").exists()
+    ppo_chain = [a.id for a in LineageRegistry(summary["lineage_root"]).ancestors(summary["ppo_policy_id"])]
+    assert ppo_chain[:2] == [summary["sft_model_id"], summary["reward_model_id"]]
+    assert {summary["pairs_id"], summary["shards_id"]} <= set(ppo_chain)
+
+    # The offline gate judged the PPO candidate against the SFT model (a lineage event on the candidate), then
+    # the canary served both to simulated users and captured their feedback among the feedback shards.
+    assert summary["gate_verdict"] == "pass" and summary["gate_candidate_id"] == summary["ppo_policy_id"]
+    gate_events = [e for e in LineageRegistry(summary["lineage_root"]).events(summary["ppo_policy_id"])
+                   if e.event == "gate"]
+    assert gate_events and gate_events[-1].payload["verdict"] == "pass"
+    assert summary["canary_decision"] in ("promote", "rollback", "undecided")
+    assert summary["canary_requests_sent"] >= 40
+    captured = sorted((out / "feedback" / "shards" / "canary-iter-1").glob("*.jsonl"))
+    assert captured and "stopped" not in summary
+
+    # A second call with iterations=2 skips everything iteration 1 did (its inputs are unchanged) and runs the
+    # refresh stages, whose ingest now reads the canary's feedback too.
+    assert main([*args, "iterations=2"]) == 0
+    logs = capsys.readouterr()
+    second = _last_json_line(logs.out)
+    assert logs.err.count("inputs unchanged: skipped") == len(summary["stages"])
+    assert second["iter2/input_rows"] == summary["input_rows"] + sum(
+        len(path.read_text().splitlines()) for path in captured)
+    assert second["iter2/ppo_policy_dir"] == str(out / "iter-2" / "ppo" / "policy")
+    assert second["iter2/gate_verdict"] == "pass" and "iter2/canary_decision" in second
+    data_gates = [e for e in LineageRegistry(summary["lineage_root"]).events(second["iter2/pairs_id"])
+                  if e.event == "gate"]
+    assert data_gates and data_gates[-1].payload["gate"] == "data"
 
 
 def test_loop_stage_without_its_input_stage_is_a_config_error(tmp_path: Path, capsys) -> None:

@@ -135,7 +135,8 @@ def test_resume_continues_the_iteration_count(ray_cluster, policy: str, tmp_path
                           learner={"num_workers": 1}))
     assert resumed["iterations"] == 3 and resumed["iterations_this_run"] == 1
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [h["iteration"] for h in history] == [1, 2, 3]
+    assert [h["iteration"] for h in history] == [0, 1, 2, 3]  # the start's held-out figures, then each iteration
+    assert "eval/true_utility" in history[0] and "reward/rm" not in history[0]
     assert {"timing/generate", "timing/reward", "timing/reference", "timing/policy_update",
             "timing/sync"} <= set(history[-1])
 

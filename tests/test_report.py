@@ -178,7 +178,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, capsys: pytest.Capt
     screenshot = out / "report.png"
     screenshot.unlink(missing_ok=True)
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                    f"--screenshot={screenshot}", "--window-size=1280,4000", (out / "report.html").as_uri()],
+                    f"--screenshot={screenshot}", "--window-size=1280,7000", (out / "report.html").as_uri()],
                    check=True, capture_output=True, timeout=120)
     with Image.open(screenshot) as shot:
         pixels = shot.convert("RGB")
@@ -190,7 +190,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, capsys: pytest.Capt
     with capsys.disabled():
         print(f"\n[test_report] report {out / 'report.html'}\n[test_report] screenshot {screenshot} "
               f"({width}x{height}, {len(colors)} colours, {inked:.0%} non-background)")
-    assert (width, height) == (1280, 4000)
+    assert (width, height) == (1280, 7000)  # the whole page (≈ 6 500 px tall)
     assert len(colors) > 200, "a blank or error page has a handful of colours; plots and text have hundreds"
     assert inked > 0.10
     assert header == (0x1D, 0x23, 0x30), "the page's dark header is where it should be: the report itself rendered"

@@ -17,7 +17,7 @@ import pytest
 from rlhf_ray.contracts.validation import validate_row
 from rlhf_ray.governance import Pseudonymizer
 from rlhf_ray.workbench.config import Identity, QueueSection, WorkbenchArgs
-from rlhf_ray.workbench.demo import write_demo_inputs
+from rlhf_ray.workbench.demo import scripted_answer, write_demo_inputs
 from rlhf_ray.workbench.guidelines import GuidelineError, GuidelineStore, render_markdown
 from rlhf_ray.workbench.inputs import WorkbenchInputs, load_inputs
 from rlhf_ray.workbench.redundancy import DONE, ESCALATE, MORE, decide, item_posterior, shrunk_accuracy
@@ -61,17 +61,20 @@ REVIEWER = Identity(actor="ann_feedfacefeedface", role="reviewer")
 
 
 def _answer(next_task: dict[str, Any], choice: str = "a", rationale: str = "clearer steps") -> dict[str, Any]:
-    task = next_task["task"]
-    body: dict[str, Any] = {"assignment_id": next_task["assignment_id"], "rationale": rationale}
-    if task["task_type"] == "pairwise":
-        body["choice"] = choice
-    elif task["task_type"] == "ranking":
-        body["ranking"] = list(range(len(task["responses"])))
-    elif task["task_type"] == "rubric":
-        body["scores"] = {c: 4 for c in task["criteria"]}
-    else:
-        body["edited_response"] = task["responses"][0]["text"] + " contact support for help ."
-    return body
+    return {"assignment_id": next_task["assignment_id"],
+            **scripted_answer(next_task["task"], choice=choice, rationale=rationale)}
+
+
+def _label_many(bench: Workbench, people: list[Identity], each: int, clock: Clock | None = None,
+                seconds_each: float = 0.0) -> None:
+    """Each person signs in and labels `each` tasks, taking `seconds_each` per task on `clock`."""
+    for who in people:
+        bench.sign_in(who)
+        for _ in range(each):
+            handed = bench.next_task(who)
+            if clock is not None:
+                clock.now += seconds_each
+            bench.submit(who, _answer(handed))
 
 
 def _shard_rows(out: Path) -> list[dict[str, Any]]:
@@ -329,7 +332,10 @@ def test_reviewer_resolves_a_dispute_into_a_high_weight_label(demo: WorkbenchInp
     labels = [e for e in detail["thread"] if e["kind"] == "label"]
     assert len(labels) >= 2 and any(e["rationale"] for e in labels)
     assert not any(name in json.dumps(detail) for name in POLICY_NAMES)
-    bench.comment(ANN[0], did, {"text": "the guideline is unclear about refusals"})
+    with pytest.raises(SubmissionError) as not_theirs:  # annotators read only threads of items they labeled
+        bench.get_dispute(ANN[0], did)
+    assert not_theirs.value.status == 403 and bench.list_disputes(ANN[0])["disputes"] == []
+    bench.comment(REVIEWER, did, {"text": "the guideline is unclear about refusals"})
     task = bench.tasks[bench.disputes[did].task_id]
     final = {"choice": "b"} if task.task_type == "pairwise" else {"ranking": list(range(len(task.item.responses)))}
     with pytest.raises(SubmissionError, match="note"):
@@ -360,10 +366,7 @@ def test_restart_loses_and_duplicates_nothing(demo: WorkbenchInputs, tmp_path: P
 
     clock = Clock()
     bench = _open(tmp_path, demo, clock, shards={"flush_every": 3, "flush_seconds": 3600})
-    for who in ANN[:2]:
-        bench.sign_in(who)
-        for _ in range(4):
-            bench.submit(who, _answer(bench.next_task(who)))
+    _label_many(bench, ANN[:2], 4)
     before = bench.summary()
     assert before["labels"] == 8 and before["rows_waiting"] == 2  # 6 in two shards, 2 waiting
     bench.log.close()  # a crash: no flush; then a torn half-line at the end of the log
@@ -385,12 +388,7 @@ def test_restart_loses_and_duplicates_nothing(demo: WorkbenchInputs, tmp_path: P
 def test_dashboard_agreement_health_and_sla(demo: WorkbenchInputs, tmp_path: Path) -> None:
     clock = Clock()
     bench = _open(tmp_path, demo, clock, queue={"labels_wanted": 3, "max_labels": 3})
-    for who in ANN[:3]:
-        bench.sign_in(who)
-        for _ in range(6):
-            handed = bench.next_task(who)
-            clock.now += 30
-            bench.submit(who, _answer(handed))
+    _label_many(bench, ANN[:3], 6, clock, seconds_each=30)
     with pytest.raises(SubmissionError) as annotators_cannot:
         bench.dashboard(ANN[0])
     assert annotators_cannot.value.status == 403

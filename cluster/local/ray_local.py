@@ -14,8 +14,10 @@ of that node (raylet, workers, agents) and nothing else on the machine — unlik
 Ray process of the user, including other clusters and in-process `ray.init()` sessions.
 
 Isolation from other Ray instances on the same machine:
-- `--temp-dir` per cluster: `ray.init()` without an address looks for `/tmp/ray/ray_current_cluster`; a cluster
-  under its own temp dir is never joined by accident;
+- `--temp-dir` per node, under the cluster's directory: `ray.init()` without an address looks for
+  `/tmp/ray/ray_current_cluster`, so a cluster under its own temp dir is never joined by accident; and nodes
+  sharing one session directory would share `runtime_resources/`, where one node's runtime-env agent deletes a
+  job's working_dir package that a process on another node still runs in (seen when a node is killed);
 - every port explicit and free when chosen (GCS, dashboard, client server, per node: node manager, object
   manager, dashboard agent HTTP + gRPC, runtime-env agent, metrics export, and a 100-port worker range); the
   defaults (6379, 8265, 10001, 52365) collide as soon as two clusters or two nodes share a machine;
@@ -143,28 +145,29 @@ def _resource_args(cpus: float, gpus: int, resources: dict[str, float], object_s
     return args
 
 
-def _alive_nodes(state: dict[str, Any]) -> int:
-    """Alive nodes as the GCS sees them, from the dashboard's state API (-1 while it does not answer)."""
+def _alive_node_ids(state: dict[str, Any]) -> set[str] | None:
+    """Ids of the alive nodes as the GCS sees them, from the dashboard's state API (None while it does not answer)."""
     query = urllib.parse.urlencode({"limit": 1000, "filter_keys": "state", "filter_predicates": "=",
                                     "filter_values": "ALIVE"})
     request = urllib.request.Request(f"{state['dashboard_url']}/api/v0/nodes?{query}", headers={
         "Authorization": f"Bearer {Path(state['token_path']).read_text().strip()}"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return len(json.loads(response.read())["data"]["result"]["result"])
+            return {node["node_id"] for node in json.loads(response.read())["data"]["result"]["result"]}
     except (OSError, KeyError, ValueError):
-        return -1
+        return None
 
 
-def _wait_nodes(state: dict[str, Any], count: int, pid: int, log: Path) -> None:
+def _wait_new_node(state: dict[str, Any], known: set[str], pid: int, log: Path) -> str:
+    """Wait until a node that is not in `known` is alive; returns its id."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if not _pid_alive(pid):
             raise LocalClusterError(f"`ray start` exited; see {log}:\n{_tail(log)}")
-        if _alive_nodes(state) >= count:
-            return
+        if new := (_alive_node_ids(state) or set()) - known:
+            return min(new)
         time.sleep(1.0)
-    raise LocalClusterError(f"{count} node(s) not alive after {START_TIMEOUT_S:.0f}s; see {log}:\n{_tail(log)}")
+    raise LocalClusterError(f"the node did not join within {START_TIMEOUT_S:.0f}s; see {log}:\n{_tail(log)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -194,7 +197,7 @@ def up(root: Path, head_cpus: float, head_gpus: int, head_resources: dict[str, f
     token_path.chmod(0o600)
     gcs_port, dashboard_port = free_port(), free_port()
     state: dict[str, Any] = {
-        "dir": str(root), "token_path": str(token_path), "temp_dir": str(root / "ray"),
+        "dir": str(root), "token_path": str(token_path), "temp_dir": str(root / "ray-head"),
         "gcs_address": f"127.0.0.1:{gcs_port}", "dashboard_url": f"http://127.0.0.1:{dashboard_port}", "nodes": {}}
     args = ["--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}",
@@ -211,7 +214,7 @@ def up(root: Path, head_cpus: float, head_gpus: int, head_resources: dict[str, f
     pid = _start_node(root, state, "head", args, extra_env)
     state["nodes"]["head"] = {"pgid": pid, "cpus": head_cpus, "gpus": head_gpus, "resources": head_resources}
     save_state(root, state)
-    _wait_nodes(state, 1, pid, root / "head.log")
+    state["nodes"]["head"]["node_id"] = _wait_new_node(state, set(), pid, root / "head.log")
     state["autoscaling"] = bool(autoscale)
     save_state(root, state)
     return state
@@ -243,12 +246,14 @@ def add(root: Path, name: str, cpus: float, gpus: int, resources: dict[str, floa
     state = load_state(root)
     if name in state["nodes"]:
         raise LocalClusterError(f"node {name!r} already exists in {root}")
-    args = [f"--address={state['gcs_address']}", "--node-ip-address=127.0.0.1", f"--temp-dir={state['temp_dir']}",
+    args = [f"--address={state['gcs_address']}", "--node-ip-address=127.0.0.1", f"--temp-dir={root / f'ray-{name}'}",
             *node_port_args(), *_resource_args(cpus, gpus, resources, object_store_bytes)]
+    known = _alive_node_ids(state) or set()
     pid = _start_node(root, state, name, args)
     state["nodes"][name] = {"pgid": pid, "cpus": cpus, "gpus": gpus, "resources": resources}
     save_state(root, state)
-    _wait_nodes(state, sum(1 for node in state["nodes"].values() if node.get("pgid")), pid, root / f"{name}.log")
+    state["nodes"][name]["node_id"] = _wait_new_node(state, known, pid, root / f"{name}.log")
+    save_state(root, state)
     return state
 
 

@@ -150,11 +150,14 @@ class LineageRegistry:
             queue.extend(parent.parents)
         return found
 
+    def records(self) -> list[ArtifactRecord]:
+        """Every registered record, in id order."""
+        return [self._read_record(record_id) for record_id in self._registered_ids()]
+
     def with_content(self, content_digest: str) -> list[ArtifactRecord]:
         """Every record of exactly this content, oldest first: how a directory handed to a job is recognised
         as an artifact an earlier job produced."""
-        records = (self._read_record(record_id) for record_id in self._registered_ids())
-        return sorted((r for r in records if r.content_digest == content_digest), key=lambda r: r.created_at)
+        return sorted((r for r in self.records() if r.content_digest == content_digest), key=lambda r: r.created_at)
 
     def events(self, artifact_id: str | None = None) -> list[LogEntry]:
         """All log entries in order, or those about one artifact (id or unambiguous prefix)."""

@@ -18,7 +18,7 @@ body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;marg
 header{background:#1d2330;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
 header p{margin:4px 0 0;color:#c4c9d4;font-size:13px}main{padding:16px 32px;max-width:1200px}
 nav a{margin-right:14px;color:#2f6fdb;text-decoration:none;font-size:14px}
-section{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:14px 20px;margin:16px 0}
+section{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:14px 20px;margin:16px 0;overflow-x:auto}
 h2{font-size:18px;margin:4px 0 10px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 td,th{border:1px solid #dde1e8;padding:3px 8px;text-align:left}

@@ -8,8 +8,10 @@ PII here), then `rlhf_ray.annotation.curate` runs in-process, exactly as the cur
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -65,3 +67,23 @@ def write_demo_inputs(root: str | Path, pseudonymizer: Pseudonymizer, num_prompt
     gold_path.parent.mkdir(parents=True, exist_ok=True)
     gold_path.write_text("".join(json.dumps(g) + "\n" for g in gold))
     return DemoInputs(str(base / "curated"), str(base / "dataset"), str(gold_path))
+
+
+def scripted_answer(task: dict[str, Any], rng: random.Random | None = None, choice: str | None = None,
+                    rationale: str = "scripted: the chosen answer covers more required facts") -> dict[str, Any]:
+    """A valid label for a task as `next_task` shows it: what a scripted annotator (benchmark, tests) submits.
+    Random with `rng`, else fixed (choice "a", the shown order, all 4s); `choice` forces the pairwise choice."""
+    kind = task["task_type"]
+    body: dict[str, Any] = {"rationale": rationale}
+    if kind == "pairwise":
+        body["choice"] = choice or (rng.choice(["a", "b", "b", "tie"]) if rng else "a")
+    elif kind == "ranking":
+        order = list(range(len(task["responses"])))
+        if rng:
+            rng.shuffle(order)
+        body["ranking"] = order
+    elif kind == "rubric":
+        body["scores"] = {c: rng.randint(2, 5) if rng else 4 for c in task["criteria"]}
+    else:
+        body["edited_response"] = task["responses"][0]["text"] + " contact support for help ."
+    return body

@@ -89,19 +89,22 @@ def _inline(text: str) -> str:
 
 
 def render_markdown(text: str) -> str:
-    """Headings (#..###), bullet and numbered lists, paragraphs, `code`, **bold**, *emphasis*; all escaped."""
+    """Headings (#..###), bullet and numbered lists (a line right under an item continues it), paragraphs,
+    `code`, **bold**, *emphasis*. Everything is HTML-escaped before any tag is added."""
     parts: list[str] = []
     paragraph: list[str] = []
-    list_tag: str | None = None
+    items: list[list[str]] = []
+    list_tag = ""
 
     def close() -> None:
         nonlocal list_tag
         if paragraph:
             parts.append(f"<p>{_inline(' '.join(paragraph))}</p>")
             paragraph.clear()
-        if list_tag:
-            parts.append(f"</{list_tag}>")
-            list_tag = None
+        if items:
+            parts.append(f"<{list_tag}>" + "".join(f"<li>{_inline(' '.join(i))}</li>" for i in items)
+                         + f"</{list_tag}>")
+            items.clear()
 
     for raw in text.splitlines():
         line = raw.strip()
@@ -110,18 +113,17 @@ def render_markdown(text: str) -> str:
         if not line or heading:
             close()
             if heading:
-                level = len(heading.group(1))
-                parts.append(f"<h{level + 1}>{_inline(heading.group(2))}</h{level + 1}>")
+                level = len(heading.group(1)) + 1
+                parts.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
         elif bullet:
             tag = "ol" if bullet.group(1) else "ul"
-            if paragraph or list_tag != tag:
+            if paragraph or (items and list_tag != tag):
                 close()
-                parts.append(f"<{tag}>")
-                list_tag = tag
-            parts.append(f"<li>{_inline(bullet.group(2))}</li>")
+            list_tag = tag
+            items.append([bullet.group(2)])
+        elif items:
+            items[-1].append(line)
         else:
-            if list_tag:
-                close()
             paragraph.append(line)
     close()
     return "\n".join(parts)

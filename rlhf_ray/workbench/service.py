@@ -114,6 +114,9 @@ class Workbench:
         self.leases: dict[str, Lease] = {}
         self.checks: dict[str, list[int]] = {}  # actor → [hits, checked] against gold and settled consensus
         self.judged: dict[str, tuple[str, str]] = {}  # comparison key → (task id, answer as response text)
+        self.same_question: dict[str, list[str]] = {}  # comparison key → task ids asking it
+        for task in tasks.values():
+            self.same_question.setdefault(task.comparison_key, []).append(task.task_id)
         self.out = StorageRoot.from_uri(args.output_dir)
         self.state_dir = Path(args.output_dir) / "state"
         self.log = EventLog(self.state_dir / EVENTS_FILE)
@@ -129,7 +132,7 @@ class Workbench:
              clock: Callable[[], float] = time.time) -> Workbench:
         """Load inputs, add tasks not yet in the saved queue, replay the event log, write pending shards."""
         if "://" in args.output_dir:
-            raise SubmissionError("output_dir", "output_dir must be a local directory (it holds the event log)", 400)
+            raise ValueError(f"output_dir {args.output_dir!r} must be a local directory: it holds the event log")
         guidelines = GuidelineStore.load(args.guidelines_dir)
         inputs = inputs or load_inputs(args.curated, args.dataset, args.gold)
         path = Path(args.output_dir) / "state" / QUEUE_FILE
@@ -224,9 +227,9 @@ class Workbench:
             if task.gold_answer is None:
                 self._check(done["actor"], done["label"] == label)
         self.judged[task.comparison_key] = (task.task_id, self._answer_text(task, label))
-        for other in self.tasks.values():
-            if other.task_id != task.task_id and other.comparison_key == task.comparison_key:
-                self._reuse_if_judged(other, at)
+        for other in self.same_question[task.comparison_key]:
+            if other != task.task_id:
+                self._reuse_if_judged(self.tasks[other], at)
 
     def _check(self, actor: str, hit: bool) -> None:
         counts = self.checks.setdefault(actor, [0, 0])
@@ -404,10 +407,18 @@ class Workbench:
 
     # -- disputes -------------------------------------------------------------------------------------------
 
-    def _dispute(self, did: str) -> Dispute:
+    def _dispute(self, did: str, who: Identity) -> Dispute:
         if did not in self.disputes:
             raise SubmissionError("dispute_id", f"dispute {did!r} does not exist", 404)
+        if not self._may_see(who, self.disputes[did]):
+            raise SubmissionError("dispute_id", "annotators see only the disputes of items they labeled", 403)
         return self.disputes[did]
+
+    def _may_see(self, who: Identity, dispute: Dispute) -> bool:
+        """Reviewers see every thread; an annotator only threads of items they labeled, so that no one reads
+        other people's labels before labeling an item themselves (labels stay independent)."""
+        return who.role == "reviewer" or any(label["actor"] == who.actor
+                                             for label in self.progress[dispute.task_id].labels)
 
     @_locked
     def list_disputes(self, who: Identity, status: str | None = OPEN) -> dict[str, Any]:
@@ -415,7 +426,7 @@ class Workbench:
             raise SubmissionError("status", f"field 'status': got {status!r}, expected open, resolved or all")
         rows = []
         for dispute in sorted(self.disputes.values(), key=lambda d: (d.opened_at, d.dispute_id)):
-            if status in (None, "all") or dispute.status == status:
+            if (status in (None, "all") or dispute.status == status) and self._may_see(who, dispute):
                 task = self.tasks[dispute.task_id]
                 rows.append({"dispute_id": dispute.dispute_id, "status": dispute.status, "reason": dispute.reason,
                              "task_type": task.task_type, "opened_at": dispute.opened_at,
@@ -425,7 +436,7 @@ class Workbench:
 
     @_locked
     def get_dispute(self, who: Identity, did: str) -> dict[str, Any]:
-        dispute = self._dispute(did)
+        dispute = self._dispute(did, who)
         task = self.tasks[dispute.task_id]
         posterior = self.posterior(task) if task.classes else None
         consensus = None if posterior is None else {
@@ -437,7 +448,7 @@ class Workbench:
 
     @_locked
     def comment(self, who: Identity, did: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self._dispute(did)
+        self._dispute(did, who)
         text = self.masker.mask(_text(body, "text", MAX_COMMENT_CHARS))[0]
         self._record({"kind": "comment", "dispute_id": did, "actor": who.actor, "text": text, "at": self.clock()})
         self._write_threads()
@@ -447,7 +458,7 @@ class Workbench:
     def resolve(self, who: Identity, did: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A reviewer's final label: a contract row (confidence 1.0), a resolved answer for curate, the thread."""
         _require(who, "reviewer")
-        dispute = self._dispute(did)
+        dispute = self._dispute(did, who)
         if dispute.resolution is not None:
             raise SubmissionError("dispute_id", f"dispute {did!r} is already resolved", 409)
         task = self.tasks[dispute.task_id]

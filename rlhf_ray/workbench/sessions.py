@@ -72,8 +72,8 @@ class SessionBook:
         end = self.ended_at(session)
         if session.labels < self.settings.max_tasks and now < end:
             left = max(0, self.settings.max_tasks - session.labels)
-            return SessionState(ACTIVE, session, f"{left} tasks or {(end - now) / 60:.0f} minutes left in this "
-                                                 "session.")
+            return SessionState(ACTIVE, session, f"left in this session: {left} task(s), {(end - now) / 60:.0f} "
+                                                 "minutes")
         capped = (f"you labeled {session.labels} tasks (cap {self.settings.max_tasks})"
                   if session.labels >= self.settings.max_tasks
                   else f"it lasted {self.settings.max_minutes:g} minutes (cap)")

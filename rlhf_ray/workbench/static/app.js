@@ -78,7 +78,7 @@ function typing(event) {
 }
 
 async function guidelinePanel(ref) {
-  const box = el("div", {class: "guideline", id: "guideline"}, el("p", {class: "muted"}, "Loading guideline…"));
+  const box = el("div", {class: "guideline panel", id: "guideline"}, el("p", {class: "muted"}, "Loading guideline…"));
   api("GET", `/api/guidelines/${encodeURIComponent(ref.family)}?version=${encodeURIComponent(ref.version)}`)
     .then((g) => { box.innerHTML = g.html; })  // escaped server-side by render_markdown
     .catch(() => { box.textContent = "guideline unavailable"; });
@@ -289,7 +289,7 @@ async function disputeView(id) {
   };
   const resolvedAlready = d.status === "resolved";
   main.replaceChildren(el("div", {class: "row"},
-    el("div", {class: "card", id: "dispute", dataset: {status: d.status}},
+    el("div", {class: "card", id: "dispute", dataset: {status: d.status, taskType: task.task_type}},
       el("p", {}, el("a", {href: BASE + "/review"}, "← all disputes"), " ", el("span", {class: "badge"}, task.task_type), " ",
         el("span", {class: "muted"}, d.reason)),
       el("div", {class: "prompt"}, task.prompt), el("br"),
@@ -323,11 +323,12 @@ async function dashboardView() {
     {name: "pairwise κ before (by week)", points: Object.entries(before.by_week || {}).map(([x, s]) => ({x, y: s.fleiss_kappa}))},
     {name: "workbench κ (by day)", points: Object.entries(wb.by_day || {}).map(([x, s]) => ({x, y: s.fleiss_kappa}))},
   ];
-  const versions = [...new Set([...Object.keys(before.by_guideline_version || {}), ...Object.keys(wb.by_guideline_version || {})])].sort();
-  const perVersion = versions.map((v) => {
-    const s = (wb.by_guideline_version || {})[v] || (before.by_guideline_version || {})[v];
-    return {label: v, value: s.fleiss_kappa, sub: `${s.n_pairable_items} items`};
-  });
+  const perVersion = [
+    ...Object.entries(before.by_guideline_version || {}).map(([v, s]) => ({label: v, value: s.fleiss_kappa,
+      sub: `before · ${s.n_pairable_items} items`, color: "#9aa3b2"})),
+    ...Object.entries(wb.by_guideline_version || {}).map(([v, s]) => ({label: v, value: s.fleiss_kappa,
+      sub: `workbench · ${s.n_pairable_items} items`})),
+  ];
   const sla = d.sla, q = d.queue;
   const ages = Object.entries(sla.open_by_age).map(([label, value]) => ({label, value, color: "#b7791f"}));
   const states = Object.entries(q.by_state).map(([label, value]) => ({label, value}));
@@ -347,7 +348,7 @@ async function dashboardView() {
     el("div", {class: "row"},
       el("div", {class: "card", id: "agreement-time"}, el("h2", {}, "Agreement over time (Fleiss κ, pairwise)"), Charts.lines(overTime, {max: 1})),
       el("div", {class: "card", id: "agreement-version"}, el("h2", {}, "Agreement per guideline version"),
-        Charts.bars(perVersion), el("p", {class: "muted"}, "Did the update help? Compare κ across versions (workbench labels where present)."))),
+        Charts.bars(perVersion), el("p", {class: "muted"}, "Did the update help? κ of the labels made under each version, before the workbench (grey) and in it (blue)."))),
     el("div", {class: "card", id: "health"}, el("h2", {}, "Annotator health (workbench)"),
       statTable(["annotator", "labels", "gold acc.", "agrees w/ consensus", "tasks / h", "median s / task", "fatigue curve (position: agreement)"], health)),
     el("div", {class: "card"}, el("h2", {}, "Annotator health before the workbench (curate)"),
@@ -358,7 +359,8 @@ async function dashboardView() {
 
 async function guidelinesView(family, version, from) {
   const index = await api("GET", "/api/guidelines");
-  family = family || Object.keys(index.families)[0];
+  const asked = new URLSearchParams(location.search).get("family");
+  family = family || (index.families[asked] ? asked : index.families.preference ? "preference" : Object.keys(index.families)[0]);
   const info = index.families[family];
   version = version || info.current;
   const previous = info.versions[info.versions.indexOf(version) - 1];

@@ -49,7 +49,7 @@ const Charts = (() => {
 
   // series: [{name, points: [{x: label, y: value|null}]}] over one shared ordered set of x labels.
   function lines(series, opts = {}) {
-    const width = 460, height = 210, left = 36, bottom = 44, top = 12, right = 8;
+    const width = 460, height = 210, left = 40, bottom = 30, top = 34, right = 34;
     const labels = [...new Set(series.flatMap((s) => s.points.map((p) => p.x)))];
     const values = series.flatMap((s) => s.points.map((p) => p.y)).filter((v) => v !== null && v !== undefined);
     const max = opts.max ?? Math.max(0.1, ...values), min = Math.min(0, ...values);
@@ -64,7 +64,7 @@ const Charts = (() => {
       const pts = s.points.filter((p) => p.y !== null && p.y !== undefined).map((p) => [x(labels.indexOf(p.x)), y(p.y)]);
       if (pts.length > 1) add(el, "polyline", {points: pts.map((p) => p.join(",")).join(" "), fill: "none", stroke: color, "stroke-width": 2});
       pts.forEach(([cx, cy]) => add(el, "circle", {cx, cy, r: 3.5, fill: color}));
-      add(el, "text", {x: left + 8 + k * 150, y: height - 8, fill: color}, "● " + s.name);
+      add(el, "text", {x: left, y: 11 + k * 13, fill: color}, "● " + s.name);
     });
     return el;
   }

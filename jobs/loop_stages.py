@@ -1,0 +1,209 @@
+"""The loop's stages: each one's settings section in the loop config, the job config it runs with (paths wired
+from the stages before it), and how it runs — always through its job's own code path.
+
+Base stages run in the first iteration only (simulate, init-model, sft, dpo); refresh stages run in every
+iteration (ingest, curate, train-rm, ppo, gate, canary), under `<out>/iter-<k>/` from the second on, PPO
+starting from the incumbent policy and the canary serving it next to the new candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
+
+from jobs import canary, curate, dpo, evaluate, ingest, init_model, ppo, sft, simulate, train_rm
+from jobs.training import ScalingSection, TrainSection
+from rlhf_ray.config import LineageConfig, StrictModel
+from rlhf_ray.serving.config import ServingSections
+
+if TYPE_CHECKING:
+    from jobs.loop import LoopConfig
+
+StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "ppo", "gate", "canary"]
+STAGES: tuple[str, ...] = get_args(StageName)
+REFRESH_STAGES = ("ingest", "curate", "train-rm", "ppo", "gate", "canary")
+# The stages whose outputs a stage reads; each must be listed whenever the stage is.
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "ingest": ("simulate",),        # the feedback shards
+    "curate": ("ingest",),          # the dataset version (and simulate's gold items)
+    "init-model": ("ingest",),      # the dataset is the model's lineage parent
+    "sft": ("init-model",),         # the model to fine-tune
+    "train-rm": ("sft", "curate"),  # the SFT backbone and the preference pairs
+    "dpo": ("sft", "curate"),       # the SFT policy (also the reference) and the pairs
+    "ppo": ("sft", "train-rm"),     # the SFT policy (also the reference) and the reward model
+    "gate": ("ppo",),               # the candidate policy
+    "canary": ("gate",),            # only a candidate that passed the offline gate is served
+}
+
+
+class SFTStage(StrictModel):
+    """The `sft` job's settings in the loop; its model comes from init-model."""
+
+    references_per_prompt: int = sft.SFTConfig.model_fields["references_per_prompt"]
+    train: TrainSection = TrainSection()
+    scaling: ScalingSection = ScalingSection()
+
+
+class RewardModelStage(StrictModel):
+    """The `train-rm` job's settings in the loop; its backbone is the SFT model, its pairs curate's."""
+
+    heldout_pairs_per_prompt: int = train_rm.TrainRMConfig.model_fields["heldout_pairs_per_prompt"]
+    train: train_rm.RewardTrainSection = train_rm.RewardTrainSection()
+    scaling: ScalingSection = ScalingSection()
+
+
+class DPOStage(StrictModel):
+    """The `dpo` job's settings in the loop; it starts from the SFT model, which is also its reference."""
+
+    heldout_pairs_per_prompt: int = dpo.DPOConfig.model_fields["heldout_pairs_per_prompt"]
+    train: dpo.DPOTrainSection = dpo.DPOTrainSection()
+    scaling: ScalingSection = ScalingSection()
+
+
+class PPOStage(StrictModel):
+    """The `ppo` job's settings in the loop; it starts from the incumbent (the SFT model at first) against the
+    iteration's reward model, with the SFT model as the frozen reference."""
+
+    iterations: int = ppo.PPOConfig.model_fields["iterations"]
+    prompts_per_iteration: int = ppo.PPOConfig.model_fields["prompts_per_iteration"]
+    samples_per_prompt: int = ppo.PPOConfig.model_fields["samples_per_prompt"]
+    eval_every: int = ppo.PPOConfig.model_fields["eval_every"]
+    eval_prompts: int = ppo.PPOConfig.model_fields["eval_prompts"]
+    eval_samples_per_prompt: int = ppo.PPOConfig.model_fields["eval_samples_per_prompt"]
+    checkpoint_every: int = ppo.PPOConfig.model_fields["checkpoint_every"]
+    data_cpus: float = ppo.PPOConfig.model_fields["data_cpus"]
+    reference_num_cpus: float = ppo.PPOConfig.model_fields["reference_num_cpus"]
+    rollout: ppo.RolloutSection = ppo.RolloutSection()
+    learner: ppo.LearnerSection = ppo.LearnerSection()
+    critic: ppo.CriticSection = ppo.CriticSection()
+    reward: ppo.RewardSection = ppo.RewardSection()
+    kl: ppo.KLSection = ppo.KLSection()
+    advantage: ppo.AdvantageSection = ppo.AdvantageSection()
+
+
+class GateStage(StrictModel):
+    """The offline gate (`rlhf-ray evaluate`) in the loop: the PPO candidate against the incumbent."""
+
+    judge_path: str | None = evaluate.EvaluateConfig.model_fields["judge_path"]
+    prompts: int = evaluate.EvaluateConfig.model_fields["prompts"]
+    samples_per_prompt: int = evaluate.EvaluateConfig.model_fields["samples_per_prompt"]
+    acceptance: Literal["user_model", "rubric"] = evaluate.EvaluateConfig.model_fields["acceptance"]
+    interval: Literal["wilson", "bootstrap"] = evaluate.EvaluateConfig.model_fields["interval"]
+    confidence: float = evaluate.EvaluateConfig.model_fields["confidence"]
+    bootstrap_resamples: int = evaluate.EvaluateConfig.model_fields["bootstrap_resamples"]
+    generation: evaluate.GenerationSection = evaluate.GenerationSection()
+    judge: evaluate.JudgeSection = evaluate.JudgeSection()
+    thresholds: evaluate.GateThresholds = evaluate.GateThresholds()
+
+
+class CanaryStage(ServingSections):
+    """The canary (`rlhf-ray canary`) in the loop: the incumbent and the gated candidate on Ray Serve; its
+    captured feedback lands among the feedback shards, so the next iteration's ingest reads it."""
+
+    serve: canary.ServeSection = canary.ServeSection()
+    ramp: canary.RampSection = canary.RampSection()
+    simulation: canary.SimulationSection = canary.SimulationSection()
+
+
+class Stages(NamedTuple):
+    simulate: simulate.SimulateConfig
+    ingest: ingest.IngestConfig
+    curate: curate.CurateConfig
+    model: init_model.InitModelConfig
+    sft: sft.SFTConfig
+    reward_model: train_rm.TrainRMConfig
+    dpo: dpo.DPOConfig
+    ppo: ppo.PPOConfig
+    gate: evaluate.EvaluateConfig
+    canary: canary.CanaryConfig
+
+
+def iteration_dir(out: str, iteration: int) -> str:
+    return out if iteration == 1 else f"{out}/iter-{iteration}"
+
+
+def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None = None) -> Stages:
+    """Each stage gets its job's own config, under the loop's output dir and one shared lineage root.
+
+    `incumbent` is the policy serving now (None: the SFT model): PPO starts from it, the gate and the canary
+    compare the new candidate with it.
+    """
+    out = config.output_dir.rstrip("/")
+    here = iteration_dir(out, iteration)
+    common = {
+        "seed": config.seed,
+        "ray": config.ray,
+        "wandb": config.wandb.model_copy(update={"mode": "disabled"}),
+        "lineage": LineageConfig(root=config.lineage.root or f"{out}/lineage"),
+    }
+    pseudonyms = config.pseudonyms
+    if pseudonyms.key_file is None:
+        pseudonyms = pseudonyms.model_copy(update={"key_file": f"{out}/secrets/pseudonym.key"})
+    model = init_model.InitModelConfig(output_dir=out, out=f"{out}/model", model=config.model, world=config.world,
+                                       **common)
+    sft_model = f"{out}/sft/model"  # where `sft` exports its model
+    serving = incumbent or sft_model
+    curated = f"{here}/curated"
+    reward_model = f"{here}/reward_model/reward_model"  # where `train-rm` exports its model
+    candidate = f"{here}/ppo/policy"  # where `ppo` exports its policy
+    ppo_settings = config.ppo.model_dump()
+    ppo_settings["reward"]["model_path"] = reward_model
+    canary_settings = config.canary.model_dump()
+    canary_settings["feedback"]["dir"] = f"{out}/feedback/shards/canary-iter-{iteration}"
+    canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
+    return Stages(
+        simulate.SimulateConfig(output_dir=f"{out}/feedback", world=config.world, shards=config.shards,
+                                task_cpus=config.task_cpus, **common),
+        ingest.IngestConfig(input=f"{out}/feedback/shards", output_dir=f"{out}/dataset", pii=config.pii,
+                            pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
+                            **common),
+        curate.CurateConfig(input=f"{out}/dataset", gold=f"{out}/feedback/gold/gold_items.jsonl",
+                            output_dir=curated, consensus=config.consensus, adjudication=config.adjudication,
+                            health=config.health, pairs=config.pairs, active=config.active, **common),
+        model,
+        sft.SFTConfig(model_path=model.model_dir, output_dir=f"{out}/sft", world=config.world,
+                      **config.sft.model_dump(), **common),
+        train_rm.TrainRMConfig(model_path=sft_model, pairs=curated, output_dir=f"{here}/reward_model",
+                               world=config.world, **config.reward_model.model_dump(), **common),
+        dpo.DPOConfig(model_path=sft_model, reference_path=sft_model, pairs=curated, output_dir=f"{out}/dpo",
+                      world=config.world, **config.dpo.model_dump(), **common),
+        ppo.PPOConfig(model_path=serving, reference_path=sft_model, output_dir=f"{here}/ppo", world=config.world,
+                      **ppo_settings, **common),
+        evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving, output_dir=f"{here}/gate",
+                                world=config.world, **config.gate.model_dump(), **common),
+        canary.CanaryConfig(incumbent_path=serving, canary_path=candidate, output_dir=f"{here}/canary",
+                            world=config.world, **canary_settings, **common),
+    )
+
+
+Figures = dict[str, Any]
+
+
+class Stage(NamedTuple):
+    """How the loop runs one stage: where it writes, its job's entry, and how its figures are named in the
+    summary (`prefix` on every key except those starting with one of `keep`, so the stages never collide)."""
+
+    where: Callable[[Stages], str]
+    run: Callable[[Stages, dict[str, Figures]], Figures]
+    prefix: str = ""
+    keep: tuple[str, ...] = ()
+
+
+RUNNERS: dict[str, Stage] = {
+    "simulate": Stage(lambda s: s.simulate.output_dir, lambda s, done: simulate.generate(s.simulate)),
+    "ingest": Stage(lambda s: s.ingest.output_dir, lambda s, done: ingest.ingest(s.ingest)),
+    "curate": Stage(lambda s: s.curate.output_dir, lambda s, done: curate.run_curate(s.curate)),
+    "init-model": Stage(lambda s: s.model.model_dir,
+                        lambda s, done: init_model.build(s.model, parents=(done["ingest"]["dataset_id"],))),
+    "sft": Stage(lambda s: s.sft.output_dir, lambda s, done: sft.train(s.sft), "sft_", ("sft_", "timing/")),
+    "train-rm": Stage(lambda s: s.reward_model.output_dir,
+                      lambda s, done: train_rm.train_reward_model(s.reward_model), "rm_", ("reward_model_", "timing/")),
+    "dpo": Stage(lambda s: s.dpo.output_dir, lambda s, done: dpo.train_dpo(s.dpo), "dpo_", ("timing/",)),
+    "ppo": Stage(lambda s: s.ppo.output_dir, lambda s, done: ppo.run(s.ppo), "ppo_", ("timing/",)),
+    "gate": Stage(lambda s: s.gate.output_dir, lambda s, done: evaluate.evaluate(s.gate), "gate_", ("timing/",)),
+    "canary": Stage(lambda s: s.canary.output_dir, lambda s, done: canary.run(s.canary), "canary_", ("timing/",)),
+}
+
+# The summary keys of the artifacts the stages register, in pipeline order.
+ARTIFACT_KEYS = ("shards_id", "dataset_id", "pairs_id", "model_id", "sft_model_id", "reward_model_id", "dpo_policy_id",
+                 "ppo_policy_id")

@@ -1,0 +1,60 @@
+"""The loop's memory between runs: per iteration and stage, a fingerprint of what the stage ran on and the
+figures it produced. A re-run (after a crash, or to add an iteration) skips every
+stage whose fingerprint is unchanged and whose output is still there, so it resumes at the first incomplete
+stage. Which policy is the incumbent follows from it too (the last promoted canary). The state file is
+replaced atomically after every stage; a stage that died mid-way never recorded a
+fingerprint and runs again (the jobs themselves write their outputs to temp paths and rename).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from rlhf_ray.lineage.hashing import canonical_json, sha256_hex
+from rlhf_ray.storage import StorageRoot
+
+STATE_FILE = "loop_state.json"
+SHARD_SUFFIXES = (".parquet", ".jsonl")
+
+
+def fingerprint(stage_config: BaseModel, upstream: Mapping[str, Any], input_dir: str | None = None) -> str:
+    """sha256 over the stage's resolved config, the artifact ids it reads, and — for a stage reading a shard
+    folder — the names and sizes of the shards there (new feedback changes the fingerprint)."""
+    files: list[list[Any]] = []
+    if input_dir is not None:
+        root = StorageRoot.from_uri(input_dir)
+        files = [[root.relative(path), root.fs.get_file_info(path).size]
+                 for path in root.list_files(suffixes=SHARD_SUFFIXES)]
+    payload = {"config": stage_config.model_dump(mode="json"), "upstream": dict(upstream), "files": files}
+    return sha256_hex(canonical_json(payload))
+
+
+class LoopState:
+    """`<output_dir>/loop_state.json`: {"iterations": {"1": {stage: {"fingerprint": ..., "figures": ...}}}}."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.root = StorageRoot.from_uri(output_dir)
+        self.data: dict[str, Any] = (json.loads(self.root.read_bytes(STATE_FILE)) if self.root.exists(STATE_FILE)
+                                     else {"iterations": {}})
+
+    def done(self, iteration: int, stage: str, print_: str) -> dict[str, Any] | None:
+        """The stage's recorded figures if it already ran on exactly this fingerprint, else None."""
+        record = self.data["iterations"].get(str(iteration), {}).get(stage)
+        return record["figures"] if record and record["fingerprint"] == print_ else None
+
+    def record(self, iteration: int, stage: str, print_: str, figures: Mapping[str, Any]) -> None:
+        self.data["iterations"].setdefault(str(iteration), {})[stage] = {"fingerprint": print_,
+                                                                        "figures": dict(figures)}
+        self._save()
+
+    def stage_figures(self, iteration: int, stage: str) -> dict[str, Any] | None:
+        record = self.data["iterations"].get(str(iteration), {}).get(stage)
+        return record["figures"] if record else None
+
+    def _save(self) -> None:
+        self.root.write_bytes_atomic(json.dumps(self.data, indent=2, sort_keys=True, default=str).encode(),
+                                     STATE_FILE)
