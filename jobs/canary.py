@@ -28,11 +28,13 @@ from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
 from rlhf_ray.serving.simulation import SimulatedRequest, SimulatedUsers
 from rlhf_ray.sim import World, WorldConfig
+from rlhf_ray.storage import StorageRoot
 
 NAME = "canary"
 HELP = "serve incumbent + canary on Ray Serve (OpenAI API), ramp while guardrails hold, sequential promote/rollback"
 APP_SECTIONS = tuple(ServingSections.model_fields)
 HTTP_TIMEOUT_S = 120.0
+SUMMARY_FILE = "canary.json"
 
 
 class CanaryError(ValueError):
@@ -266,9 +268,13 @@ def run(config: CanaryConfig) -> dict[str, Any]:
     # a fixed-horizon test at the canary's final share would have needed this many judged answers
     figures["decided_before_fixed_horizon"] = (figures["judged_at_decision"] is not None
                                               and figures["judged_at_decision"] < figures["fixed_horizon_total"])
-    return sink.close({
+    summary = {
         **figures, **traffic, "deployment_id": args.deployment_id,
         "policies": {"incumbent": args.incumbent.policy_id, "canary": args.canary.policy_id},
         "base_url": base_url, "feedback_dir": args.feedback_dir, "audit_dir": f"{args.state_dir}/audit",
         "lineage_root": args.lineage_root, "timing/canary": round(time.perf_counter() - started, 2),
-    })
+    }
+    # the decision beside the audit trail, for `rlhf-ray report` and for people
+    StorageRoot.from_uri(config.output_dir).write_bytes_atomic(
+        json.dumps(summary, indent=2, sort_keys=True, default=str).encode(), SUMMARY_FILE)
+    return sink.close(summary)

@@ -61,10 +61,10 @@ def _bundles(text: str) -> list[dict[str, float]]:
     try:
         value = json.loads(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--bundles: not JSON ({error}); e.g. '[{{\"GPU\": 1}}]'") from None
+        raise argparse.ArgumentTypeError(f"not JSON ({error}); e.g. '[{{\"GPU\": 1}}]'") from None
     if not isinstance(value, list) or not all(
             isinstance(b, dict) and all(isinstance(v, (int, float)) and v >= 0 for v in b.values()) for b in value):
-        raise argparse.ArgumentTypeError(f"--bundles: expected a list of {{resource: amount ≥ 0}} objects; got {text}")
+        raise argparse.ArgumentTypeError(f"expected a list of {{resource: amount ≥ 0}} objects; got {text}")
     return [{str(k): float(v) for k, v in bundle.items()} for bundle in value]
 
 

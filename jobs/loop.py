@@ -26,6 +26,7 @@ from jobs import curate, ingest, init_model
 from jobs.common import add_config_arguments, lineage_root, resolve_config, sink_for
 from jobs.loop_stages import (
     ARTIFACT_KEYS,
+    CANARY_FEEDBACK_PREFIX,
     REFRESH_STAGES,
     REQUIRES,
     RUNNERS,
@@ -143,6 +144,14 @@ def _upstream(name: str, done: dict[str, Figures]) -> dict[str, Any]:
             if key.endswith("_id") and isinstance(value, str)}
 
 
+def _later_feedback(relative_path: str, iteration: int) -> bool:
+    """Feedback a canary captured in this iteration or later (`canary-iter-<j>/...`, j ≥ iteration): not an
+    input of this iteration's ingest, so a re-run of a finished iteration still matches its fingerprint."""
+    folder = relative_path.split("/", 1)[0]
+    return (folder.startswith(CANARY_FEEDBACK_PREFIX) and folder.removeprefix(CANARY_FEEDBACK_PREFIX).isdigit()
+            and int(folder.removeprefix(CANARY_FEEDBACK_PREFIX)) >= iteration)
+
+
 def _stage_gate(config: LoopConfig, name: str, done: dict[str, Figures]) -> tuple[StageGate, str] | None:
     """The loop's own gate after `name`, with the artifact id it judges, if `name` has one."""
     gates = config.gates
@@ -187,7 +196,8 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
     for step, name in enumerate(names, start=1):
         stage = RUNNERS[name]
         stage_config = getattr(stages, FIELDS.get(name, name))
-        print_ = fingerprint(stage_config, _upstream(name, done), stages.ingest.input if name == "ingest" else None)
+        print_ = fingerprint(stage_config, _upstream(name, done), stages.ingest.input if name == "ingest" else None,
+                             ignore=lambda path: _later_feedback(path, iteration))
         figures = state.done(iteration, name, print_)
         where = stage.where(stages)
         skipped = figures is not None and StorageRoot.from_uri(where).exists()
@@ -234,7 +244,10 @@ def run(config: LoopConfig) -> dict[str, Any]:
             break
     incumbent = incumbent_at(state, config.iterations + 1)
     summary["incumbent_policy_id"] = incumbent["policy_id"] if incumbent else summary.get("sft_model_id")
-    newest = next((summary[key] for key in reversed(ARTIFACT_KEYS) if key in summary), None)
+    latest: Figures = {}  # each stage's figures from the last iteration that ran it
+    for name, figures in done.items():
+        latest.update(summary_figures(RUNNERS[name], figures))
+    newest = next((latest[key] for key in reversed(ARTIFACT_KEYS) if key in latest), None)
     if newest:
         print(f"[loop] done; trace it with: rlhf-ray lineage {newest} --root {lineage}", file=sys.stderr)
     where = {"output_dir": config.output_dir, "lineage_root": lineage, "state": f"{out}/loop_state.json",

@@ -15,6 +15,7 @@ from jobs import canary, curate, dpo, evaluate, ingest, init_model, ppo, sft, si
 from jobs.training import ScalingSection, TrainSection
 from rlhf_ray.config import LineageConfig, StrictModel
 from rlhf_ray.serving.config import ServingSections
+from rlhf_ray.storage import StorageRoot
 
 if TYPE_CHECKING:
     from jobs.loop import LoopConfig
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "ppo", "gate", "canary"]
 STAGES: tuple[str, ...] = get_args(StageName)
 REFRESH_STAGES = ("ingest", "curate", "train-rm", "ppo", "gate", "canary")
+# The canary of iteration k writes its captured feedback to <feedback shards>/canary-iter-<k>/.
+CANARY_FEEDBACK_PREFIX = "canary-iter-"
 # The stages whose outputs a stage reads; each must be listed whenever the stage is.
 REQUIRES: dict[str, tuple[str, ...]] = {
     "ingest": ("simulate",),        # the feedback shards
@@ -149,7 +152,7 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
     ppo_settings = config.ppo.model_dump()
     ppo_settings["reward"]["model_path"] = reward_model
     canary_settings = config.canary.model_dump()
-    canary_settings["feedback"]["dir"] = f"{out}/feedback/shards/canary-iter-{iteration}"
+    canary_settings["feedback"]["dir"] = f"{out}/feedback/shards/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
     return Stages(
         simulate.SimulateConfig(output_dir=f"{out}/feedback", world=config.world, shards=config.shards,
@@ -168,6 +171,7 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
         dpo.DPOConfig(model_path=sft_model, reference_path=sft_model, pairs=curated, output_dir=f"{out}/dpo",
                       world=config.world, **config.dpo.model_dump(), **common),
         ppo.PPOConfig(model_path=serving, reference_path=sft_model, output_dir=f"{here}/ppo", world=config.world,
+                      resume=StorageRoot.from_uri(f"{here}/ppo").exists("checkpoints", "latest"),  # after a crash
                       **ppo_settings, **common),
         evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving, output_dir=f"{here}/gate",
                                 world=config.world, **config.gate.model_dump(), **common),

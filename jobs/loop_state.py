@@ -9,7 +9,7 @@ fingerprint and runs again (the jobs themselves write their outputs to temp path
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,15 +21,19 @@ STATE_FILE = "loop_state.json"
 SHARD_SUFFIXES = (".parquet", ".jsonl")
 
 
-def fingerprint(stage_config: BaseModel, upstream: Mapping[str, Any], input_dir: str | None = None) -> str:
-    """sha256 over the stage's resolved config, the artifact ids it reads, and — for a stage reading a shard
-    folder — the names and sizes of the shards there (new feedback changes the fingerprint)."""
+def fingerprint(stage_config: BaseModel, upstream: Mapping[str, Any], input_dir: str | None = None,
+                ignore: Callable[[str], bool] | None = None) -> str:
+    """sha256 over the stage's resolved config (but `resume`), the artifact ids it reads, and — for a stage
+    reading a shard folder — the names and sizes of the shards there (new feedback changes the fingerprint),
+    but those `ignore(relative path)` names: feedback that arrived after the stage's iteration ran."""
     files: list[list[Any]] = []
     if input_dir is not None:
         root = StorageRoot.from_uri(input_dir)
         files = [[root.relative(path), root.fs.get_file_info(path).size]
-                 for path in root.list_files(suffixes=SHARD_SUFFIXES)]
-    payload = {"config": stage_config.model_dump(mode="json"), "upstream": dict(upstream), "files": files}
+                 for path in root.list_files(suffixes=SHARD_SUFFIXES) if not (ignore and ignore(root.relative(path)))]
+    # `resume` says how a crashed stage restarts, not what it computes.
+    payload = {"config": stage_config.model_dump(mode="json", exclude={"resume"}), "upstream": dict(upstream),
+               "files": files}
     return sha256_hex(canonical_json(payload))
 
 

@@ -250,7 +250,7 @@ def test_ppo_places_roles_by_node_and_finishes_after_losing_a_rollout_node(local
         where: dict[str, set[str]] = {}
         for actor in local_cluster.alive_actors():
             where.setdefault(actor["class_name"], set()).add(actor["node_id"])
-        return where if {"RolloutWorker", "PolicyLearner"} <= set(where) else {}
+        return where if {"RolloutWorker", "PolicyLearner", "RewardScorer", "ReferenceModel"} <= set(where) else {}
 
     where = _wait(placed, 240, "the PPO actors")
     nodes = local_cluster.nodes()
@@ -258,9 +258,11 @@ def test_ppo_places_roles_by_node_and_finishes_after_losing_a_rollout_node(local
     assert all("rollout_node" in nodes[node]["resources_total"] for node in rollout_nodes)
     assert all("learner_node" in nodes[node]["resources_total"] for node in learner_nodes)
     assert not rollout_nodes & learner_nodes
+    stateless = where["RewardScorer"] | where["ReferenceModel"]
+    assert stateless <= learner_nodes, "scorer and reference stay with the driver on the head, off the rollout nodes"
 
     history = out / "metrics.jsonl"
-    _wait(lambda: history.exists() and history.read_text().count("\n") >= 1, 240, "the first PPO iteration")
+    _wait(lambda: history.exists() and history.read_text().count("\n") >= 2, 240, "the first PPO iteration")
     workers = [a for a in local_cluster.alive_actors() if a["class_name"] == "RolloutWorker"]
     victim_node = workers[0]["node_id"]
     victim = next(name for name, node in local_cluster.state["nodes"].items() if node["node_id"] == victim_node)

@@ -257,3 +257,46 @@ def test_standalone_jobs_chain_into_one_lineage(ray_cluster, tmp_path: Path, cap
 def test_curate_without_input_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["curate", "wandb.mode=disabled"]) == 1
     assert "--input" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_loop_driver_killed_mid_run_resumes_at_its_first_incomplete_stage(ray_cluster, tmp_path: Path,
+                                                                             capsys) -> None:
+    """Fault drill: SIGKILL the loop driver (and its Ray) after curate; the re-run skips what finished, completes
+    the rest, and leaves no half-written artifact or duplicated dataset version behind."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "loop"
+    args = ["--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY, *TINY_TRAINING,
+            "stages=[simulate,ingest,curate,init-model,sft]", "iterations=1"]
+    state = out / "loop_state.json"
+    process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "loop", *args, "ray.address=local"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (state.exists() and "curate" in json.loads(state.read_text())["iterations"].get("1", {})):
+            assert process.poll() is None, "the loop ended before it could be killed"
+            assert time.monotonic() < deadline, "curate did not finish in time"
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = set(json.loads(state.read_text())["iterations"]["1"])
+    assert {"simulate", "ingest", "curate"} <= finished and "sft" not in finished
+
+    assert main(["loop", *args]) == 0
+    err = capsys.readouterr().err
+    for stage in finished:
+        assert f"{stage} → " in err and err.count("inputs unchanged: skipped") == len(finished)
+    assert set(json.loads(state.read_text())["iterations"]["1"]) == {"simulate", "ingest", "curate", "init-model",
+                                                                      "sft"}
+    # A write the kill interrupted can only have left a hidden temporary (readers skip those), never a partial
+    # file or directory under a final name.
+    assert all(p.name.startswith(".") for p in out.rglob("*") if ".tmp" in p.name)
+    for model in (out / "model", out / "sft" / "model"):
+        assert (model / "config.json").exists() and any(model.glob("*.safetensors"))
+    versions = [p.name for p in (out / "dataset" / "curated").iterdir()]
+    assert len(versions) == 1, f"one dataset version, not a duplicate per run: {versions}"

@@ -51,7 +51,7 @@ def test_every_config_file_validates_against_its_job_schema() -> None:
                "ingest.yaml": IngestConfig, "sft.yaml": SFTConfig, "sft_deepspeed.yaml": SFTConfig,
                "train_rm.yaml": TrainRMConfig, "dpo.yaml": DPOConfig, "ppo.yaml": PPOConfig,
                "canary.yaml": CanaryConfig, "sweep.yaml": SweepConfig, "evaluate.yaml": EvaluateConfig,
-               "workbench.yaml": WorkbenchConfig}
+               "workbench.yaml": WorkbenchConfig, "ppo_multinode.yaml": PPOConfig, "ppo_8b_8gpu.yaml": PPOConfig}
     files = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
     assert files == sorted(schemas), "every config file needs its schema listed here"
     for name, schema in schemas.items():
