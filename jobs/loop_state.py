@@ -19,11 +19,13 @@ from rlhf_ray.storage import StorageRoot
 
 STATE_FILE = "loop_state.json"
 SHARD_SUFFIXES = (".parquet", ".jsonl")
+# Settings that say how a stage runs (restart after a crash, which Ray, where logs go), not what it computes.
+NOT_COMPUTED = ("resume", "ray", "wandb")
 
 
 def fingerprint(stage_config: BaseModel, upstream: Mapping[str, Any], input_dir: str | None = None,
                 ignore: Callable[[str], bool] | None = None) -> str:
-    """sha256 over the stage's resolved config (but `resume`), the artifact ids it reads, and — for a stage
+    """sha256 over the stage's resolved config (but `NOT_COMPUTED`), the artifact ids it reads, and — for a stage
     reading a shard folder — the names and sizes of the shards there (new feedback changes the fingerprint),
     but those `ignore(relative path)` names: feedback that arrived after the stage's iteration ran."""
     files: list[list[Any]] = []
@@ -31,8 +33,7 @@ def fingerprint(stage_config: BaseModel, upstream: Mapping[str, Any], input_dir:
         root = StorageRoot.from_uri(input_dir)
         files = [[root.relative(path), root.fs.get_file_info(path).size]
                  for path in root.list_files(suffixes=SHARD_SUFFIXES) if not (ignore and ignore(root.relative(path)))]
-    # `resume` says how a crashed stage restarts, not what it computes.
-    payload = {"config": stage_config.model_dump(mode="json", exclude={"resume"}), "upstream": dict(upstream),
+    payload = {"config": stage_config.model_dump(mode="json", exclude=set(NOT_COMPUTED)), "upstream": dict(upstream),
                "files": files}
     return sha256_hex(canonical_json(payload))
 
