@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rlhf_ray.algos.advantages import needs_critic
 from rlhf_ray.config.resources import CPU, GPU, BundleGroup, fit_problems, summary
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ def colocation_reserve(config: PPOConfig) -> dict[str, float]:
     return section_bundle(config.rollout) if config.rollout.colocate_with_learner else {}
 
 
-def ppo_groups(config: PPOConfig) -> list[BundleGroup]:
+def _declared_groups(config: PPOConfig) -> list[BundleGroup]:
+    """Every group the controller starts, including any configured with no resources at all."""
     rollout, learner = config.rollout, config.learner
     groups: list[BundleGroup] = []
     if rollout.colocate_with_learner:
@@ -54,7 +56,7 @@ def ppo_groups(config: PPOConfig) -> list[BundleGroup]:
     else:
         groups.append(BundleGroup("rollout", rollout.num_workers, section_bundle(rollout), ("rollout",)))
         groups.append(BundleGroup("learner", learner.num_workers, section_bundle(learner), ("learner",)))
-    if config.advantage.estimator == "gae":
+    if needs_critic(config.advantage.estimator):
         groups.append(BundleGroup("critic", config.critic.num_workers, section_bundle(config.critic), ("critic",)))
     groups.append(BundleGroup("reward", 1, _bundle(config.reward.num_cpus, config.reward.num_gpus), ("reward",)))
     groups.append(BundleGroup("reference", 1, _bundle(config.reference_num_cpus, config.reference_num_gpus),
@@ -62,7 +64,17 @@ def ppo_groups(config: PPOConfig) -> list[BundleGroup]:
     if config.judge_model_path:
         groups.append(BundleGroup("judge", 1, _bundle(config.judge_num_cpus, 0.0), ("judge",)))
     groups.append(BundleGroup(PROMPT_DATA, 1, _bundle(config.data_cpus, 0.0), ("data",)))
-    return [group for group in groups if group.bundle]
+    return groups
+
+
+def ppo_groups(config: PPOConfig) -> list[BundleGroup]:
+    """The groups that ask the cluster for something (a group with no resources needs no room)."""
+    return [group for group in _declared_groups(config) if group.bundle]
+
+
+def groups_without_resources(config: PPOConfig) -> list[str]:
+    """Groups configured with neither CPUs, GPUs nor custom resources: they cannot hold a placement bundle."""
+    return [group.name for group in _declared_groups(config) if not group.bundle]
 
 
 def actor_bundle_layout(config: PPOConfig) -> tuple[list[dict[str, float]], dict[str, int]]:

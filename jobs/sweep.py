@@ -25,8 +25,7 @@ from pydantic import Field, model_validator
 
 from jobs.common import add_config_arguments, ensure_ray, lineage_root, resolve_config, sink_for
 from jobs.ppo import PPOConfig
-from jobs.ppo_resources import actor_bundle_layout
-from rlhf_ray.algos.advantages import needs_critic
+from jobs.ppo_resources import actor_bundle_layout, groups_without_resources
 from rlhf_ray.config import ConfigError, JobConfig, StrictModel, WandbConfig, apply_overrides
 from rlhf_ray.evaluation.hacking import FLAGS, HackingThresholds
 from rlhf_ray.lineage import LineageRegistry
@@ -149,7 +148,7 @@ class SweepConfig(JobConfig):
             if self.scheduler.grace_period > self.ppo.iterations:
                 raise ValueError(f"scheduler.grace_period={self.scheduler.grace_period} exceeds ppo.iterations="
                                  f"{self.ppo.iterations}")
-        empty = [role for role, cpus, gpus in _actor_resources(self.ppo) if cpus <= 0 and gpus <= 0]
+        empty = groups_without_resources(self.ppo)
         if empty:
             raise ValueError(f"every PPO actor needs num_cpus or num_gpus > 0 to be placed in a trial; "
                              f"{empty[0]} has neither")
@@ -158,20 +157,6 @@ class SweepConfig(JobConfig):
     @property
     def metric(self) -> str:
         return f"eval/{self.quality}"
-
-
-def _actor_resources(ppo: PPOConfig) -> list[tuple[str, float, float]]:
-    """(role, CPUs, GPUs) of every actor that needs its own bundle in a trial."""
-    roles = [("reward", ppo.reward.num_cpus, ppo.reward.num_gpus),
-             ("reference", ppo.reference_num_cpus, ppo.reference_num_gpus),
-             ("learner", ppo.learner.num_cpus, ppo.learner.num_gpus)]
-    if not ppo.rollout.colocate_with_learner:
-        roles.append(("rollout", ppo.rollout.num_cpus, ppo.rollout.num_gpus))
-    if needs_critic(ppo.advantage.estimator):
-        roles.append(("critic", ppo.critic.num_cpus, ppo.critic.num_gpus))
-    if ppo.judge_model_path:
-        roles.append(("judge", ppo.judge_num_cpus, 0.0))
-    return roles
 
 
 def trial_bundles(config: SweepConfig) -> list[dict[str, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -69,3 +70,18 @@ def trained_policy(ray_cluster, world_assets: dict[str, str], tmp_path_factory: 
         train={"epochs": 2, "batch_size": 16, "lr": 1e-3,
                "objectives": {"preference": 1.0, "correctness": 0.5, "concision": 0.5}}, **common))
     return {"sft": sft, "rm": rm, "root": str(root)}
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Headless Chromium for the browser tests: $CHROMIUM, else the first one on PATH. Its absence fails the
+    test in CI (`.ci/run` installs Debian's `chromium`) and skips it elsewhere."""
+    candidates = [os.environ["CHROMIUM"]] if os.environ.get("CHROMIUM") else ["chromium", "chromium-browser",
+                                                                              "google-chrome"]
+    for name in candidates:
+        if found := shutil.which(name):
+            return found
+    message = f"headless Chromium not found (tried {candidates}); apt-get install chromium"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

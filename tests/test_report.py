@@ -28,16 +28,6 @@ def artifact_dir(name: str) -> Path:
     return path
 
 
-def chromium() -> str:
-    """The headless browser; in CI its absence is a failure (.ci/run installs it), elsewhere a skip."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if found := shutil.which(name):
-            return found
-    if os.environ.get("CI"):
-        pytest.fail("chromium is not installed; .ci/run installs it with apt-get (package `chromium`)")
-    pytest.skip("chromium is not installed (apt-get install chromium)")
-
-
 # ---- a run directory with every kind of output the report reads ----------------------------------------------
 
 def _tables(rows: dict[str, int]) -> dict:
@@ -155,12 +145,13 @@ def full_run(run: Path) -> Path:
 
 # ---- tests ------------------------------------------------------------------------------------------------------
 
-def test_report_renders_in_headless_chromium(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_renders_in_headless_chromium(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             chromium_executable: str) -> None:
     from PIL import Image
 
     from jobs.cli import main
 
-    browser = chromium()
+    browser = chromium_executable
     run = full_run(tmp_path / "run")
     assert main(["report", str(run)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
