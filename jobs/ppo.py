@@ -125,6 +125,8 @@ class PPOConfig(JobConfig):
     checkpoint_every: int = Field(5, ge=1)
     resume: bool = Field(False, description="continue from <output_dir>/checkpoints/latest")
     max_step_retries: int = Field(2, ge=0, description="retries of a rollout step after a worker dies")
+    max_learner_recoveries: int = Field(1, ge=0, description="rebuilds of the learner and critic groups from the "
+                                        "latest checkpoint after one of their ranks dies (0: the run fails)")
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     reference_num_cpus: float = Field(0.25, ge=0)
     judge_num_cpus: float = Field(0.1, ge=0)

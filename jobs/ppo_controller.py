@@ -5,7 +5,10 @@ reference log-probs, the learner's old log-probs and (GAE) the critic's values �
 critic updates on their groups → weight sync learner → rollout workers. Every stage is timed (`timing/*`).
 A rollout worker that dies is restarted by Ray (`max_restarts`); the step is retried after the restarted
 worker gets the current weights. Checkpoints every `checkpoint_every` iterations hold the policy (with its
-optimizer state), the critic and the controller state, so `--resume` continues the iteration count.
+optimizer state), the critic and the controller state, so `--resume` continues the iteration count. A learner
+or critic rank that dies takes its torch.distributed group with it, so the controller rebuilds the policy
+groups from the latest checkpoint (`max_learner_recoveries`) and replays the iterations since; the metrics
+history is cut back to that checkpoint first, so no iteration appears twice.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -48,6 +51,7 @@ LATEST = "latest"
 STATE_FILE = "controller.json"
 HISTORY_FILE = "metrics.jsonl"
 RESTART_WAIT_S = 120.0
+RANK_PROBE_S = 30.0
 
 
 def gather_timed(named: dict[str, ray.ObjectRef | list[ray.ObjectRef]]) -> tuple[dict[str, Any], dict[str, float]]:
@@ -59,6 +63,7 @@ def gather_timed(named: dict[str, ray.ObjectRef | list[ray.ObjectRef]]) -> tuple
     pending = list(owner)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
+        ray.get(ready[0])  # a dead actor raises now, not after its peers (e.g. DDP ranks left waiting on it)
         finished[owner[ready[0]]] = time.perf_counter() - started
     return {name: ray.get(refs) for name, refs in named.items()}, finished
 
@@ -113,15 +118,9 @@ class PPOController:
         resume = self._latest_checkpoint() if config.resume else None
         if config.resume and resume is None:
             raise PPOError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
-        state = json.loads((resume / STATE_FILE).read_text()) if resume else {}
-        self.iteration: int = state.get("iteration", 0)
-        self.step_retries: int = state.get("step_retries", 0)
-        self.start_figures: dict[str, float] = state.get("start", {})  # the first run's starting point, kept
-        self.kl = (AdaptiveKLController(config.kl.coef, config.kl.target, config.kl.horizon) if config.kl.target
-                   else FixedKLController(config.kl.coef))
-        if "kl" in state:
-            self.kl.load_state_dict(state["kl"])
-        policy_path = str(resume / "policy") if resume else self.base_policy
+        self.step_retries = self.learner_recoveries = 0
+        self.start_figures: dict[str, float] = {}  # the first run's starting point, kept in every checkpoint
+        policy_path = self._restore(resume)
         self.pad_id = load_tokenizer(policy_path).pad_token_id
         self._placement = within
         ensure_ray(config.ray)
@@ -132,6 +131,21 @@ class PPOController:
         self.prompts = PromptSampler([{"prompt_id": p.prompt_id, "prompt": p.text} for p in self.world.split("train")],
                                      config.prompts_per_iteration, config.seed, config.data_cpus)
         self._start_actors(policy_path, resume)
+
+    def _restore(self, checkpoint: Path | None) -> str:
+        """The controller's books as of `checkpoint` (None: a fresh start); returns the policy to start from.
+        Counters of failures survived only grow; the starting point is kept when there is no checkpoint yet."""
+        state = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
+        self.iteration: int = state.get("iteration", 0)
+        self.step_retries = max(self.step_retries, state.get("step_retries", 0))
+        self.learner_recoveries = max(self.learner_recoveries, state.get("learner_recoveries", 0))
+        self.start_figures = state.get("start", self.start_figures)
+        config = self.config
+        self.kl = (AdaptiveKLController(config.kl.coef, config.kl.target, config.kl.horizon) if config.kl.target
+                   else FixedKLController(config.kl.coef))
+        if "kl" in state:
+            self.kl.load_state_dict(state["kl"])
+        return str(checkpoint / "policy") if checkpoint else self.base_policy
 
     # ---- actors -------------------------------------------------------------------------------------------
     def _within(self, group: str) -> tuple[PlacementGroup, int] | None:
@@ -151,7 +165,6 @@ class PPOController:
 
     def _start_actors(self, policy_path: str, resume: Path | None) -> None:
         config = self.config
-        rollout = config.rollout
         reward = config.reward
         penalties = RulePenaltySettings(reward.verbosity_target_words, reward.verbosity_coef,
                                         tuple(reward.canned_phrases), reward.canned_coef, reward.repetition_coef)
@@ -165,6 +178,12 @@ class PPOController:
         self.judge = (self._single(RewardScorer, "judge", config.judge_num_cpus).remote(
             str(resolve_model_path(config.judge_model_path)), None, reward.max_length, True)
             if config.judge_model_path else None)
+        self._start_policy_groups(policy_path, resume)
+        ray.get([actor.ready.remote() for actor in (self.scorer, self.reference, self.judge) if actor is not None])
+
+    def _start_policy_groups(self, policy_path: str, resume: Path | None) -> None:
+        """The actors holding the policy being trained: learner ranks, critic ranks and rollout workers."""
+        config, rollout = self.config, self.config.rollout
         learner_settings = {**self._optimizer_settings(config.learner),
                             "kl_loss_coef": self.kl.value if KL_PLACEMENT[self.estimator] == "loss" else 0.0}
         learner_group = "learner+rollout" if rollout.colocate_with_learner else "learner"
@@ -189,7 +208,6 @@ class PPOController:
             if self.critic:
                 ray.get(self.critic.call("load_optimizer", str(resume / "critic")))
         self.rollout.ready()
-        ray.get([actor.ready.remote() for actor in (self.scorer, self.reference, self.judge) if actor is not None])
 
     def _optimizer_settings(self, section: Any) -> dict[str, Any]:
         """A section's settings plus what the update engine needs: the seed, the per-rank minibatch size
@@ -210,10 +228,13 @@ class PPOController:
         ray.get([actor.init_group.remote(host, port, rank) for rank, actor in enumerate(group.actors)])
         return group
 
-    def shutdown(self) -> None:
+    def _stop_policy_groups(self) -> None:
         for group in (getattr(self, name, None) for name in ("rollout", "learners", "critic")):
             if group is not None:
                 group.shutdown()
+
+    def shutdown(self) -> None:
+        self._stop_policy_groups()
         for actor in (getattr(self, name, None) for name in ("scorer", "reference", "judge")):
             if actor is not None:
                 ray.kill(actor)
@@ -249,7 +270,7 @@ class PPOController:
             try:
                 self.rollout.ready(timeout_s=10)
                 return
-            except (RayActorError, ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            except (RayActorError, ActorUnavailableError, GetTimeoutError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
@@ -364,6 +385,41 @@ class PPOController:
         return {f"hacking_flag/{flag}": float(flag in raised) for flag in FLAGS}
 
     # ---- checkpoints --------------------------------------------------------------------------------------
+    def _policy_rank_died(self) -> bool:
+        """Whether a learner or critic rank is dead, probed: the first error seen may be a surviving rank's (its
+        collective losing the peer), and a rollout worker's death is retried in place, not here."""
+        ranks = self.learners.actors + (self.critic.actors if self.critic else [])
+        for actor in ranks:
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=RANK_PROBE_S)
+            except (RayActorError, GetTimeoutError):  # a rank stuck waiting on a dead peer counts as lost
+                return True
+        return False
+
+    def recover(self, error: RayError) -> None:
+        """Rebuild the policy groups from the latest checkpoint (or the starting policy if none yet): the dead
+        rank's torch.distributed peers cannot go on without it, and the rollout workers must match the learner.
+        The iterations after the checkpoint run again, so their history rows are dropped first."""
+        self.learner_recoveries += 1
+        checkpoint = self._latest_checkpoint()
+        print(f"[ppo] a learner/critic rank died ({type(error).__name__}) at iteration {self.iteration}; "
+              f"recovery {self.learner_recoveries}/{self.config.max_learner_recoveries} from "
+              f"{checkpoint or 'the starting policy'}", file=sys.stderr)
+        self._stop_policy_groups()
+        policy_path = self._restore(checkpoint)
+        self._truncate_history(self.iteration)
+        self._start_policy_groups(policy_path, checkpoint)
+
+    def _truncate_history(self, last_iteration: int) -> None:
+        """Keep the history rows up to `last_iteration` (none if negative), rewritten atomically."""
+        history = self.out / HISTORY_FILE
+        if not history.exists():
+            return
+        rows = [line for line in history.read_text().splitlines()
+                if line and json.loads(line)["iteration"] <= last_iteration]
+        StorageRoot.from_uri(str(self.out.absolute())).write_bytes_atomic(
+            "".join(f"{row}\n" for row in rows).encode(), HISTORY_FILE)
+
     def _latest_checkpoint(self) -> Path | None:
         pointer = self.out / "checkpoints" / LATEST
         return self.out / "checkpoints" / pointer.read_text().strip() if pointer.exists() else None
@@ -377,7 +433,7 @@ class PPOController:
         if self.critic:
             ray.get(self.critic.call("save", str(staging / "critic")))
         state = {"iteration": self.iteration, "kl": self.kl.state_dict(), "step_retries": self.step_retries,
-                 "start": self.start_figures}
+                 "learner_recoveries": self.learner_recoveries, "start": self.start_figures}
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
         swap_in_directory(staging, final)
         StorageRoot.from_uri(str(root.absolute())).write_bytes_atomic(final.name.encode(), LATEST)
@@ -396,6 +452,8 @@ class PPOController:
         self.out.mkdir(parents=True, exist_ok=True)
         history = self.out / HISTORY_FILE
         first_iteration = self.iteration
+        # Rows past the checkpoint resumed from (or any, on a fresh start) came from a run that died: drop them.
+        self._truncate_history(self.iteration if config.resume else -1)
         start_eval = self.evaluate()
         self.sink.log(start_eval, step=self.iteration)
         if not self.start_figures:  # a fresh run: its starting point opens the history
@@ -407,13 +465,20 @@ class PPOController:
         metrics: dict[str, Any] = {}
         checkpoint = None
         while self.iteration < config.iterations:
-            metrics = self.step()
-            if self.iteration % config.eval_every == 0 or self.iteration == config.iterations:
-                latest_eval = self.evaluate()
-                metrics.update(latest_eval)
-                metrics.update(self._hacking_monitors(start_figures, latest_eval))
-            if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
-                checkpoint = self.checkpoint()
+            try:
+                metrics = self.step()
+                if self.iteration % config.eval_every == 0 or self.iteration == config.iterations:
+                    latest_eval = self.evaluate()
+                    metrics.update(latest_eval)
+                    metrics.update(self._hacking_monitors(start_figures, latest_eval))
+                if self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations:
+                    checkpoint = self.checkpoint()
+            except RayError as error:
+                if self.learner_recoveries >= config.max_learner_recoveries or not self._policy_rank_died():
+                    raise
+                self.recover(error)
+                continue
+            metrics["learner_recoveries"] = self.learner_recoveries
             self.sink.log(metrics, step=self.iteration)
             with history.open("a") as stream:
                 stream.write(json.dumps(metrics) + "\n")

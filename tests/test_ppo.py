@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +125,47 @@ def test_learner_group_syncs_weights_and_survives_a_dead_rollout_worker(ray_clus
         assert len(set(ray.get(controller.rollout.call("weights_digest")))) == 1
     finally:
         controller.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("victim_rank", [0, 1])
+def test_a_killed_learner_rank_is_rebuilt_from_the_checkpoint_and_no_iteration_is_logged_twice(
+        ray_cluster, policy: str, tmp_path: Path, victim_rank: int) -> None:
+    """Fault drill: kill a DDP learner rank at a random point after the first checkpoint, while the controller
+    trains (GAE, so a critic group too). The controller rebuilds the policy groups from that checkpoint, replays
+    the iterations since, and finishes; the history has each iteration once and every actor agrees on the
+    weights."""
+    seed = random.randrange(1 << 16)
+    delay = random.Random(seed).uniform(0.0, 1.0)  # the six iterations after the first checkpoint take longer
+    controller = PPOController(_config(policy, tmp_path, iterations=8, eval_every=8, checkpoint_every=2),
+                               MetricsSink("ppo", WandbConfig(mode="disabled"), str(tmp_path)))
+    victim = controller.learners.actors[victim_rank]
+
+    def kill_after_the_first_checkpoint() -> None:
+        while not (tmp_path / "checkpoints" / "latest").exists():
+            time.sleep(0.05)
+        time.sleep(delay)
+        ray.kill(victim, no_restart=True)
+
+    killer = threading.Thread(target=kill_after_the_first_checkpoint, daemon=True)
+    killer.start()
+    try:
+        result = controller.train()
+        killer.join(timeout=5)
+        assert not killer.is_alive()
+        assert result["iterations"] == 8 and result["learner_recoveries"] == 1, (seed, delay, result)
+        assert victim not in controller.learners.actors
+        learner_digests = {state_digest(ray.get(ray.get(actor.publish.remote())))
+                           for actor in controller.learners.actors}
+        assert learner_digests == set(ray.get(controller.rollout.call("weights_digest")))
+    finally:
+        controller.shutdown()
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in history] == list(range(9)), (seed, delay)
+    assert json.loads(Path(result["checkpoint"], "controller.json").read_text())["learner_recoveries"] == 1
+    # A save the kill interrupted can only have left a hidden staging folder, never a visible partial checkpoint.
+    assert all(Path(folder, "controller.json").exists()
+               for folder in (tmp_path / "checkpoints").glob("iter-*")), (seed, delay)
 
 
 @pytest.mark.ray
