@@ -23,7 +23,6 @@ from pydantic import Field, model_validator
 from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
 from jobs.training import register_input_checkpoint
 from rlhf_ray.config import JobConfig, StrictModel
-from rlhf_ray.governance import generate_key_file
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
 from rlhf_ray.serving.simulation import SimulatedRequest, SimulatedUsers
@@ -83,7 +82,8 @@ class CanaryConfig(JobConfig, ServingSections):
     serve: ServeSection = ServeSection()
     ramp: RampSection = RampSection()
     simulation: SimulationSection = SimulationSection()
-    create_pseudonym_key: bool = Field(False, description="write a new key to pseudonyms.key_file if missing")
+    create_pseudonym_key: bool = Field(False, description="write a new key to pseudonyms.key_file if missing "
+                                       "(as pseudonyms.create_key_file)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,15 +116,16 @@ def _policy(config: CanaryConfig, variant: str, registry: LineageRegistry) -> Po
 
 
 def _check_key(config: CanaryConfig) -> None:
+    """Load the pseudonym key here, so a missing or short key fails the job naming its settings, not a replica."""
     keys = config.pseudonyms
-    if os.environ.get(keys.key_env, "").strip():
-        return
-    if keys.key_file and not os.path.exists(keys.key_file) and config.create_pseudonym_key:
-        generate_key_file(keys.key_file)
+    if config.create_pseudonym_key:
+        keys = keys.model_copy(update={"create_key_file": True})
+    if keys.create_missing_key_file():
         print(f"[canary] created a new pseudonym key file {keys.key_file} (mode 0600)", file=sys.stderr)
-    if not keys.key_file or not os.path.exists(keys.key_file):
-        raise CanaryError(f"no pseudonym key: set {keys.key_env} or pseudonyms.key_file=PATH "
-                          "(create_pseudonym_key=true writes a new one)")
+    try:
+        keys.pseudonymizer()
+    except ValueError as error:
+        raise CanaryError(str(error)) from None
 
 
 def app_args(config: CanaryConfig, registry: LineageRegistry) -> CanaryAppArgs:

@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -24,6 +23,7 @@ from pydantic import Field
 
 from jobs.common import add_config_arguments, ensure_ray, lineage_root, resolve_config, sink_for
 from rlhf_ray.annotation.active import ActiveSettings
+from rlhf_ray.annotation.answers import read_answers
 from rlhf_ray.annotation.curate import CurateSettings, curate
 from rlhf_ray.annotation.health import HealthSettings
 from rlhf_ray.annotation.pairs import PairSettings
@@ -110,24 +110,6 @@ def settings_for(config: CurateConfig) -> CurateSettings:
         pairs=PairSettings(**config.pairs.model_dump()),
         active=ActiveSettings(**config.active.model_dump()),
     )
-
-
-def read_answers(path: str | None, what: str) -> dict[str, str]:
-    """{item_id: answer}; ranking answers (a full order) reduce to the index ranked first."""
-    if not path:
-        return {}
-    if not Path(path).is_file():
-        raise CurateError(f"{what} file {path!r} does not exist")
-    answers = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        try:
-            record = json.loads(line)
-            answer = record["answer"]
-            answers[record["item_id"]] = str(answer[0]) if isinstance(answer, list) else str(answer)
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as error:
-            raise CurateError(f"{what} file {path!r} line {number}: expected {{item_id, answer}}, got {line[:80]!r} "
-                              f"({type(error).__name__})") from None
-    return answers
 
 
 def _read_version(root: StorageRoot, version: str) -> dict[str, pa.Table]:

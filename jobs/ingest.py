@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
@@ -42,7 +41,7 @@ from rlhf_ray.dataplane.versions import (
     read_curated,
     read_manifest,
 )
-from rlhf_ray.governance import PiiMasker, Pseudonymizer, generate_key_file, load_key
+from rlhf_ray.governance import PiiMasker, Pseudonymizer, PseudonymSection
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot, digest_files
 from rlhf_ray.telemetry.loop_latency import signal_latency_figures
@@ -59,12 +58,6 @@ class IngestError(ValueError):
 
 class PiiSection(StrictModel):
     custom_patterns: dict[str, str] = Field(default_factory=dict, description="extra {name: regex} to mask")
-
-
-class PseudonymSection(StrictModel):
-    key_env: str = Field("RLHF_RAY_PSEUDONYM_KEY", description="environment variable holding the HMAC key")
-    key_file: str | None = Field(None, description="file holding the HMAC key (hex), used when the env var is unset")
-    create_key_file: bool = Field(False, description="write a new random key to key_file (mode 0600) if it is missing")
 
 
 class ResidencySection(StrictModel):
@@ -104,11 +97,10 @@ def _shard_files(config: IngestConfig) -> tuple[StorageRoot, list[str]]:
 
 def pseudonymizer_for(section: PseudonymSection) -> Pseudonymizer:
     """The keyed pseudonymizer; a missing key is an input error, never a silent default."""
-    if section.create_key_file and section.key_file and not os.path.exists(section.key_file):
-        generate_key_file(section.key_file)
+    if section.create_missing_key_file():
         print(f"[ingest] created a new pseudonym key file {section.key_file} (mode 0600)", file=sys.stderr)
     try:
-        return Pseudonymizer(load_key(section.key_env, section.key_file))
+        return section.pseudonymizer()
     except ValueError as error:
         raise IngestError(str(error)) from None
 

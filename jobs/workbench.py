@@ -27,7 +27,7 @@ from pydantic import Field
 
 from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
 from rlhf_ray.config import JobConfig, StrictModel
-from rlhf_ray.governance import Pseudonymizer, load_key
+from rlhf_ray.governance import PseudonymSection
 from rlhf_ray.storage import StorageRoot
 from rlhf_ray.workbench.auth import load_identities
 from rlhf_ray.workbench.config import QueueSection, SessionSection, ShardSection, UiSection, WorkbenchArgs
@@ -47,11 +47,6 @@ class AuthSection(StrictModel):
     tokens_env: str = Field("RLHF_RAY_WORKBENCH_TOKENS", description="environment variable holding the token table")
     tokens_file: str | None = Field(None, description="file holding the token table (JSON/YAML, mode 0600), used "
                                                       "when the env var is unset")
-
-
-class PseudonymSection(StrictModel):
-    key_env: str = Field("RLHF_RAY_PSEUDONYM_KEY", description="environment variable holding the HMAC key")
-    key_file: str | None = Field(None, description="file holding the HMAC key (hex)")
 
 
 class ServeSection(StrictModel):
@@ -96,8 +91,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def workbench_args(config: WorkbenchConfig) -> WorkbenchArgs:
     """Check the inputs and read the tokens here, before any Ray work: the replica gets digests, no secrets."""
+    if config.pseudonyms.create_missing_key_file():
+        print(f"[workbench] created a new pseudonym key file {config.pseudonyms.key_file} (mode 0600)", file=sys.stderr)
     try:
-        pseudonymizer = Pseudonymizer(load_key(config.pseudonyms.key_env, config.pseudonyms.key_file))
+        pseudonymizer = config.pseudonyms.pseudonymizer()
         identities = load_identities(config.auth.tokens_env, config.auth.tokens_file, pseudonymizer)
     except ValueError as error:
         raise WorkbenchError(str(error)) from None

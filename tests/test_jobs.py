@@ -27,11 +27,11 @@ def test_help_lists_every_job(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for job in JOBS:
-        assert job.NAME in out
+        assert job.name in out
     assert "ray job submit" in out
 
 
-@pytest.mark.parametrize("job", [job.NAME for job in JOBS])
+@pytest.mark.parametrize("job", [job.name for job in JOBS])
 def test_every_job_has_help(job: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([job, "--help"])

@@ -12,7 +12,13 @@ from rlhf_ray.governance.pii import (
     luhn_valid,
     placeholder,
 )
-from rlhf_ray.governance.pseudonyms import DEFAULT_KEY_ENV, Pseudonymizer, generate_key_file, load_key
+from rlhf_ray.governance.pseudonyms import (
+    DEFAULT_KEY_ENV,
+    Pseudonymizer,
+    PseudonymSection,
+    generate_key_file,
+    load_key,
+)
 
 __all__ = [
     "CARD",
@@ -24,6 +30,7 @@ __all__ = [
     "PHONE",
     "PII_KINDS",
     "PiiMasker",
+    "PseudonymSection",
     "Pseudonymizer",
     "generate_key_file",
     "load_key",

@@ -7,7 +7,9 @@ annotator), a different key gives unrelated pseudonyms, and without the key the 
 recomputed or reversed (unlike a plain hash of a small id space such as `user-000123`). 16 hex
 characters are 64 bits: the chance of any collision among a million ids is about 3e-8.
 
-The key comes from an environment variable or a key file (`load_key`); there is no default key.
+The key comes from an environment variable or a key file (`load_key`); there is no default key. Jobs name
+theirs with one settings section, `PseudonymSection`, so ingest, the canary and the workbench read the
+same `pseudonyms.*` keys and, given the same key, write the same pseudonyms.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
+
+from pydantic import Field
+
+from rlhf_ray.config import StrictModel
 
 DEFAULT_KEY_ENV = "RLHF_RAY_PSEUDONYM_KEY"
 DIGEST_HEX_CHARS = 16
@@ -167,3 +173,32 @@ def _link_new(temp_name: str, target: Path) -> None:
             raise FileExistsError(f"pseudonym key file {str(target)!r} already exists; "
                                   "pass overwrite=True to replace it (old pseudonyms stop matching)") from None
         os.replace(temp_name, target)
+
+
+class PseudonymSection(StrictModel):
+    """A job's `pseudonyms` settings: where the HMAC key comes from, and whether to create a missing key file.
+
+    One schema for every job that pseudonymizes (ingest, the canary's router, the workbench): ids pseudonymized
+    by one job must join with another's, which only holds if they read the key the same way.
+    """
+
+    key_env: str = Field(DEFAULT_KEY_ENV, description="environment variable holding the HMAC key")
+    key_file: str | None = Field(None, description="file holding the HMAC key (hex), used when the env var is unset")
+    create_key_file: bool = Field(False, description="write a new random key to key_file (mode 0600) if it is missing")
+
+    def create_missing_key_file(self) -> bool:
+        """Write a new key to `key_file` when `create_key_file` asks for one and no file is there; True if written.
+
+        An existing file is never replaced: a new key would stop every earlier pseudonym from matching.
+        """
+        if not self.create_key_file or not self.key_file or Path(self.key_file).expanduser().exists():
+            return False
+        try:
+            generate_key_file(self.key_file)
+        except FileExistsError:  # another process created it first; theirs is the key
+            return False
+        return True
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        """The keyed pseudonymizer; `ValueError` naming both settings if there is no usable key."""
+        return Pseudonymizer(load_key(self.key_env, self.key_file))

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rlhf_ray.config import StrictModel
+from rlhf_ray.governance import PseudonymSection
 
 DEFAULT_ADMIN_TOKEN_ENV = "RLHF_RAY_ADMIN_TOKEN"
 LOOPBACK = "127.0.0.1"
@@ -102,11 +103,6 @@ class FeedbackSection(StrictModel):
 class AdminSection(StrictModel):
     token_env: str = Field(DEFAULT_ADMIN_TOKEN_ENV, description="environment variable holding the bearer token")
     token_file: str | None = Field(None, description="file holding the token, used when the env var is unset")
-
-
-class PseudonymSection(StrictModel):
-    key_env: str = Field("RLHF_RAY_PSEUDONYM_KEY", description="environment variable holding the HMAC key")
-    key_file: str | None = Field(None, description="file holding the HMAC key (hex)")
 
 
 class ServingSections(StrictModel):

@@ -10,7 +10,6 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rlhf_ray.annotation.answers import read_answers
 from rlhf_ray.dataplane.versions import curated_folder, read_curated, resolve_version
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot
@@ -39,7 +39,8 @@ LABELED_TYPES = ("pairwise", "ranking", "rating")
 
 
 class InputError(ValueError):
-    """A curate output, dataset or gold file that cannot be used; the message names the path."""
+    """A curate output or dataset that cannot be used; the message names the path. (A bad gold file raises
+    `AnswerFileError`, from the reader curate uses too.)"""
 
 
 @dataclass(frozen=True)
@@ -50,26 +51,6 @@ class WorkbenchInputs:
     annotators: pa.Table
     report: Mapping[str, Any]
     gold: Mapping[str, str] = field(default_factory=dict)
-
-
-def read_gold(path: str | None) -> dict[str, str]:
-    """{item_id: answer}; a ranking answer (a full order) reduces to the index ranked first, as in curate."""
-    if not path:
-        return {}
-    if not Path(path).is_file():
-        raise InputError(f"gold file {path!r} does not exist")
-    answers = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            answer = record["answer"]
-            answers[str(record["item_id"])] = str(answer[0]) if isinstance(answer, list) else str(answer)
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as error:
-            raise InputError(f"gold file {path!r} line {number}: expected {{item_id, answer}} "
-                             f"({type(error).__name__})") from None
-    return answers
 
 
 def dataset_root_from_lineage(report: Mapping[str, Any]) -> str:
@@ -107,7 +88,7 @@ def load_inputs(curated: str, dataset: str | None, gold: str | None = None) -> W
     return WorkbenchInputs({k: v for k, v in tables.items() if k in LABELED_TYPES},
                            table("adjudication", f"{pairs_version}.parquet"),
                            table("active_learning", f"{pairs_version}.parquet"), table("annotators.parquet"),
-                           report, read_gold(gold))
+                           report, read_answers(gold, "gold"))
 
 
 def history_accuracy(inputs: WorkbenchInputs) -> dict[str, float]:
