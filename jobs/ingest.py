@@ -66,6 +66,8 @@ class ResidencySection(StrictModel):
 
 class IngestConfig(JobConfig):
     input: str | None = Field(None, description="directory or filesystem URI holding .parquet/.jsonl shards")
+    files: list[str] | None = Field(None, description="read only these shards (paths relative to input), e.g. "
+                                    "those that had arrived when a loop iteration started; default: every shard")
     output_dir: str = "runs/ingest"
     pii: PiiSection = PiiSection()
     pseudonyms: PseudonymSection = PseudonymSection()
@@ -90,8 +92,14 @@ def _shard_files(config: IngestConfig) -> tuple[StorageRoot, list[str]]:
         raise IngestError("input is not set: pass --input DIR (a folder of .parquet/.jsonl shards) or input=...")
     root = StorageRoot.from_uri(config.input)
     files = root.list_files(suffixes=SHARD_SUFFIXES)
+    if config.files is not None:
+        listed = {root.relative(path): path for path in files}
+        if missing := [name for name in config.files if name not in listed]:
+            raise IngestError(f"files: {missing[:5]} are not committed .parquet/.jsonl shards under {config.input!r}")
+        files = [listed[name] for name in config.files]
     if not files:
-        raise IngestError(f"input {config.input!r} holds no .parquet or .jsonl shards")
+        raise IngestError(f"input {config.input!r} holds no .parquet or .jsonl shards"
+                          + (" among `files`" if config.files is not None else ""))
     return root, files
 
 

@@ -12,17 +12,24 @@ Every stage runs through its job's own code path and config, under one lineage r
 the loop with a clear message and a lineage event; the incumbent keeps serving. Stages whose inputs are
 unchanged (fingerprints in `loop_state.json`) are skipped, so a re-run after a crash resumes at the first
 incomplete stage, and `iterations=N` on a finished run adds iterations. `stages` picks a consistent subset.
+
+`--watch` keeps going after the configured iterations: whenever new feedback shards land (the canary's
+captured feedback, or any new shard folder), it ingests them as the next iteration's first stage and judges
+the retraining triggers (`watch`: enough new accepted rows, or a drift alert against the last iteration's
+dataset; `rlhf_ray.evaluation.triggers`). A trigger that fires runs the rest of the iteration; every verdict is
+a `trigger` lineage event on the new dataset version.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from jobs import curate, ingest, init_model
+from jobs import curate, drift, ingest, init_model
 from jobs.common import add_config_arguments, lineage_root, resolve_config, sink_for
 from jobs.loop_stages import (
     ARTIFACT_KEYS,
@@ -44,9 +51,11 @@ from jobs.loop_stages import (
     iteration_dir,
     stage_configs,
 )
-from jobs.loop_state import LoopState, fingerprint
+from jobs.loop_state import LoopState, fingerprint, shard_listing
 from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.evaluation.drift import DriftThresholds
 from rlhf_ray.evaluation.stage_gates import StageGate, data_gate, reward_model_gate
+from rlhf_ray.evaluation.triggers import TriggerDecision, retraining_trigger
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.sim import ShardConfig, WorldConfig
 from rlhf_ray.storage import StorageRoot
@@ -58,6 +67,7 @@ __all__ = ["REQUIRES", "RUNNERS", "STAGES", "LoopConfig", "run", "stage_configs"
 # Stage name → its field in `Stages`.
 FIELDS = {"init-model": "model", "train-rm": "reward_model"}
 GATE_EVENT = "gate"
+TRIGGER_EVENT = "trigger"
 
 
 class GatesSection(StrictModel):
@@ -68,6 +78,27 @@ class GatesSection(StrictModel):
     min_fleiss_kappa: float | None = Field(0.05, description="pairwise labels' Fleiss κ after curate")
     min_rm_accuracy: float | None = Field(0.6, ge=0, le=1, description="reward model's held-out accuracy")
     max_rm_length_correlation: float | None = Field(None, description="reward–length correlation at equal utility")
+
+
+class WatchSection(StrictModel):
+    """`loop --watch`: after the configured iterations, wait for new feedback and run another iteration when a
+    retraining trigger fires (either one; null turns it off)."""
+
+    poll_seconds: float = Field(60.0, gt=0, description="how often the feedback shards are listed")
+    min_new_rows: int | None = Field(1000, ge=1, description="volume trigger: accepted rows ingested since the "
+                                     "dataset the last iteration trained on")
+    drift_alert: bool = Field(True, description="drift trigger: any `rlhf-ray drift` alert between the last "
+                              "iteration's dataset and the new one")
+    drift_thresholds: DriftThresholds = DriftThresholds()
+    max_iterations: int | None = Field(None, ge=1, description="stop once this many iterations have run in all")
+    max_wait_seconds: float | None = Field(None, gt=0, description="stop after this long without a trigger firing")
+
+    @field_validator("drift_alert")
+    @classmethod
+    def _a_trigger_is_on(cls, value: bool, info: Any) -> bool:
+        if not value and info.data.get("min_new_rows") is None:
+            raise ValueError("watch needs a trigger: set min_new_rows or drift_alert: true")
+        return value
 
 
 class LoopConfig(JobConfig):
@@ -93,6 +124,7 @@ class LoopConfig(JobConfig):
     gate: GateStage = GateStage()
     canary: CanaryStage = CanaryStage()
     gates: GatesSection = GatesSection()
+    watch: WatchSection = WatchSection()
     task_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved by each shard-writing task")
 
     @field_validator("stages")
@@ -110,10 +142,14 @@ class LoopConfig(JobConfig):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, default_config=None)
+    parser.add_argument("--watch", action="store_true",
+                        help="after the configured iterations, wait for new feedback and run another iteration "
+                             "whenever a retraining trigger fires (see the `watch` section)")
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    return run(resolve_config(LoopConfig, args))
+    config = resolve_config(LoopConfig, args)
+    return watch(config) if args.watch else run(config)
 
 
 def summary_figures(stage: Stage, figures: Figures) -> Figures:
@@ -186,25 +222,44 @@ def _iteration_stages(config: LoopConfig, iteration: int) -> list[str]:
     return list(config.stages) if iteration == 1 else [s for s in config.stages if s in REFRESH_STAGES]
 
 
+def feedback_listing(stages: Stages, iteration: int) -> list[list[Any]]:
+    """The feedback shards there are now for iteration `iteration`: all but what its own or a later canary
+    captured."""
+    return shard_listing(stages.ingest.input, ignore=lambda path: _later_feedback(path, iteration))
+
+
+def _ingest_inputs(stages: Stages, state: LoopState, iteration: int, fresh: bool) -> list[list[Any]]:
+    """The shards iteration `iteration` ingests: the ones its ingest read when it ran (shards landing since
+    belong to the next iteration), unless `fresh` or it has not run: then those there are now."""
+    recorded = None if fresh else state.inputs(iteration, "ingest")
+    return recorded if recorded is not None else feedback_listing(stages, iteration)
+
+
 def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: dict[str, Figures],
-                  registry: LineageRegistry, sink: Any) -> tuple[Figures, str | None]:
-    """One iteration's stages; returns its summary figures and why it stopped early (None if it did not)."""
+                  registry: LineageRegistry, sink: Any, only: list[str] | None = None,
+                  fresh_inputs: bool = False) -> tuple[Figures, str | None]:
+    """One iteration's stages (those in `only`, if given); returns its summary figures and why it stopped early
+    (None if it did not). `fresh_inputs` makes ingest read the feedback there is now, not what it read before."""
     incumbent = incumbent_at(state, iteration)
     stages: Stages = stage_configs(config, iteration, incumbent["policy_dir"] if incumbent else None)
-    names = _iteration_stages(config, iteration)
+    names = [name for name in _iteration_stages(config, iteration) if only is None or name in only]
     summary: Figures = {"incumbent_at_start": incumbent["policy_id"] if incumbent else "sft"}
     for step, name in enumerate(names, start=1):
         stage = RUNNERS[name]
         stage_config = getattr(stages, FIELDS.get(name, name))
-        print_ = fingerprint(stage_config, _upstream(name, done), stages.ingest.input if name == "ingest" else None,
-                             ignore=lambda path: _later_feedback(path, iteration))
+        inputs = None
+        if name == "ingest":  # exactly the listed shards, so a shard landing meanwhile waits for the next iteration
+            inputs = _ingest_inputs(stages, state, iteration, fresh_inputs)
+            stage_config = stage_config.model_copy(update={"files": [path for path, _ in inputs]})
+            stages = stages._replace(ingest=stage_config)
+        print_ = fingerprint(stage_config, _upstream(name, done), inputs)
         figures = state.done(iteration, name, print_)
         where = stage.where(stages)
         skipped = figures is not None and StorageRoot.from_uri(where).exists()
         _announce(iteration, step, len(names), name, where, skipped)
         if not skipped:
             figures = stage.run(stages, done)
-            state.record(iteration, name, print_, figures)
+            state.record(iteration, name, print_, figures, inputs)
         done[name] = figures
         named = summary_figures(stage, figures)
         sink.log({k: v for k, v in named.items() if not isinstance(v, list | dict)}, step=iteration, source=name)
@@ -224,32 +279,121 @@ def _headline(iteration: int, figures: Figures) -> str:
             f"canary {decision}" + (f" after {judged} judged answers" if judged else ""))
 
 
-def run(config: LoopConfig) -> dict[str, Any]:
-    sink = sink_for(NAME, config)
-    out = config.output_dir.rstrip("/")
-    state = LoopState(out)
-    lineage = lineage_root(config, f"{out}/lineage")
-    registry = LineageRegistry(lineage)
-    done: dict[str, Figures] = {}
-    summary: Figures = {"stages": list(config.stages), "iterations": config.iterations}
-    for iteration in range(1, config.iterations + 1):
-        figures, stopped = run_iteration(config, iteration, state, done, registry, sink)
+class LoopRun:
+    """One `rlhf-ray loop` process: its state file, lineage, metrics sink, the figures of the stages done so far
+    and the summary it prints."""
+
+    def __init__(self, config: LoopConfig) -> None:
+        self.config = config
+        self.sink = sink_for(NAME, config)
+        self.out = config.output_dir.rstrip("/")
+        self.state = LoopState(self.out)
+        self.lineage = lineage_root(config, f"{self.out}/lineage")
+        self.registry = LineageRegistry(self.lineage)
+        self.done: dict[str, Figures] = {}
+        self.summary: Figures = {"stages": list(config.stages), "iterations": config.iterations}
+        self.last_iteration = 0
+
+    def iterate(self, iteration: int) -> str | None:
+        """Run one iteration; returns why it stopped early, or None."""
+        figures, stopped = run_iteration(self.config, iteration, self.state, self.done, self.registry, self.sink)
         prefix = "" if iteration == 1 else f"iter{iteration}/"
-        summary.update({prefix + key: value for key, value in figures.items()})
+        self.summary.update({prefix + key: value for key, value in figures.items()})
+        self.last_iteration = iteration
         print(_headline(iteration, figures), file=sys.stderr)
         if stopped:
             print(f"[loop] stopped in iteration {iteration} at {stopped}; the incumbent keeps serving",
                   file=sys.stderr)
-            summary.update(stopped=stopped, stopped_iteration=iteration)
-            break
-    incumbent = incumbent_at(state, config.iterations + 1)
-    summary["incumbent_policy_id"] = incumbent["policy_id"] if incumbent else summary.get("sft_model_id")
-    latest: Figures = {}  # each stage's figures from the last iteration that ran it
-    for name, figures in done.items():
-        latest.update(summary_figures(RUNNERS[name], figures))
-    newest = next((latest[key] for key in reversed(ARTIFACT_KEYS) if key in latest), None)
-    if newest:
-        print(f"[loop] done; trace it with: rlhf-ray lineage {newest} --root {lineage}", file=sys.stderr)
-    where = {"output_dir": config.output_dir, "lineage_root": lineage, "state": f"{out}/loop_state.json",
-             "last_iteration_dir": iteration_dir(out, config.iterations)}
-    return sink.close({**summary, **where})
+            self.summary.update(stopped=stopped, stopped_iteration=iteration)
+        return stopped
+
+    def configured_iterations(self) -> None:
+        for iteration in range(1, self.config.iterations + 1):
+            if self.iterate(iteration):
+                break
+
+    def close(self) -> dict[str, Any]:
+        incumbent = incumbent_at(self.state, self.last_iteration + 1)
+        self.summary["incumbent_policy_id"] = (incumbent["policy_id"] if incumbent
+                                               else self.summary.get("sft_model_id"))
+        latest: Figures = {}  # each stage's figures from the last iteration that ran it
+        for name, figures in self.done.items():
+            latest.update(summary_figures(RUNNERS[name], figures))
+        newest = next((latest[key] for key in reversed(ARTIFACT_KEYS) if key in latest), None)
+        if newest:
+            print(f"[loop] done; trace it with: rlhf-ray lineage {newest} --root {self.lineage}", file=sys.stderr)
+        where = {"output_dir": self.config.output_dir, "lineage_root": self.lineage,
+                 "state": f"{self.out}/loop_state.json",
+                 "last_iteration_dir": iteration_dir(self.out, self.last_iteration)}
+        return self.sink.close({**self.summary, **where})
+
+    # ---- --watch ------------------------------------------------------------------------------------------
+    def feedback_now(self, iteration: int) -> list[list[Any]]:
+        return feedback_listing(stage_configs(self.config, iteration), iteration)
+
+    def feedback_read(self, iteration: int) -> list[list[Any]]:
+        """What iteration `iteration`'s ingest read (what there is for it now, if it did not run)."""
+        recorded = self.state.inputs(iteration, "ingest")
+        return recorded if recorded is not None else self.feedback_now(iteration)
+
+    def judge_new_feedback(self, iteration: int) -> TriggerDecision:
+        """Ingest the feedback there is now as `iteration`'s first stage, then judge the retraining triggers
+        against the dataset the previous iteration trained on; the verdict is a lineage event on the new dataset."""
+        trained = self.state.stage_figures(iteration - 1, "ingest") or {}
+        fresh, _ = run_iteration(self.config, iteration, self.state, self.done, self.registry, self.sink,
+                                 only=["ingest"], fresh_inputs=True)
+        watch = self.config.watch
+        alerts = None
+        if watch.drift_alert and trained.get("dataset_version"):
+            report = drift.detect(drift.DriftConfig(
+                reference=f"{self.out}/dataset", reference_version=trained["dataset_version"],
+                current_version=fresh["dataset_version"], world=self.config.world, ray=self.config.ray,
+                output_dir=f"{iteration_dir(self.out, iteration)}/trigger", thresholds=watch.drift_thresholds))
+            alerts = report["alerts"]
+        decision = retraining_trigger(fresh["accepted_rows"] - trained.get("accepted_rows", 0), watch.min_new_rows,
+                                      alerts)
+        self.registry.record_event(TRIGGER_EVENT, fresh["dataset_id"], {"iteration": iteration, **decision.to_dict()})
+        verdict = "; ".join(decision.reasons) if decision.fired else (
+            f"not yet: {decision.new_rows} new accepted rows (need {watch.min_new_rows}), "
+            f"drift alerts {list(alerts) if alerts is not None else 'off'}")
+        print(f"[loop] watch: iteration {iteration} trigger {'fired' if decision.fired else 'held'} — {verdict}",
+              file=sys.stderr)
+        return decision
+
+
+def run(config: LoopConfig) -> dict[str, Any]:
+    loop = LoopRun(config)
+    loop.configured_iterations()
+    return loop.close()
+
+
+def watch(config: LoopConfig) -> dict[str, Any]:
+    """The configured iterations, then one more iteration each time new feedback fires a retraining trigger, until
+    `watch.max_iterations` have run or `watch.max_wait_seconds` pass without a trigger (or Ctrl-C)."""
+    loop = LoopRun(config)
+    loop.configured_iterations()
+    settings = config.watch
+    seen = loop.feedback_read(loop.last_iteration)
+    waiting_since = time.monotonic()
+    triggers: list[dict[str, Any]] = []
+    try:
+        while settings.max_iterations is None or loop.last_iteration < settings.max_iterations:
+            iteration = loop.last_iteration + 1
+            listing = loop.feedback_now(iteration)
+            if listing != seen:
+                seen = listing
+                decision = loop.judge_new_feedback(iteration)
+                triggers.append({"iteration": iteration, **decision.to_dict()})
+                if decision.fired:
+                    loop.iterate(iteration)
+                    seen, waiting_since = loop.feedback_read(iteration), time.monotonic()
+                    continue
+            if settings.max_wait_seconds is not None and time.monotonic() - waiting_since > settings.max_wait_seconds:
+                print(f"[loop] watch: no trigger fired in {settings.max_wait_seconds:.0f} s; stopping",
+                      file=sys.stderr)
+                break
+            time.sleep(settings.poll_seconds)
+    except KeyboardInterrupt:
+        print("[loop] watch: interrupted; the state is saved after every stage", file=sys.stderr)
+    loop.summary["watch_triggers"] = triggers
+    return loop.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -208,6 +210,65 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     data_gates = [e for e in LineageRegistry(summary["lineage_root"]).events(second["iter2/pairs_id"])
                   if e.event == "gate"]
     assert data_gates and data_gates[-1].payload["gate"] == "data"
+
+
+def _another_day_of_feedback(shards: Path, folder: str) -> int:
+    """New feedback lands: the pairwise rows of the existing shards as new annotation items (new signal and item
+    ids), committed as one JSONL shard in `folder` (written under a hidden name, then renamed). Returns its rows."""
+    rows = []
+    for path in sorted(shards.glob("pairwise/*")):
+        read = (pq.read_table(path).to_pylist() if path.suffix == ".parquet"
+                else [json.loads(line) for line in path.read_text().splitlines()])
+        rows += [{**row, "signal_id": str(uuid.uuid4()), "item_id": f"{row['item_id']}-{folder}"} for row in read
+                 if isinstance(row, dict) and isinstance(row.get("item_id"), str)]
+    target = shards / folder
+    target.mkdir()
+    (target / ".part-00000.jsonl.tmp").write_text("".join(json.dumps(row, default=str) + "\n" for row in rows))
+    os.rename(target / ".part-00000.jsonl.tmp", target / "part-00000.jsonl")
+    return len(rows)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_loop_watch_runs_an_iteration_when_new_feedback_fires_a_trigger(ray_cluster, tmp_path: Path, capsys) -> None:
+    """`loop --watch`: feedback landing after an iteration belongs to the next one. Too little of it holds the
+    trigger (a lineage event, nothing trained); enough of it fires the trigger and the refresh stages run on it."""
+    out = tmp_path / "loop"
+    args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=600", *TINY,
+            "stages=[simulate,ingest,curate]", "iterations=1", "watch.poll_seconds=0.2", "watch.drift_alert=false"]
+    assert main(args) == 0
+    first = _last_json_line(capsys.readouterr().out)
+    new_rows = _another_day_of_feedback(out / "feedback" / "shards", "day-2")
+    assert new_rows > 50
+
+    # A plain re-run keeps iteration 1 as it was: the new shard is not among what its ingest read.
+    assert main(args) == 0
+    assert capsys.readouterr().err.count("inputs unchanged: skipped") == 3
+
+    watch = ["loop", "--watch", *args[1:]]
+    assert main([*watch, "watch.min_new_rows=100000", "watch.max_wait_seconds=0.5"]) == 0
+    held = _last_json_line(capsys.readouterr().out)
+    assert [t["fired"] for t in held["watch_triggers"]] == [False]
+    assert held["watch_triggers"][0]["new_rows"] > 0 and "iter2/pairs_id" not in held
+
+    assert main([*watch, "watch.min_new_rows=50", "watch.drift_alert=true", "watch.max_iterations=2"]) == 0
+    logs = capsys.readouterr()
+    fired = _last_json_line(logs.out)
+    assert [t["fired"] for t in fired["watch_triggers"]] == [True], logs.err
+    # The drift check compared the new dataset version with iteration 1's (its report is kept with the iteration).
+    assert fired["watch_triggers"][0]["drift_alerts"] is not None
+    assert json.loads((out / "iter-2" / "trigger" / "drift.json").read_text())["inputs"]["reference"]["version"] == (
+        first["dataset_version"])
+    assert fired["iter2/input_rows"] == first["input_rows"] + new_rows
+    assert fired["iter2/dataset_id"] != first["dataset_id"] and fired["last_iteration_dir"] == str(out / "iter-2")
+    assert Path(fired["iter2/pairs_dir"]).is_relative_to(out / "iter-2")
+    state = json.loads((out / "loop_state.json").read_text())["iterations"]
+    assert set(state["2"]) == {"ingest", "curate"}
+    assert "day-2/part-00000.jsonl" in {path for path, _ in state["2"]["ingest"]["inputs"]}
+    assert "day-2/part-00000.jsonl" not in {path for path, _ in state["1"]["ingest"]["inputs"]}
+    events = [e for e in LineageRegistry(fired["lineage_root"]).events(fired["iter2/dataset_id"])
+              if e.event == "trigger"]
+    assert [e.payload["fired"] for e in events][-1] is True and events[-1].payload["iteration"] == 2
 
 
 def test_loop_stage_without_its_input_stage_is_a_config_error(tmp_path: Path, capsys) -> None:
