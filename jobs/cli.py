@@ -28,7 +28,8 @@ class Job:
 JOBS: tuple[Job, ...] = (
     Job("loop", "jobs.loop",
         "run the RLHF loop end to end, with gates and lineage: simulate → ingest → curate → init-model → sft → "
-        "train-rm → dpo → ppo → gate → canary, for `iterations` rounds (`stages` picks a subset)"),
+        "train-rm → dpo → [sweep] → ppo → gate → canary, for `iterations` rounds (`stages` picks a subset; "
+        "--watch waits for new feedback)"),
     Job("simulate", "jobs.simulate",
         "write feedback shards (Parquet + JSONL, with malformed rows and planted PII) from the synthetic world"),
     Job("ingest", "jobs.ingest",

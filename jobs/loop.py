@@ -34,6 +34,8 @@ from jobs.common import add_config_arguments, lineage_root, resolve_config, sink
 from jobs.loop_stages import (
     ARTIFACT_KEYS,
     CANARY_FEEDBACK_PREFIX,
+    DEFAULT_STAGES,
+    READS_IF_LISTED,
     REFRESH_STAGES,
     REQUIRES,
     RUNNERS,
@@ -48,6 +50,7 @@ from jobs.loop_stages import (
     Stage,
     StageName,
     Stages,
+    SweepStage,
     iteration_dir,
     stage_configs,
 )
@@ -62,7 +65,8 @@ from rlhf_ray.storage import StorageRoot
 
 NAME = "loop"
 HELP = ("run the RLHF loop end to end, with gates and lineage: simulate → ingest → curate → init-model → sft → "
-        "train-rm → dpo → ppo → gate → canary, for `iterations` rounds (`stages` picks a subset)")
+        "train-rm → dpo → [sweep] → ppo → gate → canary, for `iterations` rounds (`stages` picks a subset; "
+        "--watch waits for new feedback)")
 __all__ = ["REQUIRES", "RUNNERS", "STAGES", "LoopConfig", "run", "stage_configs"]
 # Stage name → its field in `Stages`.
 FIELDS = {"init-model": "model", "train-rm": "reward_model"}
@@ -104,7 +108,7 @@ class WatchSection(StrictModel):
 class LoopConfig(JobConfig):
     output_dir: str = "runs/quickstart"
     iterations: int = Field(1, ge=1, description="loop iterations; the refresh stages run again in each")
-    stages: list[StageName] = Field(list(STAGES), min_length=1,
+    stages: list[StageName] = Field(DEFAULT_STAGES, min_length=1,
                                     description="stages to run (in pipeline order); each one's inputs must be listed")
     world: WorldConfig = WorldConfig()
     shards: ShardConfig = ShardConfig()
@@ -120,6 +124,7 @@ class LoopConfig(JobConfig):
     sft: SFTStage = SFTStage()
     reward_model: RewardModelStage = RewardModelStage()
     dpo: DPOStage = DPOStage()
+    sweep: SweepStage = SweepStage()
     ppo: PPOStage = PPOStage()
     gate: GateStage = GateStage()
     canary: CanaryStage = CanaryStage()
@@ -176,7 +181,8 @@ def incumbent_at(state: LoopState, iteration: int) -> dict[str, Any] | None:
 
 def _upstream(name: str, done: dict[str, Figures]) -> dict[str, Any]:
     """The artifact ids a stage reads: every `*_id` its input stages reported."""
-    return {f"{stage}.{key}": value for stage in REQUIRES.get(name, ()) for key, value in done.get(stage, {}).items()
+    inputs = (*REQUIRES.get(name, ()), *READS_IF_LISTED.get(name, ()))
+    return {f"{stage}.{key}": value for stage in inputs for key, value in done.get(stage, {}).items()
             if key.endswith("_id") and isinstance(value, str)}
 
 

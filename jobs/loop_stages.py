@@ -2,27 +2,34 @@
 from the stages before it), and how it runs — always through its job's own code path.
 
 Base stages run in the first iteration only (simulate, init-model, sft, dpo); refresh stages run in every
-iteration (ingest, curate, train-rm, ppo, gate, canary), under `<out>/iter-<k>/` from the second on, PPO
-starting from the incumbent policy and the canary serving it next to the new candidate.
+iteration (ingest, curate, train-rm, [sweep], ppo, gate, canary), under `<out>/iter-<k>/` from the second on,
+PPO starting from the incumbent policy and the canary serving it next to the new candidate. The optional
+sweep (`rlhf-ray sweep`, off unless listed in `stages`) chooses PPO settings on the iteration's reward model;
+PPO then trains with the chosen settings and records the sweep as a lineage parent of its policy.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
-from jobs import canary, curate, dpo, evaluate, ingest, init_model, ppo, sft, simulate, train_rm
+from pydantic import Field
+
+from jobs import canary, curate, dpo, evaluate, ingest, init_model, ppo, sft, simulate, sweep, train_rm
 from jobs.training import ScalingSection, TrainSection
-from rlhf_ray.config import LineageConfig, StrictModel
+from rlhf_ray.config import LineageConfig, StrictModel, apply_overrides
 from rlhf_ray.serving.config import ServingSections
 from rlhf_ray.storage import StorageRoot
 
 if TYPE_CHECKING:
     from jobs.loop import LoopConfig
 
-StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "ppo", "gate", "canary"]
+StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "sweep", "ppo", "gate",
+                    "canary"]
 STAGES: tuple[str, ...] = get_args(StageName)
-REFRESH_STAGES = ("ingest", "curate", "train-rm", "ppo", "gate", "canary")
+DEFAULT_STAGES = [stage for stage in STAGES if stage != "sweep"]  # a sweep costs a PPO run per trial: opt in
+REFRESH_STAGES = ("ingest", "curate", "train-rm", "sweep", "ppo", "gate", "canary")
 # The canary of iteration k writes its captured feedback to <feedback shards>/canary-iter-<k>/.
 CANARY_FEEDBACK_PREFIX = "canary-iter-"
 # The stages whose outputs a stage reads; each must be listed whenever the stage is.
@@ -33,10 +40,13 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "sft": ("init-model",),         # the model to fine-tune
     "train-rm": ("sft", "curate"),  # the SFT backbone and the preference pairs
     "dpo": ("sft", "curate"),       # the SFT policy (also the reference) and the pairs
+    "sweep": ("sft", "train-rm"),   # as PPO: each trial is a PPO run
     "ppo": ("sft", "train-rm"),     # the SFT policy (also the reference) and the reward model
     "gate": ("ppo",),               # the candidate policy
     "canary": ("gate",),            # only a candidate that passed the offline gate is served
 }
+# Stages whose outputs a stage reads when they are listed, but which it does not need.
+READS_IF_LISTED: dict[str, tuple[str, ...]] = {"ppo": ("sweep",)}  # the chosen settings
 
 
 class SFTStage(StrictModel):
@@ -84,6 +94,23 @@ class PPOStage(StrictModel):
     advantage: ppo.AdvantageSection = ppo.AdvantageSection()
 
 
+class SweepStage(StrictModel):
+    """The `sweep` job's settings in the loop: its trials are the iteration's PPO run (same start, reward model
+    and settings) with the search space applied, for `trial_iterations` iterations."""
+
+    name: str = sweep.SweepConfig.model_fields["name"]
+    search_space: dict[str, sweep.ParamSpec] = sweep.SweepConfig.model_fields["search_space"]
+    num_samples: int = sweep.SweepConfig.model_fields["num_samples"]
+    max_concurrent_trials: int = sweep.SweepConfig.model_fields["max_concurrent_trials"]
+    trial_cpus: float = sweep.SweepConfig.model_fields["trial_cpus"]
+    trial_iterations: int | None = Field(None, ge=1, description="PPO iterations per trial (default: ppo.iterations); "
+                                         "fewer makes a cheaper search before the full run")
+    quality: Literal["true_utility", "judge_reward"] = sweep.SweepConfig.model_fields["quality"]
+    scheduler: sweep.SchedulerSection = sweep.SchedulerSection()
+    hacking: sweep.HackingSection = sweep.HackingSection()
+    max_failures: int = sweep.SweepConfig.model_fields["max_failures"]
+
+
 class GateStage(StrictModel):
     """The offline gate (`rlhf-ray evaluate`) in the loop: the PPO candidate against the incumbent."""
 
@@ -116,6 +143,7 @@ class Stages(NamedTuple):
     sft: sft.SFTConfig
     reward_model: train_rm.TrainRMConfig
     dpo: dpo.DPOConfig
+    sweep: sweep.SweepConfig | None  # built only when listed: its checks need the PPO settings it will sweep
     ppo: ppo.PPOConfig
     gate: evaluate.EvaluateConfig
     canary: canary.CanaryConfig
@@ -151,6 +179,16 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
     candidate = f"{here}/ppo/policy"  # where `ppo` exports its policy
     ppo_settings = config.ppo.model_dump()
     ppo_settings["reward"]["model_path"] = reward_model
+    ppo_config = ppo.PPOConfig(
+        model_path=serving, reference_path=sft_model, output_dir=f"{here}/ppo", world=config.world,
+        resume=StorageRoot.from_uri(f"{here}/ppo").exists("checkpoints", "latest"),  # after a crash
+        **ppo_settings, **common)
+    sweep_config = None
+    if "sweep" in config.stages:
+        trials = config.sweep.model_dump(exclude={"trial_iterations"})
+        trial_ppo = ppo_config.model_copy(update={"iterations": config.sweep.trial_iterations or ppo_config.iterations,
+                                                  "resume": False})
+        sweep_config = sweep.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
     canary_settings = config.canary.model_dump()
     canary_settings["feedback"]["dir"] = f"{out}/feedback/shards/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
@@ -170,9 +208,8 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
                                world=config.world, **config.reward_model.model_dump(), **common),
         dpo.DPOConfig(model_path=sft_model, reference_path=sft_model, pairs=curated, output_dir=f"{out}/dpo",
                       world=config.world, **config.dpo.model_dump(), **common),
-        ppo.PPOConfig(model_path=serving, reference_path=sft_model, output_dir=f"{here}/ppo", world=config.world,
-                      resume=StorageRoot.from_uri(f"{here}/ppo").exists("checkpoints", "latest"),  # after a crash
-                      **ppo_settings, **common),
+        sweep_config,
+        ppo_config,
         evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving, output_dir=f"{here}/gate",
                                 world=config.world, **config.gate.model_dump(), **common),
         canary.CanaryConfig(incumbent_path=serving, canary_path=candidate, output_dir=f"{here}/canary",
@@ -181,6 +218,19 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
 
 
 Figures = dict[str, Any]
+
+
+def with_sweep_choice(config: ppo.PPOConfig, swept: Figures | None) -> ppo.PPOConfig:
+    """The PPO config with the sweep's chosen settings applied and the sweep as a lineage parent of the policy;
+    unchanged without a sweep. A sweep that chose nothing (every trial flagged or failed) stops here."""
+    if swept is None:
+        return config
+    if not swept.get("chosen_params"):
+        raise sweep.SweepError(f"the sweep chose no settings ({swept.get('selection')}); see "
+                               f"{swept.get('trials_table')}")
+    overrides = [f"{key}={json.dumps(value)}" for key, value in swept["chosen_params"].items()]
+    chosen = ppo.PPOConfig.model_validate(apply_overrides(config.model_dump(mode="json"), overrides))
+    return chosen.model_copy(update={"parent_ids": [*config.parent_ids, swept["sweep_id"]]})
 
 
 class Stage(NamedTuple):
@@ -203,11 +253,13 @@ RUNNERS: dict[str, Stage] = {
     "train-rm": Stage(lambda s: s.reward_model.output_dir,
                       lambda s, done: train_rm.train_reward_model(s.reward_model), "rm_", ("reward_model_", "timing/")),
     "dpo": Stage(lambda s: s.dpo.output_dir, lambda s, done: dpo.train_dpo(s.dpo), "dpo_", ("timing/",)),
-    "ppo": Stage(lambda s: s.ppo.output_dir, lambda s, done: ppo.run(s.ppo), "ppo_", ("timing/",)),
+    "sweep": Stage(lambda s: s.sweep.output_dir, lambda s, done: sweep.run(s.sweep), "sweep_", ("sweep_", "timing/")),
+    "ppo": Stage(lambda s: s.ppo.output_dir, lambda s, done: ppo.run(with_sweep_choice(s.ppo, done.get("sweep"))),
+                 "ppo_", ("timing/",)),
     "gate": Stage(lambda s: s.gate.output_dir, lambda s, done: evaluate.evaluate(s.gate), "gate_", ("timing/",)),
     "canary": Stage(lambda s: s.canary.output_dir, lambda s, done: canary.run(s.canary), "canary_", ("timing/",)),
 }
 
 # The summary keys of the artifacts the stages register, in pipeline order.
 ARTIFACT_KEYS = ("shards_id", "dataset_id", "pairs_id", "model_id", "sft_model_id", "reward_model_id", "dpo_policy_id",
-                 "ppo_policy_id")
+                 "sweep_id", "ppo_policy_id")

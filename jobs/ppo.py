@@ -114,6 +114,8 @@ class PPOConfig(JobConfig):
     judge_model_path: str | None = Field(None, description="a second reward model (e.g. trained on held-out pairs) "
                                          "scoring held-out answers as `eval/judge_reward`; never a training signal")
     output_dir: str = "runs/ppo"
+    parent_ids: list[str] = Field(default_factory=list, description="lineage ids recorded as further parents of "
+                                  "the policy, e.g. the sweep that chose these settings")
     world: WorldConfig = WorldConfig()
     iterations: int = Field(20, ge=1)
     prompts_per_iteration: int = Field(16, ge=1)

@@ -490,6 +490,7 @@ class PPOController:
         parents = [register_input_checkpoint(registry, self.base_policy)]
         if self.reward_model:
             parents.append(register_input_checkpoint(registry, self.reward_model))
+        parents += [parent for parent in config.parent_ids if registry.has(parent)]
         summary = dict(start_figures)
         summary.update({f"end/{k.removeprefix('eval/')}": v for k, v in end_eval.items() if k.startswith("eval/")})
         artifact = registry.register("policy", f"ppo-{self.estimator}-seed-{config.seed}",

@@ -271,6 +271,31 @@ def test_loop_watch_runs_an_iteration_when_new_feedback_fires_a_trigger(ray_clus
     assert [e.payload["fired"] for e in events][-1] is True and events[-1].payload["iteration"] == 2
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_loop_sweep_stage_chooses_the_ppo_settings_and_is_a_lineage_parent_of_the_policy(ray_cluster, tmp_path: Path,
+                                                                                         capsys) -> None:
+    """With `sweep` listed, Ray Tune tries the search space on the iteration's reward model, PPO trains with the
+    chosen settings, and the policy's lineage names the sweep (and through it, every trial)."""
+    out = tmp_path / "loop"
+    args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
+            *TINY_TRAINING, "stages=[simulate,ingest,curate,init-model,sft,train-rm,sweep,ppo]", "iterations=1",
+            "sweep.search_space={kl.coef: {grid: [0.01, 0.5]}}", "sweep.scheduler.kind=fifo",
+            "sweep.trial_iterations=2", "sweep.hacking.disqualify=[]"]
+    assert main(args) == 0
+    summary = _last_json_line(capsys.readouterr().out)
+    assert summary["sweep_num_trials"] == 2 and Path(summary["sweep_best_config"]).exists()
+    chosen = summary["sweep_chosen_params"]["kl.coef"]
+    registry = LineageRegistry(summary["lineage_root"])
+    policy = registry.get(summary["ppo_policy_id"])
+    assert policy.config["kl"]["coef"] == chosen and summary["sweep_id"] in policy.parents
+    assert main(["lineage", summary["ppo_policy_id"], "--root", summary["lineage_root"]]) == 0
+    chain = _last_json_line(capsys.readouterr().out)
+    assert {summary["sweep_id"], summary["reward_model_id"], summary["pairs_id"]} <= set(chain["ancestors"])
+    assert main(args) == 0  # a re-run finds every input unchanged, the sweep's included
+    assert capsys.readouterr().err.count("inputs unchanged: skipped") == 8
+
+
 def test_loop_stage_without_its_input_stage_is_a_config_error(tmp_path: Path, capsys) -> None:
     """`dpo` reads the SFT model: listing it without `sft` fails before anything runs, naming the missing stage."""
     assert main(["loop", f"output_dir={tmp_path}", "stages=[simulate,ingest,curate,init-model,dpo]"]) == 2
@@ -285,14 +310,15 @@ def test_loop_stages_read_the_outputs_of_their_input_stages() -> None:
     from jobs.loop import REQUIRES, RUNNERS, STAGES, LoopConfig, stage_configs
 
     assert list(RUNNERS) == list(STAGES) and set(REQUIRES) <= set(STAGES)
-    assert LoopConfig().stages == list(STAGES)
+    assert LoopConfig().stages == [stage for stage in STAGES if stage != "sweep"]  # the sweep is opt-in
     config = LoopConfig(output_dir="runs/x", stages=["dpo", "sft", "init-model", "ingest", "simulate", "curate"])
     assert config.stages == ["simulate", "ingest", "curate", "init-model", "sft", "dpo"]  # pipeline order
     stages = stage_configs(config)
     assert stages.sft.model_path == stages.model.model_dir
     assert stages.reward_model.model_path == stages.dpo.model_path == stages.dpo.reference_path == "runs/x/sft/model"
     assert stages.reward_model.pairs == stages.dpo.pairs == stages.curate.output_dir
-    assert {s.lineage.root for s in stages} == {"runs/x/lineage"}
+    assert {s.lineage.root for s in stages if s is not None} == {"runs/x/lineage"}
+    assert stages.sweep is None  # not listed
 
 
 def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
