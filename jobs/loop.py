@@ -264,7 +264,13 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
         skipped = figures is not None and StorageRoot.from_uri(where).exists()
         _announce(iteration, step, len(names), name, where, skipped)
         if not skipped:
-            figures = stage.run(stages, done)
+            try:
+                figures = stage.run(stages, done)
+            except Exception as error:
+                print(f"[loop] iteration {iteration} stage {name} failed ({type(error).__name__}: {error}); the "
+                      "stages before it are recorded — re-run the same command to resume here"
+                      + (" (PPO continues from its last checkpoint)" if name == "ppo" else ""), file=sys.stderr)
+                raise
             state.record(iteration, name, print_, figures, inputs)
         done[name] = figures
         named = summary_figures(stage, figures)

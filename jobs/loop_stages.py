@@ -84,6 +84,8 @@ class PPOStage(StrictModel):
     eval_prompts: int = ppo.PPOConfig.model_fields["eval_prompts"]
     eval_samples_per_prompt: int = ppo.PPOConfig.model_fields["eval_samples_per_prompt"]
     checkpoint_every: int = ppo.PPOConfig.model_fields["checkpoint_every"]
+    max_step_retries: int = ppo.PPOConfig.model_fields["max_step_retries"]
+    max_learner_recoveries: int = ppo.PPOConfig.model_fields["max_learner_recoveries"]
     data_cpus: float = ppo.PPOConfig.model_fields["data_cpus"]
     reference_num_cpus: float = ppo.PPOConfig.model_fields["reference_num_cpus"]
     rollout: ppo.RolloutSection = ppo.RolloutSection()

@@ -346,19 +346,41 @@ def test_curate_without_input_is_a_clear_error(capsys: pytest.CaptureFixture[str
     assert "--input" in capsys.readouterr().err
 
 
+def _kill_a_learner_process_after_a_checkpoint(ppo_dir: Path, killed: list[int]) -> None:
+    """SIGKILL the process of a live PolicyLearner actor (Ray titles its worker `ray::PolicyLearner…`) once the PPO
+    run has written a checkpoint."""
+    import signal
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if (ppo_dir / "checkpoints" / "latest").exists():
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                if (process.info["cmdline"] or [""])[0].startswith("ray::PolicyLearner"):
+                    os.kill(process.info["pid"], signal.SIGKILL)
+                    killed.append(process.info["pid"])
+                    return
+        time.sleep(0.2)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_loop_driver_killed_mid_run_resumes_at_its_first_incomplete_stage(ray_cluster, tmp_path: Path,
-                                                                             capsys) -> None:
-    """Fault drill: SIGKILL the loop driver (and its Ray) after curate; the re-run skips what finished, completes
-    the rest, and leaves no half-written artifact or duplicated dataset version behind."""
-    import os
+def test_a_loop_whose_driver_or_learner_is_killed_resumes_at_its_first_incomplete_stage(ray_cluster, tmp_path: Path,
+                                                                                        capsys) -> None:
+    """Fault drills on one short loop: (1) SIGKILL the loop driver (and its Ray) after curate; (2) in the re-run,
+    SIGKILL a PPO learner's process after its first checkpoint, with no in-run recovery allowed, so the PPO stage
+    fails. Each re-run skips what finished and the last one completes, PPO from its checkpoint, leaving no
+    half-written artifact, duplicated dataset version or repeated iteration in the PPO history."""
     import signal
+    import threading
     import time
 
     out = tmp_path / "loop"
     args = ["--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY, *TINY_TRAINING,
-            "stages=[simulate,ingest,curate,init-model,sft]", "iterations=1"]
+            "stages=[simulate,ingest,curate,init-model,sft,train-rm,ppo]", "iterations=1", "ppo.iterations=6",
+            "ppo.checkpoint_every=2", "ppo.eval_every=6", "ppo.max_learner_recoveries=0"]
     state = out / "loop_state.json"
     process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "loop", *args, "ray.address=local"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -374,12 +396,30 @@ def test_a_loop_driver_killed_mid_run_resumes_at_its_first_incomplete_stage(ray_
     finished = set(json.loads(state.read_text())["iterations"]["1"])
     assert {"simulate", "ingest", "curate"} <= finished and "sft" not in finished
 
-    assert main(["loop", *args]) == 0
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_learner_process_after_a_checkpoint, args=(out / "ppo", killed),
+                              daemon=True)
+    killer.start()
+    from ray.exceptions import RayError
+
+    with pytest.raises(RayError):
+        main(["loop", *args])
+    killer.join(timeout=5)
     err = capsys.readouterr().err
+    assert killed and "stage ppo failed" in err and "re-run the same command to resume here" in err
     for stage in finished:
         assert f"{stage} → " in err and err.count("inputs unchanged: skipped") == len(finished)
-    assert set(json.loads(state.read_text())["iterations"]["1"]) == {"simulate", "ingest", "curate", "init-model",
-                                                                      "sft"}
+    recorded = set(json.loads(state.read_text())["iterations"]["1"])
+    assert recorded == {"simulate", "ingest", "curate", "init-model", "sft", "train-rm"}
+    assert (out / "ppo" / "checkpoints" / "latest").exists() and not (out / "ppo" / "policy").exists()
+
+    assert main(["loop", *args]) == 0
+    err = capsys.readouterr().err
+    assert err.count("inputs unchanged: skipped") == len(recorded)
+    summary = json.loads(state.read_text())["iterations"]["1"]["ppo"]["figures"]
+    assert summary["iterations"] == 6 and 0 < summary["iterations_this_run"] < 6  # resumed, not restarted
+    history = [json.loads(line)["iteration"] for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert history == list(range(7)), history
     # A write the kill interrupted can only have left a hidden temporary (readers skip those), never a partial
     # file or directory under a final name.
     assert all(p.name.startswith(".") for p in out.rglob("*") if ".tmp" in p.name)
