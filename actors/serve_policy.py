@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import serve
 
+from actors.serve_control import HEALTH_CHECK_PERIOD_S
 from rlhf_ray.rollout.backends import BACKENDS, GenerationBackend, GenerationParams
 from rlhf_ray.serving.config import PolicySection
 from rlhf_ray.serving.echo import EchoBackend
@@ -24,7 +25,7 @@ def make_serving_backend(section: PolicySection) -> GenerationBackend:
     return SERVING_BACKENDS[section.backend](section.model_path, **section.backend_kwargs)
 
 
-@serve.deployment
+@serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
 class PolicyDeployment:
     """Answers `generate(prompt, ...)` with a dict: text, token counts and why generation stopped."""
 

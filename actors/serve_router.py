@@ -7,8 +7,15 @@
 
 The routing weight is this deployment's `user_config` (`reconfigure`), so it changes on running replicas.
 Every bad input gets a 4xx with a message naming the field, the value and what was expected; a failing
-policy gets a 502 and counts as an error of its variant. No raw user id is kept: the hash that assigns a
-variant is computed in memory, and feedback rows carry a keyed pseudonym.
+policy gets a 502 and counts as an error of its variant, except that a call whose policy replica died under it
+is retried once (on another replica, or the one Serve starts in its place; the answer then carries
+`x-rlhf-retries`). No raw user id is kept: the hash that assigns a variant is computed in memory, and feedback
+rows carry a keyed pseudonym.
+
+A router replica that dies loses little: a feedback row is journaled before its 202 (`JsonlShardBuffer`), so on
+a local or mounted feedback dir its replacement writes the dead replica's unwritten rows; answers go to the
+monitor every report interval, so feedback on all but the last interval's answers still finds them. The calls
+in flight on the dead replica fail (the proxy answers 500); clients retry those.
 """
 
 
@@ -20,14 +27,15 @@ import time
 import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from actors.serve_control import serve_metric
+from actors.serve_control import HEALTH_CHECK_PERIOD_S, serve_metric
 from actors.serve_monitor import initial_router_state
 from rlhf_ray.governance import PiiMasker, Pseudonymizer, load_key
 from rlhf_ray.serving.admin import bearer_matches, load_admin_token
@@ -49,6 +57,19 @@ logger = logging.getLogger("ray.serve")
 ADMIN_ACTIONS = ("weights", "promote", "rollback", "kill")
 VARIANT_HEADER = "x-rlhf-variant"
 RESPONSE_ID_HEADER = "x-rlhf-response-id"
+RETRIES_HEADER = "x-rlhf-retries"
+# A policy replica that dies (killed, OOM, node lost) under an in-flight generate fails that call with
+# `ActorDiedError` / `ActorUnavailableError` (both `RayActorError`s); Serve's handle then drops the replica and
+# queues new calls until the controller has started a replacement. Generation has no side effect and nothing is
+# recorded before it returns, so such a call is retried, at most this many times, within the same timeout.
+POLICY_RETRIES = 1
+# The replica pulls a request's body from Serve's proxy. When an ingress replica dies with a request whose body it
+# had already pulled, Ray Serve (2.60) may hand that request to another replica, whose pull then never returns: such
+# a request gets a 408 after this long instead of hanging until the client gives up.
+BODY_TIMEOUT_S = 10.0
+# Feedback and shadow rows are journaled before they are acknowledged (`JsonlShardBuffer`); a replica recovers
+# the journals of dead replicas when it starts and then this often (a shard whose write failed, too).
+JOURNAL_SWEEP_S = 30.0
 USER_HEADER = "x-user-id"
 
 app = FastAPI(title="rlhf-ray canary", docs_url=None, redoc_url=None, openapi_url=None)
@@ -74,7 +95,7 @@ async def _await_with_timeout(response: Any, timeout_s: float) -> Any:
     return await asyncio.wait_for(wait(), timeout_s)
 
 
-@serve.deployment
+@serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
 @serve.ingress(app)
 class CanaryRouter:
     def __init__(self, incumbent: DeploymentHandle, canary: DeploymentHandle, monitor: DeploymentHandle,
@@ -94,6 +115,7 @@ class CanaryRouter:
                                                 feedback.flush_interval_s)
         self.shadow_log = JsonlShardBuffer(f"{self.args.state_dir.rstrip('/')}/shadow", f"shadow-{tag}",
                                            feedback.flush_rows, feedback.flush_interval_s)
+        self._last_sweep = time.monotonic()  # the buffers recovered dead replicas' journals just now
         self._pending = self._empty_batch()
         self._reporter: asyncio.Task[None] | None = None
         self._report_lock = asyncio.Lock()
@@ -102,6 +124,7 @@ class CanaryRouter:
         self._latency = serve_metric("rlhf_serve_latency_seconds")
         self._feedback = serve_metric("rlhf_serve_feedback_total")
         self._flags = serve_metric("rlhf_serve_safety_flags_total")
+        self._retries = serve_metric("rlhf_serve_policy_retries_total")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve calls this with the deployment's `user_config` on start and on every lightweight update."""
@@ -147,7 +170,7 @@ class CanaryRouter:
         call = {"prompt": prompt, "prompt_id": prompt_id, "max_tokens": max_tokens,
                 "temperature": generation.temperature if chat.temperature is None else chat.temperature,
                 "top_p": chat.top_p or 1.0, "seed": chat.seed}
-        result = await self._call_policy(variant, call)
+        result, retries = await self._call_policy(variant, call)
         if on_canary and state.mode == "shadow" and state.phase == "running":
             self._spawn(self._shadow(call, result["text"]))
         actor = self.pseudonyms.pseudonym(user_key) if user_key else "anonymous"
@@ -165,28 +188,47 @@ class CanaryRouter:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
                              "finish_reason": result["finish_reason"]}],
                 "usage": usage}
-        return JSONResponse(body, headers={VARIANT_HEADER: variant, RESPONSE_ID_HEADER: response_id})
+        headers = {VARIANT_HEADER: variant, RESPONSE_ID_HEADER: response_id}
+        if retries:
+            headers[RETRIES_HEADER] = str(retries)
+        return JSONResponse(body, headers=headers)
 
-    async def _call_policy(self, variant: str, call: dict[str, Any]) -> dict[str, Any]:
-        """One policy call, measured and counted; a failure is a 502 and an error of that variant."""
+    async def _call_policy(self, variant: str, call: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """One policy call, measured and counted, and how many times it was retried because the replica
+        serving it died; any other failure, or a death after the retries or the timeout, is a 502 and an
+        error of that variant."""
         started = time.perf_counter()
-        try:
-            result = await _await_with_timeout(self.handles[variant].generate.remote(**call),
-                                               self.args.generation.timeout_s)
-        except Exception as error:
-            self._record(variant, error=True, latency=time.perf_counter() - started, flagged=False)
-            logger.warning("canary router: %s policy failed: %s", variant, type(error).__name__)
-            raise HTTPProblem(502, f"the {variant} policy failed ({type(error).__name__}); retry later",
-                              "upstream_error") from None
+        deadline = started + self.args.generation.timeout_s
+        retries = 0
+        while True:
+            try:
+                result = await _await_with_timeout(self.handles[variant].generate.remote(**call),
+                                                   max(deadline - time.perf_counter(), 0.001))
+                break
+            except RayActorError as error:
+                if retries >= POLICY_RETRIES or time.perf_counter() >= deadline:
+                    self._fail(variant, error, started)
+                retries += 1
+                self._retries.inc(tags={"variant": variant})
+                logger.warning("canary router: %s policy replica lost (%s); retrying the call (%d/%d)", variant,
+                               type(error).__name__, retries, POLICY_RETRIES)
+            except Exception as error:
+                self._fail(variant, error, started)
         flagged = blocklist_hits(result["text"], self.args.router.blocklist) > 0
         self._record(variant, error=False, latency=time.perf_counter() - started, flagged=flagged)
-        return result
+        return result, retries
+
+    def _fail(self, variant: str, error: BaseException, started: float) -> NoReturn:
+        self._record(variant, error=True, latency=time.perf_counter() - started, flagged=False)
+        logger.warning("canary router: %s policy failed: %s", variant, type(error).__name__)
+        raise HTTPProblem(502, f"the {variant} policy failed ({type(error).__name__}); retry later",
+                          "upstream_error") from None
 
     async def _shadow(self, call: dict[str, Any], incumbent_text: str) -> None:
         """The canary answers a copy; its answer is logged for offline comparison, never shown."""
         self._pending["shadow"]["canary"] += 1
         try:
-            result = await self._call_policy("canary", call)
+            result, _ = await self._call_policy("canary", call)
         except HTTPProblem:
             return
         masked = {k: self.masker.mask(v)[0] for k, v in
@@ -206,8 +248,8 @@ class CanaryRouter:
         self.cache[served.response_id] = served
         while len(self.cache) > self.args.router.response_cache:
             self.cache.popitem(last=False)
-        if self.args.router.num_replicas > 1:  # feedback may reach another replica: share via the monitor
-            self._pending["served"].append(served.to_dict())
+        # feedback may reach another replica, or this one's replacement if it dies: share via the monitor
+        self._pending["served"].append(served.to_dict())
 
     # ------------------------------------------------------------------ feedback
 
@@ -301,7 +343,11 @@ class CanaryRouter:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise HTTPProblem(413, f"body: {declared} bytes, expected at most {limit}")
-        raw = await request.body()
+        try:
+            raw = await asyncio.wait_for(request.body(), BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise HTTPProblem(408, f"body: not received within {BODY_TIMEOUT_S:.0f} s, expected the request body; "
+                                   "send the request again", "timeout") from None
         if len(raw) > limit:
             raise HTTPProblem(413, f"body: {len(raw)} bytes, expected at most {limit}")
         if not raw.strip() and allow_empty:
@@ -334,15 +380,23 @@ class CanaryRouter:
                 logger.warning("canary router: report failed: %s", error)
 
     async def _report(self) -> None:
-        """Send what happened since the last report to the monitor; write shards that are due."""
+        """Send what happened since the last report to the monitor; write shards that are due (even when the
+        monitor cannot be reached), and now and then those a dead replica left in its journal."""
         async with self._report_lock:
             batch, self._pending = self._pending, self._empty_batch()
-            if any(batch["requests"][v] or batch["shadow"][v] for v in VARIANTS) or batch["judgments"] \
-                    or batch["served"]:
-                self._adopt(RouterState.model_validate(await self.monitor.report.remote(batch)))
-            for shards in (self.feedback_shards, self.shadow_log):
-                if shards.due():
-                    await asyncio.to_thread(shards.flush)
+            try:
+                if any(batch["requests"][v] or batch["shadow"][v] for v in VARIANTS) or batch["judgments"] \
+                        or batch["served"]:
+                    self._adopt(RouterState.model_validate(await self.monitor.report.remote(batch)))
+            finally:
+                sweep = time.monotonic() - self._last_sweep >= JOURNAL_SWEEP_S
+                if sweep:
+                    self._last_sweep = time.monotonic()
+                for shards in (self.feedback_shards, self.shadow_log):
+                    if shards.due():
+                        await asyncio.to_thread(shards.flush)
+                    if sweep:
+                        await asyncio.to_thread(shards.recover)
 
     def __del__(self) -> None:
         # Serve calls __del__ on graceful shutdown: write what is still buffered

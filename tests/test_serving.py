@@ -4,6 +4,7 @@ tiny HF policies. One Serve instance (loopback, a free port) serves every test o
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import socket
 import time
@@ -21,6 +22,7 @@ from rlhf_ray.serving.assignment import assign_variant, user_bucket
 from rlhf_ray.serving.feedback import FeedbackError, ServedResponse, feedback_row, outcomes
 from rlhf_ray.serving.guardrails import GuardrailBounds, VariantStats, check_guardrails, percentile
 from rlhf_ray.serving.schemas import FEEDBACK_ADAPTER, ChatCompletionRequest, parse_model
+from rlhf_ray.serving.shards import JsonlShardBuffer
 
 TOKEN = "test-admin-token-" + "x" * 24
 MODEL = "rlhf-policy"
@@ -98,6 +100,90 @@ def test_guardrails_judge_a_sliding_window_after_min_requests() -> None:
     stats.add_requests([(False, 2.0, False)] * 20)  # the errors leave the window, slow answers enter
     assert [b.metric for b in check_guardrails(stats.window_figures(), bounds)] == ["p95_latency_s"]
     assert percentile([1, 2, 3, 4], 50) == 2 and percentile([], 95) == 0.0
+
+
+_KILLED_WRITERS = """
+import os, signal, sys
+from rlhf_ray.serving import shards
+root = sys.argv[1]
+cut = shards.JsonlShardBuffer(root, "cut", 100, 60.0)  # dies with rows buffered and a line half-written
+for i in range(3):
+    cut.add({"signal_id": f"cut-{i}"})
+os.write(cut._segment.fd, b'{"signal_id": "cut-half')
+late = shards.JsonlShardBuffer(root, "late", 100, 60.0)  # dies after writing its shard, before deleting its journal
+for i in range(2):
+    late.add({"signal_id": f"late-{i}"})
+shards._Segment.close = lambda self, delete: os.kill(os.getpid(), signal.SIGKILL)
+late.flush()
+"""
+
+
+def test_shard_journal_gives_a_killed_writers_rows_to_a_shard_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "feedback"
+    live = JsonlShardBuffer(str(root), "live", 100, 60.0)
+    live.add({"signal_id": "live-0"})
+    died = subprocess.run([sys.executable, "-c", _KILLED_WRITERS, str(root)], capture_output=True, timeout=120)
+    assert died.returncode == -9, died.stderr.decode()[-2000:]
+    assert [p.name.split("-")[-2] for p in root.glob("*.jsonl") if not p.name.startswith(".")] == ["late"]
+    recovered = JsonlShardBuffer(str(root), "next", 100, 60.0).files_recovered  # a new writer recovers on start
+    assert recovered == 1  # the cut writer's shard; the late one's existed already
+    assert JsonlShardBuffer(str(root), "again", 100, 60.0).recover() == []  # a second look finds nothing left
+    assert [p.name for p in root.glob(".journal-*")] == [f".journal-{live._name}.wal"]  # the live one is kept
+    live.flush()
+    rows = [json.loads(line) for path in sorted(root.glob("[!.]*.jsonl")) for line in path.read_text().splitlines()]
+    assert sorted(r["signal_id"] for r in rows) == ["cut-0", "cut-1", "cut-2", "late-0", "late-1", "live-0"]
+    assert list(root.glob(".*")) == []
+
+
+def test_router_retries_a_policy_call_once_when_the_replica_under_it_died() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    from actors.serve_router import CanaryRouter, HTTPProblem
+    from rlhf_ray.serving.config import CanaryAppArgs
+
+    class Policy:  # a deployment handle whose calls fail in turn with the given errors, then answer
+        def __init__(self, *errors: BaseException) -> None:
+            self.errors, self.calls = list(errors), 0
+            self.generate = self
+
+        def remote(self, **call: Any) -> Any:
+            self.calls += 1
+            error = self.errors.pop(0) if self.errors else None
+
+            async def answer() -> dict[str, Any]:
+                if error is not None:
+                    raise error
+                return {"text": call["prompt"], "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": "stop"}
+
+            return answer()
+
+    retried: list[str] = []  # the variants counted by rlhf_serve_policy_retries_total
+
+    def call(policy: Policy) -> tuple[Any, list[bool]]:
+        router_class, recorded = CanaryRouter.func_or_class, []
+        router = SimpleNamespace(args=CanaryAppArgs(), handles={"canary": policy},
+                                 _record=lambda variant, error, latency, flagged: recorded.append(error),
+                                 _retries=SimpleNamespace(inc=lambda tags: retried.append(tags["variant"])))
+        router._fail = lambda *args: router_class._fail(router, *args)
+        try:
+            return asyncio.run(router_class._call_policy(router, "canary", {"prompt": "hi"})), recorded
+        except HTTPProblem as problem:
+            return problem.status, recorded
+
+    assert call(Policy(ActorDiedError())) == (({"text": "hi", "prompt_tokens": 1, "completion_tokens": 1,
+                                                "finish_reason": "stop"}, 1), [False])
+    assert call(Policy(ActorUnavailableError("gone", b"1" * 16)))[0][1] == 1
+    twice = Policy(ActorDiedError(), ActorDiedError())
+    assert call(twice) == (502, [True]) and twice.calls == 2  # one retry, then the variant's error
+    broken = Policy(ValueError("the model raised"))
+    assert call(broken) == (502, [True]) and broken.calls == 1  # the policy's own failure is not retried
+    assert retried == ["canary"] * 3  # one per retry: the two answered calls and the twice-failed one
 
 
 # ---------------------------------------------------------------------------------------------- Serve fixtures
@@ -430,3 +516,206 @@ def test_simulated_canary_promotes_a_better_policy_and_rolls_back_a_worse_one(
     worse = _simulate(better_policy, base_model, tmp_path / "worse", serve_instance, secrets_dir)
     assert worse["decision"] == "rollback" and worse["decision_source"] == "sequential", worse
     assert worse["judged_at_decision"] < worse["fixed_horizon_total"]
+
+
+# ---------------------------------------------------------------------------------------------- fault drill
+
+DRILL_APP = "drill-test"
+DRILL_USERS_PER_VARIANT = 2
+DRILL_TIMEOUT_S = 30  # a drill client gives up on a call after this long (no call should take so long)
+
+
+def _drill_users(deployment_id: str, weight: float) -> dict[str, list[str]]:
+    """Users whose sticky assignment puts them on each variant, so both policies get steady traffic."""
+    users: dict[str, list[str]] = {"incumbent": [], "canary": []}
+    index = 0
+    while min(len(group) for group in users.values()) < DRILL_USERS_PER_VARIANT:
+        user = f"drill-user-{index}"
+        index += 1
+        group = users["canary" if user_bucket(user, deployment_id) < weight else "incumbent"]
+        if len(group) < DRILL_USERS_PER_VARIANT:
+            group.append(user)
+    return users
+
+
+@pytest.fixture(scope="module")
+def drill_app(serve_instance, base_model, secrets_dir, tmp_path_factory) -> dict[str, Any]:
+    """A canary app of its own for the fault drills (killing replicas of `canary_app` would disturb the tests that
+    pin its replica ids). The sequential test is off, so only a guardrail could end the canary; the latency bound
+    is loose because a call that waits for a replacement replica is slow, not wrong."""
+    from actors.serve_app import deploy_canary
+
+    root = tmp_path_factory.mktemp("drill-app")
+    args = _args(root, base_model, base_model, secrets_dir, router={"initial_weight": 0.5},
+                 generation={"max_tokens": 8}, guardrails={"max_p95_latency_s": 120.0},
+                 sequential={"auto_decide": False})
+    url = deploy_canary(args, name=DRILL_APP, route_prefix="/drill", port=serve_instance)
+    return {"url": url, "args": args, "root": root, "users": _drill_users(args.deployment_id, 0.5)}
+
+
+def _drill_client(url: str, user: str, stop: Any, log: list[dict[str, Any]]) -> None:
+    """One user: ask, then give a thumb on the answer, until told to stop. Every call is logged, failed or not."""
+    turn = 0
+    while not stop.is_set():
+        turn += 1
+        entry: dict[str, Any] = {"kind": "chat", "user": user, "start": time.monotonic()}
+        try:
+            reply = requests.post(f"{url}/v1/chat/completions", timeout=DRILL_TIMEOUT_S, json={
+                "model": MODEL, "max_tokens": 8, "user": user,
+                "messages": [{"role": "user", "content": f"drill question {turn} : how do I reset my password ?"}]})
+            entry.update(status=reply.status_code, end=time.monotonic())
+            if reply.status_code == 200:
+                entry.update(id=reply.json()["id"], variant=reply.headers["x-rlhf-variant"],
+                             retries=int(reply.headers.get("x-rlhf-retries", 0)))
+        except requests.RequestException as error:
+            entry.update(status=type(error).__name__, end=time.monotonic())
+        log.append(entry)
+        if entry.get("id") is None:
+            continue
+        note: dict[str, Any] = {"kind": "feedback", "user": user, "start": time.monotonic(), "of": entry["id"]}
+        try:
+            reply = requests.post(f"{url}/v1/feedback", json={"kind": "thumbs", "response_id": entry["id"],
+                                                              "value": turn % 2}, timeout=DRILL_TIMEOUT_S)
+            note.update(status=reply.status_code, end=time.monotonic())
+            if reply.status_code == 202:
+                note["id"] = reply.json()["id"]
+        except requests.RequestException as error:
+            note.update(status=type(error).__name__, end=time.monotonic())
+        log.append(note)
+
+
+def _shard_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every row of every committed shard, read as ingest lists them (temporaries are hidden): each file must be
+    complete JSONL, a row per line, with a newline at its end."""
+    from rlhf_ray.storage import StorageRoot
+
+    rows = []
+    for path in StorageRoot.from_uri(str(folder)).list_files(suffixes=(".jsonl",)):
+        text = Path(path).read_text()
+        assert text.endswith("\n"), f"half-written shard {path}"
+        rows += [json.loads(line) for line in text.splitlines()]
+    return rows
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("victim", ["canary", "incumbent", "CanaryRouter"])
+def test_fault_drill_a_killed_replica_is_replaced_without_losing_answers_or_duplicating_rows(
+        drill_app, victim: str) -> None:
+    """Fault drill: users chat and give feedback while one replica (a policy's or the router's) is SIGKILLed at a
+    seeded random point. Serve starts a replacement (a new actor); a policy call cut off by the death is retried
+    by the router, so no user sees an error; a router death fails the calls in flight on it, and its replacement
+    writes the feedback it had accepted but not yet written (from its journal). Either way every accepted row
+    lands in a complete shard file exactly once, every answer id is unique, the canary keeps running and both
+    variants answer afterwards. The three cases run one after another on one app, so each is also a re-run on a
+    deployment that survived the previous kill."""
+    import threading
+
+    import ray
+
+    from actors.serve_control import replica_actors, replica_ids
+
+    url, users = drill_app["url"], drill_app["users"]
+    feedback_dir = Path(drill_app["args"].feedback_dir)
+    seed = random.randrange(1 << 16)
+    delay = random.Random(seed).uniform(0.3, 1.5)
+    deployments = ("CanaryRouter", "incumbent", "canary")
+    before = {d: replica_ids(DRILL_APP, d) for d in deployments}
+    rows_before = {row["signal_id"] for row in _shard_rows(feedback_dir)}
+    (victim_id, victim_actor), = replica_actors(DRILL_APP, victim).items()
+
+    log: list[dict[str, Any]] = []
+    stop = threading.Event()
+    clients = [threading.Thread(target=_drill_client, args=(url, user, stop, log), daemon=True)
+               for group in users.values() for user in group]
+    started = time.monotonic()
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(delay)
+        killed_at, killed_wall = time.monotonic(), time.time()
+        ray.kill(victim_actor, no_restart=True)
+        deadline = killed_at + 60
+        while time.monotonic() < deadline:  # Serve notices the death and starts a new replica
+            now = replica_ids(DRILL_APP, victim)
+            if now and victim_id not in now:
+                break
+            time.sleep(0.2)
+        replaced_at = time.monotonic()
+        assert now and victim_id not in now, (seed, delay, now)
+        # the re-run: every user keeps being served after the replacement
+        deadline = replaced_at + 30
+        while time.monotonic() < deadline and not all(
+                sum(e["kind"] == "chat" and e["start"] > replaced_at and e.get("id") is not None
+                    and e["user"] == user for e in list(log)) >= 2 for group in users.values() for user in group):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=70)
+    assert not any(client.is_alive() for client in clients)
+    after = {d: replica_ids(DRILL_APP, d) for d in deployments}
+    assert {d: ids for d, ids in after.items() if d != victim} == {d: ids for d, ids in before.items()
+                                                                   if d != victim}, "only the victim restarted"
+
+    chats = [e for e in log if e["kind"] == "chat"]
+    feedback = [e for e in log if e["kind"] == "feedback"]
+    failed = [e for e in chats if e["status"] != 200]
+    retried = sum(e.get("retries", 0) for e in chats)
+    figures = {"victim": victim, "seed": seed, "delay_s": round(delay, 2), "chats": len(chats),
+               "failed": len(failed), "retried": retried, "replace_s": round(replaced_at - killed_at, 2),
+               "phase_s": round(time.monotonic() - started, 2)}
+    # every answer id once; after the replacement everyone is answered, by both variants
+    ids = [e["id"] for e in chats if e.get("id")]
+    assert len(ids) == len(set(ids)), figures
+    late = [e for e in chats if e["start"] > replaced_at]
+    assert late and all(e["status"] == 200 for e in late), (figures, late)
+    assert {e["variant"] for e in late} == {"incumbent", "canary"}, figures
+    status = requests.get(f"{url}/v1/canary", timeout=30).json()
+    assert status["phase"] == "running", (figures, status["decisions"])
+
+    # every accepted feedback row reaches a shard, once: a dead router's unwritten rows from its journal
+    accepted = {e["id"] for e in feedback if e["status"] == 202}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # a status read reports, and so writes the shards that are due
+        rows = _shard_rows(feedback_dir)
+        if accepted <= {row["signal_id"] for row in rows}:
+            break
+        requests.get(f"{url}/v1/canary", timeout=30)
+        time.sleep(0.3)
+    signal_ids = [row["signal_id"] for row in rows]
+    new_rows = set(signal_ids) - rows_before
+    refused = [e for e in feedback if e["status"] != 202]
+    figures.update(feedback_accepted=len(accepted), feedback_lost=len(accepted - new_rows),
+                   feedback_refused=len(refused),
+                   failures=[(e["kind"], e["status"], round(e["start"] - killed_at, 2), round(e["end"] - killed_at, 2))
+                             for e in log if e["status"] not in (200, 202)])
+    if victim == "CanaryRouter":  # shards of the dead router's tag written after its death: from its journal
+        shards = [(p.name.split("-")[-2], p.stat().st_mtime, p) for p in feedback_dir.glob("[!.]*.jsonl")]
+        old_tags = {tag for tag, mtime, _ in shards if mtime < killed_wall}
+        figures["feedback_recovered"] = sum(len(p.read_text().splitlines()) for tag, mtime, p in shards
+                                            if mtime >= killed_wall and tag in old_tags)
+    print("fault drill:", figures)
+    assert len(signal_ids) == len(set(signal_ids)), figures  # no row twice
+    answered = [row["item_id"] for row in rows]
+    assert len(answered) == len(set(answered)), figures  # one thumb per answer, so one row per answer
+    assert accepted <= new_rows, figures  # nothing lost
+    # and nothing we did not send: a row the client saw no answer for (a feedback call the kill cut off) is there
+    # at most once, as the one feedback on its answer
+    cut_off = {e["of"] for e in refused}
+    assert all(row["item_id"] in cut_off for row in rows if row["signal_id"] in new_rows - accepted), figures
+    assert JsonlShardBuffer(str(feedback_dir), "drill-check", 100, 60.0).recover() == [], "an orphaned journal"
+    if victim == "CanaryRouter":
+        # the calls in flight on the dead ingress fail (each user has at most one), then the proxy waits for the new
+        # replica. Now and then Serve hands that one a call whose body the dead one had already read: it answers 408
+        # after BODY_TIMEOUT_S rather than hang. The new replica knows the answers the dead one had reported to the
+        # monitor, so feedback is refused as unknown only on answers given in the last moment before the kill.
+        broken = [e for e in log if e["status"] not in (200, 202, 404)]
+        assert all(e["start"] <= killed_at + 1.0 for e in broken), figures  # only around the moment of the kill
+        assert all(isinstance(e["status"], int) and (e["status"] == 408 or e["status"] >= 500) for e in broken), \
+            figures  # an answer each: no call left hanging until the client gave up
+        assert len(broken) <= 2 * len(clients), figures
+        answered_at = {e["id"]: e["end"] for e in chats if e.get("id")}
+        assert all(e["start"] <= killed_at or answered_at[e["of"]] >= killed_at - 1.0 for e in refused), figures
+    else:
+        assert failed == [] and refused == [], figures  # the router retried what the dead policy replica had
+        assert status["variants"][victim]["errors"] == 0, figures

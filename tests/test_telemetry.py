@@ -30,7 +30,8 @@ def test_the_catalogue_is_consistent() -> None:
     assert len(names) == len(set(names)) == len(CATALOGUE)
     assert [s.name for s in SERVING] == ["rlhf_serve_requests_total", "rlhf_serve_latency_seconds",
                                          "rlhf_serve_feedback_total", "rlhf_serve_safety_flags_total",
-                                         "rlhf_serve_canary_weight", "rlhf_serve_canary_decisions_total"]
+                                         "rlhf_serve_policy_retries_total", "rlhf_serve_canary_weight",
+                                         "rlhf_serve_canary_decisions_total"]
     for spec in CATALOGUE.values():
         assert re.fullmatch(r"rlhf_[a-z0-9_]+", spec.name), spec.name
         assert spec.description.isascii(), f"{spec.name}: Ray encodes descriptions as ASCII"

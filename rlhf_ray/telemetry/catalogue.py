@@ -46,6 +46,8 @@ SERVING: tuple[MetricSpec, ...] = (
                ("variant", "kind")),
     MetricSpec("rlhf_serve_safety_flags_total", "counter", "safety flags raised on answers, by variant",
                ("variant",)),
+    MetricSpec("rlhf_serve_policy_retries_total", "counter", "policy calls retried because the replica serving "
+               "them died, by variant", ("variant",)),
     MetricSpec("rlhf_serve_canary_weight", "gauge", "share of traffic routed to the canary (0..1)", ()),
     MetricSpec("rlhf_serve_canary_decisions_total", "counter", "canary decisions (promote, rollback, kill)",
                ("decision",)),
