@@ -37,7 +37,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.serve_control import HEALTH_CHECK_PERIOD_S, serve_metric
 from actors.serve_monitor import initial_router_state
-from rlhf_ray.governance import PiiMasker, Pseudonymizer, load_key
+from rlhf_ray.governance import PiiMasker
 from rlhf_ray.serving.admin import bearer_matches, load_admin_token
 from rlhf_ray.serving.assignment import VARIANTS, user_bucket
 from rlhf_ray.serving.config import CanaryAppArgs, RouterState
@@ -105,7 +105,7 @@ class CanaryRouter:
         self.monitor = monitor
         self.state = initial_router_state(self.args)
         self.masker = PiiMasker()
-        self.pseudonyms = Pseudonymizer(load_key(self.args.pseudonyms.key_env, self.args.pseudonyms.key_file))
+        self.pseudonyms = self.args.pseudonyms.pseudonymizer()
         self.admin_token = load_admin_token(self.args.admin.token_env, self.args.admin.token_file)
         self.policy_ids = {v: getattr(self.args, v).policy_id or v for v in VARIANTS}
         self.cache: OrderedDict[str, ServedResponse] = OrderedDict()

@@ -82,8 +82,6 @@ class CanaryConfig(JobConfig, ServingSections):
     serve: ServeSection = ServeSection()
     ramp: RampSection = RampSection()
     simulation: SimulationSection = SimulationSection()
-    create_pseudonym_key: bool = Field(False, description="write a new key to pseudonyms.key_file if missing "
-                                       "(as pseudonyms.create_key_file)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +116,6 @@ def _policy(config: CanaryConfig, variant: str, registry: LineageRegistry) -> Po
 def _check_key(config: CanaryConfig) -> None:
     """Load the pseudonym key here, so a missing or short key fails the job naming its settings, not a replica."""
     keys = config.pseudonyms
-    if config.create_pseudonym_key:
-        keys = keys.model_copy(update={"create_key_file": True})
     if keys.create_missing_key_file():
         print(f"[canary] created a new pseudonym key file {keys.key_file} (mode 0600)", file=sys.stderr)
     try:

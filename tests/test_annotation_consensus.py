@@ -285,3 +285,17 @@ def test_random_small_inputs_give_valid_probabilities(problem: dict) -> None:
     assert_probability_rows(votes.posterior, n_items, n_classes)
     assert ((votes.label >= 0) & (votes.label < n_classes)).all()
     np.testing.assert_array_equal(votes.confidence == 0, votes.n_labels == 0)
+
+
+def test_answer_files_read_rankings_as_their_first_choice_and_name_a_bad_line(tmp_path) -> None:
+    from rlhf_ray.annotation.answers import AnswerFileError, read_answers
+
+    path = tmp_path / "gold.jsonl"
+    path.write_text('{"item_id": "a", "answer": "b"}\n\n{"item_id": 7, "answer": [2, 0, 1]}\n')
+    assert read_answers(str(path), "gold") == {"a": "b", "7": "2"}
+    assert read_answers(None, "gold") == {}
+    path.write_text('{"item_id": "a", "answer": "b"}\n{"item": "c"}\n')
+    with pytest.raises(AnswerFileError, match=r"gold file .* line 2: expected \{item_id, answer\}"):
+        read_answers(str(path), "gold")
+    with pytest.raises(AnswerFileError, match="does not exist"):
+        read_answers(str(tmp_path / "missing.jsonl"), "gold")

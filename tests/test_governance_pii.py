@@ -385,3 +385,21 @@ def test_missing_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path)
     assert "key_file" in str(error.value) and "no default key" in str(error.value)
     with pytest.raises(ValueError, match="does not exist"):
         load_key(key_file=str(tmp_path / "absent.key"))
+
+
+def test_pseudonym_section_creates_a_missing_key_once_and_never_replaces_one(tmp_path, monkeypatch) -> None:
+    from rlhf_ray.governance import PseudonymSection
+
+    monkeypatch.delenv("RLHF_TEST_KEY", raising=False)
+    key_file = tmp_path / "secrets" / "pseudonym.key"
+    section = PseudonymSection(key_env="RLHF_TEST_KEY", key_file=str(key_file))
+    with pytest.raises(ValueError, match="RLHF_TEST_KEY"):  # no key anywhere: the error names the setting
+        section.pseudonymizer()
+    assert not section.create_missing_key_file() and not key_file.exists()  # only when asked to
+    creating = section.model_copy(update={"create_key_file": True})
+    assert creating.create_missing_key_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    written = key_file.read_bytes()
+    assert not creating.create_missing_key_file() and key_file.read_bytes() == written  # kept, not replaced
+    one = creating.pseudonymizer().pseudonym("user-1")
+    assert one == section.pseudonymizer().pseudonym("user-1") != "user-1"  # every job reading it agrees
