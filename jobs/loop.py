@@ -60,6 +60,7 @@ from rlhf_ray.evaluation.drift import DriftThresholds
 from rlhf_ray.evaluation.stage_gates import StageGate, data_gate, reward_model_gate
 from rlhf_ray.evaluation.triggers import TriggerDecision, retraining_trigger
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.reporting import write_report
 from rlhf_ray.sim import ShardConfig, WorldConfig
 from rlhf_ray.storage import StorageRoot
 
@@ -305,6 +306,7 @@ class LoopRun:
         self.done: dict[str, Figures] = {}
         self.summary: Figures = {"stages": list(config.stages), "iterations": config.iterations}
         self.last_iteration = 0
+        self.headlines: list[str] = []
 
     def iterate(self, iteration: int) -> str | None:
         """Run one iteration; returns why it stopped early, or None."""
@@ -312,7 +314,8 @@ class LoopRun:
         prefix = "" if iteration == 1 else f"iter{iteration}/"
         self.summary.update({prefix + key: value for key, value in figures.items()})
         self.last_iteration = iteration
-        print(_headline(iteration, figures), file=sys.stderr)
+        self.headlines.append(_headline(iteration, figures))
+        print(self.headlines[-1], file=sys.stderr)
         if stopped:
             print(f"[loop] stopped in iteration {iteration} at {stopped}; the incumbent keeps serving",
                   file=sys.stderr)
@@ -332,11 +335,15 @@ class LoopRun:
         for name, figures in self.done.items():
             latest.update(summary_figures(RUNNERS[name], figures))
         newest = next((latest[key] for key in reversed(ARTIFACT_KEYS) if key in latest), None)
-        if newest:
-            print(f"[loop] done; trace it with: rlhf-ray lineage {newest} --root {self.lineage}", file=sys.stderr)
         where = {"output_dir": self.config.output_dir, "lineage_root": self.lineage,
                  "state": f"{self.out}/loop_state.json",
-                 "last_iteration_dir": iteration_dir(self.out, self.last_iteration)}
+                 "last_iteration_dir": iteration_dir(self.out, self.last_iteration),
+                 "html_report": write_report(self.out)["report"]}
+        print("[loop] summary:", *(f"  {line.removeprefix('[loop] ')}" for line in self.headlines),
+              f"  serving: {self.summary['incumbent_policy_id']}", f"  report: {where['html_report']}",
+              sep="\n", file=sys.stderr)
+        if newest:
+            print(f"[loop] trace it with: rlhf-ray lineage {newest} --root {self.lineage}", file=sys.stderr)
         return self.sink.close({**self.summary, **where})
 
     # ---- --watch ------------------------------------------------------------------------------------------

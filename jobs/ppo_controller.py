@@ -196,6 +196,7 @@ class PPOController:
                      else self.base_policy)
             self.critic = self._group(Critic, config.critic, start, self._optimizer_settings(config.critic),
                                       within=self._within("critic"))
+        self._rollout_synced = False  # the workers hold `policy_path`'s weights until the first sync
         self.rollout = ActorGroup(  # after the learners: colocated workers go into their bundles
             RolloutWorker, rollout.num_workers, rollout.num_cpus, rollout.num_gpus, config.placement_strategy,
             max_restarts=rollout.max_restarts, name_prefix=None, resources=rollout.resources,
@@ -251,18 +252,25 @@ class PPOController:
         shards = [list(part) for part in np.array_split(np.arange(len(rows)), len(self.rollout))]
         calls = [([rows[i]["prompt"] for i in part], [rows[i]["prompt_id"] for i in part], samples_per_prompt,
                   {**params, "seed": params["seed"] * 101 + w}) for w, part in enumerate(shards)]
-        attempt = 0
+        attempt, cause = 0, None
         while True:
             try:
-                return ray.get(self.rollout.call_sharded("generate", calls))
+                parts = ray.get(self.rollout.call_sharded("generate", calls))
+                # A worker Ray restarted between two calls answers without error, but with its checkpoint's
+                # weights (version 0) although the group has been synced since it started.
+                stale = [w for w, part in enumerate(parts) if self._rollout_synced and part["weights_version"] == 0]
+                if not stale:
+                    return parts
+                failure = f"worker(s) {stale} restarted since the last weight sync"
             except (RayActorError, ActorUnavailableError) as error:
-                if attempt == self.config.max_step_retries:
-                    raise
-                attempt += 1
-                self.step_retries += 1
-                print(f"[ppo] rollout worker failed ({type(error).__name__}); retry {attempt}", file=sys.stderr)
-                self._await_rollout()
-                self.sync_weights()
+                failure, cause = f"rollout worker failed ({type(error).__name__})", error
+            if attempt == self.config.max_step_retries:
+                raise RuntimeError(f"rollout: {failure}; gave up after {attempt} retries") from cause
+            attempt += 1
+            self.step_retries += 1
+            print(f"[ppo] {failure}; retry {attempt}", file=sys.stderr)
+            self._await_rollout()
+            self.sync_weights()
 
     def _await_rollout(self) -> None:
         deadline = time.monotonic() + RESTART_WAIT_S
@@ -293,6 +301,7 @@ class PPOController:
                 self._await_rollout()
         if len(set(digests)) != 1:
             raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {digests}")
+        self._rollout_synced = True
         return {"timing/sync": time.perf_counter() - started}
 
     # ---- one iteration ------------------------------------------------------------------------------------

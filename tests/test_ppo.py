@@ -6,7 +6,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -127,6 +129,33 @@ def test_learner_group_syncs_weights_and_survives_a_dead_rollout_worker(ray_clus
         controller.shutdown()
 
 
+def _train_with_a_random_kill(controller: PPOController, out: Path, kill: Callable[[], None]) -> dict[str, Any]:
+    """Run `controller.train()` while a thread calls `kill` at a random moment (seeded, the seed in every failure
+    message) after the first checkpoint; returns the summary with the seed and delay."""
+    seed = random.randrange(1 << 16)
+    delay = random.Random(seed).uniform(0.0, 1.0)  # the iterations after the first checkpoint take longer
+
+    def kill_after_the_first_checkpoint() -> None:
+        while not (out / "checkpoints" / "latest").exists():
+            time.sleep(0.05)
+        time.sleep(delay)
+        kill()
+
+    killer = threading.Thread(target=kill_after_the_first_checkpoint, daemon=True)
+    killer.start()
+    result = controller.train()
+    killer.join(timeout=5)
+    assert not killer.is_alive(), (seed, delay)
+    return {**result, "drill": (seed, delay)}
+
+
+def _each_iteration_logged_once(out: Path, iterations: int, drill: Any) -> None:
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in history] == list(range(iterations + 1)), drill
+    # A save the kill interrupted can only have left a hidden staging folder, never a visible partial checkpoint.
+    assert all(Path(folder, "controller.json").exists() for folder in (out / "checkpoints").glob("iter-*")), drill
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("victim_rank", [0, 1])
 def test_a_killed_learner_rank_is_rebuilt_from_the_checkpoint_and_no_iteration_is_logged_twice(
@@ -135,37 +164,42 @@ def test_a_killed_learner_rank_is_rebuilt_from_the_checkpoint_and_no_iteration_i
     trains (GAE, so a critic group too). The controller rebuilds the policy groups from that checkpoint, replays
     the iterations since, and finishes; the history has each iteration once and every actor agrees on the
     weights."""
-    seed = random.randrange(1 << 16)
-    delay = random.Random(seed).uniform(0.0, 1.0)  # the six iterations after the first checkpoint take longer
     controller = PPOController(_config(policy, tmp_path, iterations=8, eval_every=8, checkpoint_every=2),
                                MetricsSink("ppo", WandbConfig(mode="disabled"), str(tmp_path)))
     victim = controller.learners.actors[victim_rank]
-
-    def kill_after_the_first_checkpoint() -> None:
-        while not (tmp_path / "checkpoints" / "latest").exists():
-            time.sleep(0.05)
-        time.sleep(delay)
-        ray.kill(victim, no_restart=True)
-
-    killer = threading.Thread(target=kill_after_the_first_checkpoint, daemon=True)
-    killer.start()
     try:
-        result = controller.train()
-        killer.join(timeout=5)
-        assert not killer.is_alive()
-        assert result["iterations"] == 8 and result["learner_recoveries"] == 1, (seed, delay, result)
+        result = _train_with_a_random_kill(controller, tmp_path, lambda: ray.kill(victim, no_restart=True))
+        assert result["iterations"] == 8 and result["learner_recoveries"] == 1, result
         assert victim not in controller.learners.actors
         learner_digests = {state_digest(ray.get(ray.get(actor.publish.remote())))
                            for actor in controller.learners.actors}
         assert learner_digests == set(ray.get(controller.rollout.call("weights_digest")))
     finally:
         controller.shutdown()
-    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [row["iteration"] for row in history] == list(range(9)), (seed, delay)
+    _each_iteration_logged_once(tmp_path, 8, result["drill"])
     assert json.loads(Path(result["checkpoint"], "controller.json").read_text())["learner_recoveries"] == 1
-    # A save the kill interrupted can only have left a hidden staging folder, never a visible partial checkpoint.
-    assert all(Path(folder, "controller.json").exists()
-               for folder in (tmp_path / "checkpoints").glob("iter-*")), (seed, delay)
+
+
+@pytest.mark.ray
+def test_a_rollout_worker_killed_at_a_random_point_is_restarted_and_resynced(ray_cluster, policy: str,
+                                                                            tmp_path: Path) -> None:
+    """Fault drill: kill a rollout worker (Ray restarts it) at a random point after the first checkpoint —
+    mid-generation, mid-sync or between calls. Whichever, the controller notices (a failed call, or a restarted
+    worker answering with its checkpoint's weights), re-syncs and retries, and the run finishes in step."""
+    controller = PPOController(_config(policy, tmp_path, iterations=8, eval_every=8, checkpoint_every=2,
+                                       advantage={"estimator": "grpo"}, learner={"num_workers": 1}),
+                               MetricsSink("ppo", WandbConfig(mode="disabled"), str(tmp_path)))
+    victim = controller.rollout.actors[1]
+    try:
+        pid = ray.get(victim.ready.remote())["pid"]
+        result = _train_with_a_random_kill(controller, tmp_path, lambda: ray.kill(victim, no_restart=False))
+        assert result["iterations"] == 8 and result["step_retries"] >= 1, result
+        assert ray.get(victim.ready.remote())["pid"] != pid
+        learner = state_digest(ray.get(ray.get(controller.learners.actors[0].publish.remote())))
+        assert set(ray.get(controller.rollout.call("weights_digest"))) == {learner}
+    finally:
+        controller.shutdown()
+    _each_iteration_logged_once(tmp_path, 8, result["drill"])
 
 
 @pytest.mark.ray
