@@ -23,11 +23,12 @@ from pydantic import Field, model_validator
 from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
 from jobs.training import register_input_checkpoint
 from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.dataplane.shard_sets import write_shard_manifest
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
 from rlhf_ray.serving.simulation import SimulatedRequest, SimulatedUsers
 from rlhf_ray.sim import World, WorldConfig
-from rlhf_ray.storage import StorageRoot
+from rlhf_ray.storage import StorageRoot, digest_files
 
 NAME = "canary"
 HELP = "serve incumbent + canary on Ray Serve (OpenAI API), ramp while guardrails hold, sequential promote/rollback"
@@ -240,6 +241,20 @@ def _decision_figures(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def register_captured_feedback(args: CanaryAppArgs, registry: LineageRegistry) -> str | None:
+    """The feedback shards this deployment captured, as a `feedback` artifact whose parent is the deployment,
+    with a shard manifest beside them: a dataset that ingests them names it as a parent, so lineage runs from
+    the deployment through its users' feedback to the next reward model. None if nothing was captured."""
+    root = StorageRoot.from_uri(args.feedback_dir)
+    files = root.list_files(suffixes=(".jsonl",))
+    if not files:
+        return None
+    record = registry.register("feedback", f"captured-by-{args.deployment_id}", digest_files(root, files),
+                               parents=(args.deployment_id,), metrics={"shards": len(files)}, uri=args.feedback_dir)
+    write_shard_manifest(root, record.id, args.lineage_root, files, deployment_id=args.deployment_id)
+    return record.id
+
+
 def run(config: CanaryConfig) -> dict[str, Any]:
     from ray import serve
 
@@ -261,6 +276,7 @@ def run(config: CanaryConfig) -> dict[str, Any]:
         client.close()
         if not config.serve.keep_running:
             serve.delete(config.serve.app_name)
+    captured = register_captured_feedback(args, LineageRegistry(args.lineage_root))
     figures = _decision_figures(status)
     # a fixed-horizon test at the canary's final share would have needed this many judged answers
     figures["decided_before_fixed_horizon"] = (figures["judged_at_decision"] is not None
@@ -268,7 +284,8 @@ def run(config: CanaryConfig) -> dict[str, Any]:
     summary = {
         **figures, **traffic, "deployment_id": args.deployment_id,
         "policies": {"incumbent": args.incumbent.policy_id, "canary": args.canary.policy_id},
-        "base_url": base_url, "feedback_dir": args.feedback_dir, "audit_dir": f"{args.state_dir}/audit",
+        "base_url": base_url, "feedback_dir": args.feedback_dir, "feedback_id": captured,
+        "audit_dir": f"{args.state_dir}/audit",
         "lineage_root": args.lineage_root, "timing/canary": round(time.perf_counter() - started, 2),
     }
     # the decision beside the audit trail, for `rlhf-ray report` and for people

@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 from pydantic import Field
 
 from actors.datasinks import DatasetVersionDatasink
@@ -33,6 +34,7 @@ from rlhf_ray.contracts import SCHEMA_VERSION
 from rlhf_ray.dataplane.dedup import KEY_COLUMNS, apply_changes, dataset_version, kept_keys, resolve_duplicates
 from rlhf_ray.dataplane.quality import quality_report
 from rlhf_ray.dataplane.records import ACCEPTED, DUPLICATE, INGEST_SCHEMA, QUARANTINED, FeedbackProcessor, read_shard
+from rlhf_ray.dataplane.shard_sets import read_shard_manifest
 from rlhf_ray.dataplane.versions import (
     LATEST,
     commit_version,
@@ -149,21 +151,38 @@ def _counts(summary_columns: pa.Table) -> dict[str, Any]:
 def _upstream_manifest(root: StorageRoot) -> dict[str, Any]:
     """The simulator's manifest when it sits beside (or above) the shards: it names their artifact and lineage."""
     for folder in (root.base, root.base.rsplit("/", 1)[0]):
-        manifest = f"{folder}/manifest.json"
-        if root.fs.get_file_info(manifest).is_file:
-            with root.fs.open_input_stream(manifest) as stream:
-                return json.loads(stream.read())
+        if (manifest := read_shard_manifest(root, folder)) is not None:
+            return manifest
     return {}
 
 
-def _input_parent(config: IngestConfig, root: StorageRoot, files: list[str], registry: LineageRegistry,
-                  upstream: dict[str, Any]) -> str:
-    """The lineage parent: the upstream shard artifact when it is registered here; otherwise the input files
-    themselves, registered as a `feedback` artifact."""
-    artifact_id = upstream.get("artifact_id", "")
-    if artifact_id and registry.has(artifact_id):
-        return artifact_id
-    return registry.register("feedback", config.input or "", digest_files(root, files), uri=config.input or "").id
+def _shard_manifests(root: StorageRoot) -> list[tuple[str, dict[str, Any]]]:
+    """(folder, manifest) of each shard set that names its own artifact: the simulator's, beside or above the
+    input, and one per sub-folder of it (the feedback a canary captured, `rlhf-ray canary`)."""
+    folders = [root.base.rsplit("/", 1)[0], root.base]
+    selector = pafs.FileSelector(root.base, allow_not_found=True)
+    folders += sorted(info.path for info in root.fs.get_file_info(selector) if info.type == pafs.FileType.Directory)
+    return [(folder, manifest) for folder in folders if (manifest := read_shard_manifest(root, folder)) is not None]
+
+
+def _input_parents(config: IngestConfig, root: StorageRoot, files: list[str],
+                   registry: LineageRegistry) -> tuple[str, ...]:
+    """The lineage parents of the input: each registered shard set (by its manifest) for the files it lists, and
+    the files no manifest speaks for (e.g. a folder of new shards dropped in) registered as a `feedback`
+    artifact — so a dataset built on a canary's captured feedback traces back to that deployment."""
+    parents, covered = [], set()
+    for folder, manifest in _shard_manifests(root):
+        if not registry.has(manifest.get("artifact_id", "")):
+            continue
+        listed = ({f"{folder}/{entry['path']}" for entry in manifest["files"]} if "files" in manifest
+                  else {path for path in files if path.startswith(f"{folder}/")})
+        if mine := listed & set(files) - covered:
+            parents.append(manifest["artifact_id"])
+            covered |= mine
+    if rest := [path for path in files if path not in covered]:
+        parents.append(registry.register("feedback", config.input or "", digest_files(root, rest),
+                                         metrics={"shards": len(rest)}, uri=config.input or "").id)
+    return tuple(dict.fromkeys(parents))
 
 
 def ingest(config: IngestConfig) -> dict[str, Any]:
@@ -204,7 +223,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
         registry = lineage_for(config, upstream.get("lineage_root"))
         artifact = registry.register(
             "dataset", version, version.removeprefix("ds-"),
-            parents=(_input_parent(config, root, files, registry, upstream),),
+            parents=_input_parents(config, root, files, registry),
             config={"schema_version": SCHEMA_VERSION, "pii": config.pii.model_dump(),
                     "residency": config.residency.model_dump(mode="json")},
             metrics={k: v for k, v in counts.items() if isinstance(v, int)}, uri=out.join(curated_folder(version)),

@@ -13,12 +13,12 @@ from tqdm import tqdm
 
 from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
 from rlhf_ray.config import JobConfig
+from rlhf_ray.dataplane.shard_sets import SHARD_MANIFEST
 from rlhf_ray.sim import ShardConfig, ShardResult, ShardSpec, World, WorldConfig, plan_shards, write_shard
 from rlhf_ray.storage import StorageRoot, digest_files
 
 NAME = "simulate"
 HELP = "write feedback shards (Parquet + JSONL, with malformed rows and planted PII) from the synthetic world"
-MANIFEST = "manifest.json"
 
 
 class SimulateConfig(JobConfig):
@@ -72,8 +72,8 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
     """Write every shard, then the ground truth, then the manifest last: the manifest commits the set."""
     started = time.perf_counter()
     root = StorageRoot.from_uri(config.output_dir)
-    if root.exists(MANIFEST):
-        root.fs.delete_file(root.join(MANIFEST))
+    if root.exists(SHARD_MANIFEST):
+        root.fs.delete_file(root.join(SHARD_MANIFEST))
     world = World(config.world, config.seed)
     plan = plan_shards(config.shards)
     results = _write_shards(root, world, config, plan)
@@ -115,12 +115,12 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
         "files": [{"path": s.relative_path, "signal_type": s.signal_type, "format": s.fmt, "rows": r.rows,
                    "bytes": r.bytes} for s, r in zip(plan, results, strict=True)],
     }
-    root.write_bytes_atomic(json.dumps(manifest, indent=2, sort_keys=True).encode(), MANIFEST)
+    root.write_bytes_atomic(json.dumps(manifest, indent=2, sort_keys=True).encode(), SHARD_MANIFEST)
 
     seconds = time.perf_counter() - started
     return {
         "feedback_dir": config.output_dir,
-        "manifest": root.join(MANIFEST),
+        "manifest": root.join(SHARD_MANIFEST),
         "shards_id": artifact.id,
         "shards": len(plan),
         **counts,

@@ -207,8 +207,11 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
         len(path.read_text().splitlines()) for path in captured)
     assert second["iter2/ppo_policy_dir"] == str(out / "iter-2" / "ppo" / "policy")
     assert second["iter2/gate_verdict"] == "pass" and "iter2/canary_decision" in second
-    data_gates = [e for e in LineageRegistry(summary["lineage_root"]).events(second["iter2/pairs_id"])
-                  if e.event == "gate"]
+    # The iteration-2 dataset traces back through the captured feedback to the deployment that served it.
+    registry = LineageRegistry(summary["lineage_root"])
+    assert registry.get(second["iter2/dataset_id"]).parents == (summary["shards_id"], summary["canary_feedback_id"])
+    assert registry.get(summary["canary_feedback_id"]).parents == (summary["canary_deployment_id"],)
+    data_gates = [e for e in registry.events(second["iter2/pairs_id"]) if e.event == "gate"]
     assert data_gates and data_gates[-1].payload["gate"] == "data"
 
 
@@ -266,8 +269,10 @@ def test_loop_watch_runs_an_iteration_when_new_feedback_fires_a_trigger(ray_clus
     assert set(state["2"]) == {"ingest", "curate"}
     assert "day-2/part-00000.jsonl" in {path for path, _ in state["2"]["ingest"]["inputs"]}
     assert "day-2/part-00000.jsonl" not in {path for path, _ in state["1"]["ingest"]["inputs"]}
-    events = [e for e in LineageRegistry(fired["lineage_root"]).events(fired["iter2/dataset_id"])
-              if e.event == "trigger"]
+    registry = LineageRegistry(fired["lineage_root"])
+    simulated, dropped_in = registry.get(fired["iter2/dataset_id"]).parents  # no manifest: its own artifact
+    assert simulated == first["shards_id"] and registry.get(dropped_in).kind == "feedback"
+    events = [e for e in registry.events(fired["iter2/dataset_id"]) if e.event == "trigger"]
     assert [e.payload["fired"] for e in events][-1] is True and events[-1].payload["iteration"] == 2
 
 
