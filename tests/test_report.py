@@ -109,9 +109,9 @@ def _gate(run: Path) -> None:
                        "incumbent": "great question ! open settings ."}]}))
 
 
-def _canary(run: Path) -> None:
+def _canary(run: Path, folder: str = "canary") -> None:
     """Audit entries in the canary monitor's format: ramp 5 % → 25 % → 50 %, then promote."""
-    audit = run / "canary" / "state" / "audit"
+    audit = run / folder / "state" / "audit"
     audit.mkdir(parents=True)
     start = datetime(2026, 2, 11, 9, 0, tzinfo=timezone.utc)
     steps = [("weights", 0.0, 0.05), ("weights", 0.05, 0.25), ("weights", 0.25, 0.5), ("promote", 0.5, 1.0)]
@@ -199,6 +199,18 @@ def test_report_lists_what_is_missing_and_survives_a_broken_file(tmp_path: Path)
     page = build_report(tmp_path)
     assert "could not read it: JSONDecodeError" in page and "alert(s)" in page
     assert (tmp_path / "out" / "page.html").is_file()
+
+
+def test_a_loop_run_gets_one_canary_section_per_iteration(tmp_path: Path) -> None:
+    from rlhf_ray.reporting.report import build_sections
+
+    run = tmp_path / "loop"
+    _canary(run)
+    _canary(run, "iter-2/canary")
+    (run / "iter-2" / "canary" / "canary.json").write_text(json.dumps({"decision": "rollback"}))
+    canaries = [section for section in build_sections(run)[0] if section.title == "Canary"]
+    assert [section.source for section in canaries] == ["canary/state/audit",
+                                                        "iter-2/canary, iter-2/canary/state/audit"]
 
 
 def test_report_of_a_missing_directory_is_a_one_line_error(tmp_path: Path, capsys) -> None:

@@ -59,6 +59,16 @@ SOURCES: tuple[tuple[str, Callable[[Path], bool], Many | None, One | None], ...]
 )
 
 
+def canary_run(path: Path) -> Path:
+    """The canary job's output folder of one of its files: `canary.json` lies in it, audit entries in
+    `state/audit/` below it. One section per canary run, e.g. one per loop iteration."""
+    return path.parent if path.name == "canary.json" else path.parent.parent.parent
+
+
+# Sections built from all matching files at once, one per group of files (keyed as here), not one in all.
+GROUPS: dict[str, Callable[[Path], Path]] = {"Canary": canary_run}
+
+
 def _unreadable(title: str, path: str, error: Exception) -> Section:
     return Section(title, path, [paragraph(f"could not read it: {type(error).__name__}: {error}", "missing")])
 
@@ -74,7 +84,9 @@ def build_sections(run_dir: Path) -> tuple[list[Section], list[str]]:
         built: list[Section | None] = []
         try:
             if from_all is not None and chosen:
-                built.append(from_all(chosen, run_dir))
+                key = GROUPS.get(title, lambda path: run_dir)
+                for group in sorted({key(path) for path in chosen}):
+                    built.append(from_all([path for path in chosen if key(path) == group], run_dir))
             for path in chosen if from_each is not None else []:
                 built.append(from_each(path, run_dir))
         except (OSError, ValueError, KeyError, TypeError) as error:  # one bad file must not sink the report
