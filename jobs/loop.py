@@ -51,6 +51,7 @@ from jobs.loop_stages import (
     StageName,
     Stages,
     SweepStage,
+    feedback_shards,
     iteration_dir,
     stage_configs,
 )
@@ -229,17 +230,17 @@ def _iteration_stages(config: LoopConfig, iteration: int) -> list[str]:
     return list(config.stages) if iteration == 1 else [s for s in config.stages if s in REFRESH_STAGES]
 
 
-def feedback_listing(stages: Stages, iteration: int) -> list[list[Any]]:
+def feedback_listing(out: str, iteration: int) -> list[list[Any]]:
     """The feedback shards there are now for iteration `iteration`: all but what its own or a later canary
     captured."""
-    return shard_listing(stages.ingest.input, ignore=lambda path: _later_feedback(path, iteration))
+    return shard_listing(feedback_shards(out), ignore=lambda path: _later_feedback(path, iteration))
 
 
-def _ingest_inputs(stages: Stages, state: LoopState, iteration: int, fresh: bool) -> list[list[Any]]:
+def ingest_inputs(out: str, state: LoopState, iteration: int, fresh: bool = False) -> list[list[Any]]:
     """The shards iteration `iteration` ingests: the ones its ingest read when it ran (shards landing since
     belong to the next iteration), unless `fresh` or it has not run: then those there are now."""
     recorded = None if fresh else state.inputs(iteration, "ingest")
-    return recorded if recorded is not None else feedback_listing(stages, iteration)
+    return recorded if recorded is not None else feedback_listing(out, iteration)
 
 
 def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: dict[str, Figures],
@@ -256,7 +257,7 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
         stage_config = getattr(stages, FIELDS.get(name, name))
         inputs = None
         if name == "ingest":  # exactly the listed shards, so a shard landing meanwhile waits for the next iteration
-            inputs = _ingest_inputs(stages, state, iteration, fresh_inputs)
+            inputs = ingest_inputs(config.output_dir.rstrip("/"), state, iteration, fresh_inputs)
             stage_config = stage_config.model_copy(update={"files": [path for path, _ in inputs]})
             stages = stages._replace(ingest=stage_config)
         print_ = fingerprint(stage_config, _upstream(name, done), inputs)
@@ -347,14 +348,6 @@ class LoopRun:
         return self.sink.close({**self.summary, **where})
 
     # ---- --watch ------------------------------------------------------------------------------------------
-    def feedback_now(self, iteration: int) -> list[list[Any]]:
-        return feedback_listing(stage_configs(self.config, iteration), iteration)
-
-    def feedback_read(self, iteration: int) -> list[list[Any]]:
-        """What iteration `iteration`'s ingest read (what there is for it now, if it did not run)."""
-        recorded = self.state.inputs(iteration, "ingest")
-        return recorded if recorded is not None else self.feedback_now(iteration)
-
     def judge_new_feedback(self, iteration: int) -> TriggerDecision:
         """Ingest the feedback there is now as `iteration`'s first stage, then judge the retraining triggers
         against the dataset the previous iteration trained on; the verdict is a lineage event on the new dataset."""
@@ -392,20 +385,20 @@ def watch(config: LoopConfig) -> dict[str, Any]:
     loop = LoopRun(config)
     loop.configured_iterations()
     settings = config.watch
-    seen = loop.feedback_read(loop.last_iteration)
+    seen = ingest_inputs(loop.out, loop.state, loop.last_iteration)
     waiting_since = time.monotonic()
     triggers: list[dict[str, Any]] = []
     try:
         while settings.max_iterations is None or loop.last_iteration < settings.max_iterations:
             iteration = loop.last_iteration + 1
-            listing = loop.feedback_now(iteration)
+            listing = feedback_listing(loop.out, iteration)
             if listing != seen:
                 seen = listing
                 decision = loop.judge_new_feedback(iteration)
                 triggers.append({"iteration": iteration, **decision.to_dict()})
                 if decision.fired:
                     loop.iterate(iteration)
-                    seen, waiting_since = loop.feedback_read(iteration), time.monotonic()
+                    seen, waiting_since = ingest_inputs(loop.out, loop.state, iteration), time.monotonic()
                     continue
             if settings.max_wait_seconds is not None and time.monotonic() - waiting_since > settings.max_wait_seconds:
                 print(f"[loop] watch: no trigger fired in {settings.max_wait_seconds:.0f} s; stopping",

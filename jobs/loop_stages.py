@@ -10,7 +10,6 @@ PPO then trains with the chosen settings and records the sweep as a lineage pare
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
@@ -18,7 +17,7 @@ from pydantic import Field
 
 from jobs import canary, curate, dpo, evaluate, ingest, init_model, ppo, sft, simulate, sweep, train_rm
 from jobs.training import ScalingSection, TrainSection
-from rlhf_ray.config import LineageConfig, StrictModel, apply_overrides
+from rlhf_ray.config import LineageConfig, StrictModel
 from rlhf_ray.serving.config import ServingSections
 from rlhf_ray.storage import StorageRoot
 
@@ -151,6 +150,11 @@ class Stages(NamedTuple):
     canary: canary.CanaryConfig
 
 
+def feedback_shards(out: str) -> str:
+    """The folder of feedback shards every iteration's ingest reads (and each canary writes a sub-folder of)."""
+    return f"{out}/feedback/shards"
+
+
 def iteration_dir(out: str, iteration: int) -> str:
     return out if iteration == 1 else f"{out}/iter-{iteration}"
 
@@ -192,12 +196,12 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
                                                   "resume": False})
         sweep_config = sweep.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
     canary_settings = config.canary.model_dump()
-    canary_settings["feedback"]["dir"] = f"{out}/feedback/shards/{CANARY_FEEDBACK_PREFIX}{iteration}"
+    canary_settings["feedback"]["dir"] = f"{feedback_shards(out)}/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
     return Stages(
         simulate.SimulateConfig(output_dir=f"{out}/feedback", world=config.world, shards=config.shards,
                                 task_cpus=config.task_cpus, **common),
-        ingest.IngestConfig(input=f"{out}/feedback/shards", output_dir=f"{out}/dataset", pii=config.pii,
+        ingest.IngestConfig(input=feedback_shards(out), output_dir=f"{out}/dataset", pii=config.pii,
                             pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
                             **common),
         curate.CurateConfig(input=f"{out}/dataset", gold=f"{out}/feedback/gold/gold_items.jsonl",
@@ -230,8 +234,7 @@ def with_sweep_choice(config: ppo.PPOConfig, swept: Figures | None) -> ppo.PPOCo
     if not swept.get("chosen_params"):
         raise sweep.SweepError(f"the sweep chose no settings ({swept.get('selection')}); see "
                                f"{swept.get('trials_table')}")
-    overrides = [f"{key}={json.dumps(value)}" for key, value in swept["chosen_params"].items()]
-    chosen = ppo.PPOConfig.model_validate(apply_overrides(config.model_dump(mode="json"), overrides))
+    chosen = ppo.PPOConfig.model_validate(sweep.with_params(config.model_dump(mode="json"), swept["chosen_params"]))
     return chosen.model_copy(update={"parent_ids": [*config.parent_ids, swept["sweep_id"]]})
 
 

@@ -135,7 +135,7 @@ class SweepConfig(JobConfig):
                                  f"(fixed keys: {list(FIXED_KEYS)})")
             for value in spec.examples():
                 try:
-                    PPOConfig.model_validate(apply_overrides(base, [f"{key}={json.dumps(value)}"]))
+                    PPOConfig.model_validate(with_params(base, {key: value}))
                 except (ValueError, ConfigError) as error:
                     raise ValueError(f"search_space.{key}={value!r} is not a valid PPO setting: {error}") from None
         if self.quality == "judge_reward" and not self.ppo.judge_model_path:
@@ -178,12 +178,16 @@ def check_fits(config: SweepConfig, cluster: dict[str, float]) -> None:
                 "lower max_concurrent_trials or the ppo actors' num_cpus/num_gpus")
 
 
+def with_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The PPO settings `base` (a JSON dump) with dotted keys → values applied, as a config override would."""
+    return apply_overrides(base, [f"{key}={json.dumps(value)}" for key, value in params.items()])
+
+
 def trial_config(base: dict[str, Any], params: dict[str, Any], trial_dir: Path) -> PPOConfig:
     """The PPO config of one trial: the base plus the trial's settings, writing under its own directory and
     resuming from its own checkpoint when Tune restarts it."""
-    overrides = [f"{key}={json.dumps(value)}" for key, value in params.items()]
     resume = (trial_dir / "checkpoints" / "latest").exists()
-    data = apply_overrides(base, overrides)
+    data = with_params(base, params)
     data.update(output_dir=str(trial_dir), resume=resume, wandb={"mode": "disabled"})
     return PPOConfig.model_validate(data)
 
