@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from actors.ingest import IngestConfig, ingest
 from jobs.curate import CurateConfig, run_curate
-from jobs.ingest import IngestConfig, ingest
 from jobs.simulate import SimulateConfig, generate
 from rlhf_ray.config import RayConfig, WandbConfig
 from rlhf_ray.sim import PopulationConfig, ShardConfig, SignalMix, WorldConfig

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.ingest import IngestConfig, ingest
+from actors.ingest import IngestConfig, ingest
 from jobs.simulate import SimulateConfig, generate
 from rlhf_ray.config import RayConfig, WandbConfig
 from rlhf_ray.dataplane.curated import to_curated_table

@@ -39,8 +39,8 @@ from typing import Any
 import ray
 import torch
 
-from jobs.ppo import PPOConfig
-from jobs.ppo_controller import PPOController, PromptSampler
+from actors.ppo_controller import PPOController, PromptSampler
+from jobs.ppo import PPOConfig, controller_for
 from rlhf_ray.config import LineageConfig, RayConfig, WandbConfig
 from rlhf_ray.models import init_model, load_causal_lm
 from rlhf_ray.rollout.weights import cpu_state_dict, state_dict_nbytes, state_digest
@@ -136,7 +136,7 @@ def ppo_config(args: argparse.Namespace, model_dir: str, work: Path, workers: in
 def start_controller(args: argparse.Namespace, model_dir: str, work: Path, workers: int,
                      rows: list[dict[str, str]]) -> PPOController:
     config = ppo_config(args, model_dir, work, workers)
-    controller = PPOController(config, MetricsSink("ppo", WandbConfig(mode="disabled"), config.output_dir))
+    controller = controller_for(config, MetricsSink("ppo", WandbConfig(mode="disabled"), config.output_dir))
     # the benchmark's 64-prompt pool instead of the whole training split (same sampler, same seed)
     controller.prompts = PromptSampler(rows, config.prompts_per_iteration, config.seed, config.data_cpus)
     return controller

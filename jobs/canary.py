@@ -20,15 +20,17 @@ from typing import Any
 import requests
 from pydantic import Field, model_validator
 
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
-from jobs.training import register_input_checkpoint
+from actors.runtime import ensure_ray
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.dataplane.shard_sets import write_shard_manifest
+from rlhf_ray.inputs.world import WorldConfig
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage.jobs import lineage_for, lineage_root, register_input_checkpoint
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
 from rlhf_ray.serving.simulation import SimulatedRequest, SimulatedUsers
-from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.storage import StorageRoot, digest_files
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "canary"
 HELP = "serve incumbent + canary on Ray Serve (OpenAI API), ramp while guardrails hold, sequential promote/rollback"
@@ -184,7 +186,7 @@ def _healthy(status: dict[str, Any]) -> bool:
 def simulate(config: CanaryConfig, client: CanaryClient, sink: Any) -> dict[str, Any]:
     """Send the world's users' requests and thumbs until the canary is promoted or rolled back."""
     sim = config.simulation
-    users = SimulatedUsers(World(config.world, config.seed), config.seed, sim.num_prompts)
+    users = SimulatedUsers(config.world, config.seed, sim.num_prompts)
     steps, at_weight, sent, utilities = list(config.ramp.steps), 0, 0, {"incumbent": [], "canary": []}
     status = client.status()
     while sent < sim.max_requests and status["phase"] == "running":

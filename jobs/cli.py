@@ -76,9 +76,9 @@ CONFIG_ERRORS = ("rlhf_ray.config.loader:ConfigError",)
 USER_ERRORS = (
     "rlhf_ray.models.loading:ModelNotFoundError", "rlhf_ray.lineage.hashing:LineageError",
     "rlhf_ray.dataplane.versions:DatasetVersionError", "rlhf_ray.dataplane.residency:ResidencyViolation",
-    "rlhf_ray.annotation.answers:AnswerFileError",
-    "jobs.ingest:IngestError", "jobs.export:ExportError", "jobs.curate:CurateError", "jobs.sft:SFTError",
-    "jobs.train_rm:RewardModelError", "jobs.dpo:DPOError", "jobs.ppo:PPOError", "jobs.sweep:SweepError",
+    "rlhf_ray.annotation.answers:AnswerFileError", "rlhf_ray.inputs.prompts:PromptFileError",
+    "actors.ingest:IngestError", "jobs.export:ExportError", "jobs.curate:CurateError", "jobs.sft:SFTError",
+    "jobs.train_rm:RewardModelError", "jobs.dpo:DPOError", "actors.ppo_config:PPOError", "jobs.sweep:SweepError",
     "jobs.canary:CanaryError", "jobs.cluster:ClusterError", "jobs.evaluate:EvaluateError", "jobs.drift:DriftError",
     "jobs.report:ReportError", "jobs.workbench:WorkbenchError",
 )

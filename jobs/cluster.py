@@ -177,8 +177,8 @@ def requested(args: argparse.Namespace) -> tuple[int, list[dict[str, float]]]:
     """(num_cpus, bundles) from the flags; `--config` adds the PPO job's bundles, one per actor."""
     bundles = list(args.bundles or []) + [{"GPU": 1.0}] * (args.gpus or 0)
     if args.config:
+        from actors.ppo_resources import ppo_groups
         from jobs.ppo import PPOConfig
-        from jobs.ppo_resources import ppo_groups
         from rlhf_ray.config import load_config
 
         config = load_config(PPOConfig, args.config, args.overrides)

@@ -1,15 +1,12 @@
-"""What every job shares: config arguments, the Ray connection, lineage and the metrics sink."""
+"""What every job's command line shares: the config file and dotted overrides."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from typing import TypeVar
 
-from rlhf_ray.config import JobConfig, RayConfig, load_config
-from rlhf_ray.lineage import LineageRegistry
-from rlhf_ray.telemetry import MetricsSink
+from rlhf_ray.config import JobConfig, load_config
 
 C = TypeVar("C", bound=JobConfig)
 
@@ -37,37 +34,3 @@ def resolve_config(schema: type[C], args: argparse.Namespace, flags: dict[str, s
     """Load and validate the job's config before any Ray work starts."""
     overrides: Sequence[str] = [*flag_overrides(args, flags or {}), *args.overrides]
     return load_config(schema, args.config, overrides)
-
-
-def ensure_ray(config: RayConfig) -> None:
-    """Connect to Ray once: the configured address, the cluster of `ray job submit`, or a local one.
-
-    `num_cpus` only applies when this process starts its own local cluster.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    joining = config.address is not None or "RAY_ADDRESS" in os.environ
-    ray.init(
-        address=config.address,
-        num_cpus=None if joining else config.num_cpus,
-        namespace=config.namespace,
-        include_dashboard=config.include_dashboard,
-        log_to_driver=config.log_to_driver,
-    )
-
-
-def lineage_root(config: JobConfig, inherited: str | None = None) -> str:
-    """Where lineage goes: the configured root, else the root the input was registered in (so one log holds
-    the whole chain), else `<output_dir>/lineage`. Local roots are made absolute for manifests."""
-    root = config.lineage.root or inherited or f"{config.output_dir.rstrip('/')}/lineage"
-    return root if "://" in root else os.path.abspath(root)
-
-
-def lineage_for(config: JobConfig, inherited: str | None = None) -> LineageRegistry:
-    return LineageRegistry(lineage_root(config, inherited))
-
-
-def sink_for(job: str, config: JobConfig) -> MetricsSink:
-    return MetricsSink(job, config.wandb, config.output_dir, run_config=config.model_dump(mode="json"))

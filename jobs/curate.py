@@ -21,7 +21,8 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from jobs.common import add_config_arguments, ensure_ray, lineage_root, resolve_config, sink_for
+from actors.runtime import ensure_ray
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.annotation.active import ActiveSettings
 from rlhf_ray.annotation.answers import read_answers
 from rlhf_ray.annotation.curate import CurateSettings, curate
@@ -31,7 +32,9 @@ from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import SignalType
 from rlhf_ray.dataplane.versions import curated_folder, read_manifest, resolve_version
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage.jobs import lineage_root
 from rlhf_ray.storage import StorageRoot
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "curate"
 HELP = "annotation QA (agreement, Dawid–Skene consensus, annotator health, adjudication) → preference pairs"

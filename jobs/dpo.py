@@ -10,23 +10,18 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from actors.runtime import ensure_ray
 from actors.train_loops import dpo_loop
-from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
+from jobs.common import add_config_arguments, resolve_config
 from jobs.train_rm import locate_pairs
-from jobs.training import (
-    ScalingSection,
-    TrainSection,
-    directory_digest,
-    export_model,
-    fit,
-    preference_lineage,
-    read_pairs,
-)
+from jobs.training import ScalingSection, export_model, fit, preference_lineage, read_pairs
 from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
+from rlhf_ray.inputs.world import WorldConfig, truth_pairs
+from rlhf_ray.lineage.jobs import directory_digest
 from rlhf_ray.models import resolve_model_path
-from rlhf_ray.sim import World, WorldConfig
-from rlhf_ray.sim.evaluation import truth_pairs
+from rlhf_ray.telemetry.sink import sink_for
+from rlhf_ray.training.config import TrainSection
 
 NAME = "dpo"
 HELP = "DPO / IPO / hinge preference optimisation of a policy on curated pairs, on Ray Train"
@@ -79,7 +74,7 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     dataset = read_pairs(pairs_dir, [PREFERENCE])
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": policy,
                    "reference_path": reference,
-                   "heldout": truth_pairs(World(config.world, config.seed), config.heldout_pairs_per_prompt)}
+                   "heldout": truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt)}
     result = fit(dpo_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     model_dir = export_model(result.checkpoint.path, os.path.join(config.output_dir, "policy"))
     registry, parents = preference_lineage(config, curate_report, policy)

@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
+from actors.runtime import ensure_ray
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.algos.penalties import RulePenaltySettings
 from rlhf_ray.config import JobConfig
 from rlhf_ray.contracts import SignalType
@@ -37,11 +38,12 @@ from rlhf_ray.evaluation.drift import (
     label_counts,
     numeric_drift,
 )
+from rlhf_ray.inputs.world import WorldConfig, reference_examples
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.models import load_tokenizer, resolve_model_path
-from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.storage import StorageRoot
 from rlhf_ray.telemetry import StageTimer
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "drift"
 HELP = "drift between two dataset versions (prompts, signal mix, label balance) and two reward models (probe set)"
@@ -148,7 +150,7 @@ def probe_rewards(config: DriftConfig) -> dict[str, list[float]]:
 
     from actors.scoring import RewardScorer
 
-    probe = World(config.world, config.seed).reference_responses(config.probe_per_prompt, "heldout")
+    probe = reference_examples(config.world, config.seed, "validation", config.probe_per_prompt)
     if not probe:
         raise DriftError("the world has no held-out prompts for the probe set (world.heldout_fraction is 0)")
     off = RulePenaltySettings(verbosity_coef=0.0, canned_coef=0.0, repetition_coef=0.0)
@@ -156,7 +158,7 @@ def probe_rewards(config: DriftConfig) -> dict[str, list[float]]:
         str(resolve_model_path(path)), off) for side, path in zip(SIDES, (config.reference_rm, config.current_rm),
                                                                    strict=True)}
     try:
-        scores = ray.get([scorers[side].score.remote([e.prompt for e in probe], [e.response for e in probe])
+        scores = ray.get([scorers[side].score.remote([e["prompt"] for e in probe], [e["response"] for e in probe])
                           for side in SIDES])
     finally:
         for scorer in scorers.values():

@@ -19,18 +19,20 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
-from jobs.training import register_input_checkpoint
+from actors.runtime import ensure_ray
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.algos.penalties import RulePenaltySettings
 from rlhf_ray.config import JobConfig, StrictModel
-from rlhf_ray.evaluation.answers import judge_answers, monitor_figures
+from rlhf_ray.evaluation.answers import monitor_figures
 from rlhf_ray.evaluation.gate import GateResult, GateThresholds, gate_verdict, policy_figures, win_rate
 from rlhf_ray.evaluation.hacking import FLAGS, hacking_flags
+from rlhf_ray.inputs.world import WorldConfig, WorldOracle, WorldPromptSource
+from rlhf_ray.lineage.jobs import lineage_for, lineage_root, register_input_checkpoint
 from rlhf_ray.models import resolve_model_path
-from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.storage import StorageRoot
 from rlhf_ray.telemetry import StageTimer
 from rlhf_ray.telemetry.loop_latency import loop_latency
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "evaluate"
 HELP = "offline gate: candidate vs incumbent policy on held-out prompts (win-rate by a judge RM, yield, safety, cost)"
@@ -140,12 +142,12 @@ def _answer(config: EvaluateConfig, paths: dict[str, str], rows: list[Any], time
             ray.kill(actor)
 
 
-def _gate(config: EvaluateConfig, world: World, outputs: dict[str, dict]) -> tuple[GateResult, dict[str, Any]]:
+def _gate(config: EvaluateConfig, oracle: WorldOracle, outputs: dict[str, dict]) -> tuple[GateResult, dict[str, Any]]:
     figures, judged = {}, {}
     for name in POLICIES:
         samples = outputs[name]["samples"]
-        judged[name] = judge_answers(world, [s.prompt_id for s in samples], [s.response for s in samples],
-                                     config.acceptance)
+        judged[name] = oracle.judge_answers([s.prompt_id for s in samples], [s.response for s in samples],
+                                            config.acceptance)
         figures[name] = policy_figures(judged[name]["accept"], judged[name]["unsafe"],
                                        [len(s.response.split()) for s in samples],
                                        [len(s.response_ids) for s in samples], outputs[name]["seconds"],
@@ -193,8 +195,7 @@ def gate_figures(result: GateResult, monitors: dict[str, dict[str, float | None]
 def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
     """Run the gate; returns the summary (`verdict`, `failed_checks`, ids, figures). Logs through `sink` if given."""
     paths = _paths(config)
-    world = World(config.world, config.seed)
-    rows = list(world.split("heldout")[: config.prompts])
+    rows = list(WorldPromptSource(config.world, config.seed).split("validation")[: config.prompts])
     if not rows:
         raise EvaluateError(f"the world (seed {config.seed}, world.heldout_fraction={config.world.heldout_fraction}) "
                             "has no held-out prompts to evaluate on")
@@ -202,7 +203,7 @@ def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
     ensure_ray(config.ray)
     outputs = _answer(config, paths, rows, timer)
     with timer.stage("gate"):
-        result, extras = _gate(config, world, outputs)
+        result, extras = _gate(config, WorldOracle(config.world, config.seed), outputs)
     registry = lineage_for(config)
     ids = {name: register_input_checkpoint(registry, paths[name]) for name in POLICIES}
     judge_id = register_input_checkpoint(registry, str(resolve_model_path(config.judge_path))) \

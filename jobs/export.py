@@ -10,11 +10,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from jobs.common import add_config_arguments, lineage_for, resolve_config, sink_for
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig
 from rlhf_ray.dataplane.residency import check_export, residency_violations
 from rlhf_ray.dataplane.versions import curated_folder, read_curated, read_manifest, resolve_version
+from rlhf_ray.lineage.jobs import lineage_for
 from rlhf_ray.storage import StorageRoot
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "export"
 HELP = "copy a curated dataset version to a destination, refusing rows the residency policy keeps out"

@@ -9,11 +9,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from jobs.common import add_config_arguments, lineage_for, resolve_config, sink_for
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.inputs.world import WorldConfig, corpus
+from rlhf_ray.lineage.jobs import lineage_for
 from rlhf_ray.models import init_model
-from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.storage import StorageRoot, digest_files
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "init-model"
 HELP = "train a tokenizer offline on the world's corpus and save a tiny/small Llama model (no downloads)"
@@ -50,9 +52,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def build(config: InitModelConfig, parents: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train the tokenizer, build and save the model, register it in lineage; returns its figures."""
     started = time.perf_counter()
-    world = World(config.world, config.seed)
-    card = init_model(world.corpus(config.model.corpus_samples_per_prompt), config.model_dir, config.model.size,
-                      config.seed)
+    text = corpus(config.world, config.seed, config.model.corpus_samples_per_prompt)
+    card = init_model(text, config.model_dir, config.model.size, config.seed)
     files = StorageRoot.from_uri(config.model_dir)
     definition = {"seed": config.seed, "size": config.model.size, "world": config.world.model_dump(mode="json"),
                   "corpus_samples_per_prompt": config.model.corpus_samples_per_prompt}

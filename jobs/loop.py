@@ -27,43 +27,34 @@ import sys
 import time
 from typing import Any
 
-from pydantic import Field, field_validator
-
-from jobs import curate, drift, ingest, init_model
-from jobs.common import add_config_arguments, lineage_root, resolve_config, sink_for
-from jobs.loop_stages import (
-    ARTIFACT_KEYS,
-    CANARY_FEEDBACK_PREFIX,
-    DEFAULT_STAGES,
+from jobs import drift
+from jobs.common import add_config_arguments, resolve_config
+from jobs.loop_config import (
     READS_IF_LISTED,
     REFRESH_STAGES,
     REQUIRES,
-    RUNNERS,
     STAGES,
-    CanaryStage,
-    DPOStage,
+    LoopConfig,
+)
+from jobs.loop_stages import (
+    ARTIFACT_KEYS,
+    CANARY_FEEDBACK_PREFIX,
+    RUNNERS,
     Figures,
-    GateStage,
-    PPOStage,
-    RewardModelStage,
-    SFTStage,
     Stage,
-    StageName,
     Stages,
-    SweepStage,
     feedback_shards,
     iteration_dir,
     stage_configs,
 )
 from jobs.loop_state import LoopState, fingerprint, shard_listing
-from rlhf_ray.config import JobConfig, StrictModel
-from rlhf_ray.evaluation.drift import DriftThresholds
 from rlhf_ray.evaluation.stage_gates import StageGate, data_gate, reward_model_gate
 from rlhf_ray.evaluation.triggers import TriggerDecision, retraining_trigger
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage.jobs import lineage_root
 from rlhf_ray.reporting import write_report
-from rlhf_ray.sim import ShardConfig, WorldConfig
 from rlhf_ray.storage import StorageRoot
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "loop"
 HELP = ("run the RLHF loop end to end, with gates and lineage: simulate → ingest → curate → init-model → sft → "
@@ -74,77 +65,6 @@ __all__ = ["REQUIRES", "RUNNERS", "STAGES", "LoopConfig", "run", "stage_configs"
 FIELDS = {"init-model": "model", "train-rm": "reward_model"}
 GATE_EVENT = "gate"
 TRIGGER_EVENT = "trigger"
-
-
-class GatesSection(StrictModel):
-    """The loop's own gates on data and reward model (the policy gate's thresholds are `gate.thresholds`);
-    null turns a check off."""
-
-    max_quarantine_rate: float | None = Field(0.25, ge=0, le=1, description="quarantined / ingested rows")
-    min_fleiss_kappa: float | None = Field(0.05, description="pairwise labels' Fleiss κ after curate")
-    min_rm_accuracy: float | None = Field(0.6, ge=0, le=1, description="reward model's held-out accuracy")
-    max_rm_length_correlation: float | None = Field(None, description="reward–length correlation at equal utility")
-
-
-class WatchSection(StrictModel):
-    """`loop --watch`: after the configured iterations, wait for new feedback and run another iteration when a
-    retraining trigger fires (either one; null turns it off)."""
-
-    poll_seconds: float = Field(60.0, gt=0, description="how often the feedback shards are listed")
-    min_new_rows: int | None = Field(1000, ge=1, description="volume trigger: accepted rows ingested since the "
-                                     "dataset the last iteration trained on")
-    drift_alert: bool = Field(True, description="drift trigger: any `rlhf-ray drift` alert between the last "
-                              "iteration's dataset and the new one")
-    drift_thresholds: DriftThresholds = DriftThresholds()
-    max_iterations: int | None = Field(None, ge=1, description="stop once this many iterations have run in all")
-    max_wait_seconds: float | None = Field(None, gt=0, description="stop after this long without a trigger firing")
-
-    @field_validator("drift_alert")
-    @classmethod
-    def _a_trigger_is_on(cls, value: bool, info: Any) -> bool:
-        if not value and info.data.get("min_new_rows") is None:
-            raise ValueError("watch needs a trigger: set min_new_rows or drift_alert: true")
-        return value
-
-
-class LoopConfig(JobConfig):
-    output_dir: str = "runs/quickstart"
-    iterations: int = Field(1, ge=1, description="loop iterations; the refresh stages run again in each")
-    stages: list[StageName] = Field(DEFAULT_STAGES, min_length=1,
-                                    description="stages to run (in pipeline order); each one's inputs must be listed")
-    world: WorldConfig = WorldConfig()
-    shards: ShardConfig = ShardConfig()
-    model: init_model.ModelSection = init_model.ModelSection()
-    pii: ingest.PiiSection = ingest.PiiSection()
-    pseudonyms: ingest.PseudonymSection = ingest.PseudonymSection()
-    residency: ingest.ResidencySection = ingest.ResidencySection()
-    consensus: curate.ConsensusSection = curate.ConsensusSection()
-    adjudication: curate.AdjudicationSection = curate.AdjudicationSection()
-    health: curate.HealthSection = curate.HealthSection()
-    pairs: curate.PairsSection = curate.PairsSection()
-    active: curate.ActiveSection = curate.ActiveSection()
-    sft: SFTStage = SFTStage()
-    reward_model: RewardModelStage = RewardModelStage()
-    dpo: DPOStage = DPOStage()
-    sweep: SweepStage = SweepStage()
-    ppo: PPOStage = PPOStage()
-    gate: GateStage = GateStage()
-    canary: CanaryStage = CanaryStage()
-    gates: GatesSection = GatesSection()
-    watch: WatchSection = WatchSection()
-    task_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved by each shard-writing task")
-
-    @field_validator("stages")
-    @classmethod
-    def _inputs_are_listed(cls, value: list[str]) -> list[str]:
-        """Every listed stage's input stages are listed too; the result is in pipeline order, once each."""
-        listed = set(value)
-        for stage in STAGES:
-            missing = [needed for needed in REQUIRES.get(stage, ()) if stage in listed and needed not in listed]
-            if missing:
-                raise ValueError(f"stage {stage!r} needs stage(s) {missing} (its input), which are not listed; "
-                                 f"add them or drop {stage!r}")
-        return [stage for stage in STAGES if stage in listed]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,129 +11,16 @@ PPO then trains with the chosen settings and records the sweep as a lineage pare
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
+from typing import Any, NamedTuple
 
-from pydantic import Field
-
-from jobs import canary, curate, dpo, evaluate, ingest, init_model, ppo, sft, simulate, sweep, train_rm
-from jobs.training import ScalingSection, TrainSection
-from rlhf_ray.config import LineageConfig, StrictModel
-from rlhf_ray.serving.config import ServingSections
+from actors import ingest
+from jobs import canary, curate, dpo, evaluate, init_model, ppo, sft, simulate, sweep, sweep_config, train_rm
+from jobs.loop_config import LoopConfig
+from rlhf_ray.config import LineageConfig
 from rlhf_ray.storage import StorageRoot
 
-if TYPE_CHECKING:
-    from jobs.loop import LoopConfig
-
-StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "sweep", "ppo", "gate",
-                    "canary"]
-STAGES: tuple[str, ...] = get_args(StageName)
-DEFAULT_STAGES = [stage for stage in STAGES if stage != "sweep"]  # a sweep costs a PPO run per trial: opt in
-REFRESH_STAGES = ("ingest", "curate", "train-rm", "sweep", "ppo", "gate", "canary")
 # The canary of iteration k writes its captured feedback to <feedback shards>/canary-iter-<k>/.
 CANARY_FEEDBACK_PREFIX = "canary-iter-"
-# The stages whose outputs a stage reads; each must be listed whenever the stage is.
-REQUIRES: dict[str, tuple[str, ...]] = {
-    "ingest": ("simulate",),        # the feedback shards
-    "curate": ("ingest",),          # the dataset version (and simulate's gold items)
-    "init-model": ("ingest",),      # the dataset is the model's lineage parent
-    "sft": ("init-model",),         # the model to fine-tune
-    "train-rm": ("sft", "curate"),  # the SFT backbone and the preference pairs
-    "dpo": ("sft", "curate"),       # the SFT policy (also the reference) and the pairs
-    "sweep": ("sft", "train-rm"),   # as PPO: each trial is a PPO run
-    "ppo": ("sft", "train-rm"),     # the SFT policy (also the reference) and the reward model
-    "gate": ("ppo",),               # the candidate policy
-    "canary": ("gate",),            # only a candidate that passed the offline gate is served
-}
-# Stages whose outputs a stage reads when they are listed, but which it does not need.
-READS_IF_LISTED: dict[str, tuple[str, ...]] = {"ppo": ("sweep",)}  # the chosen settings
-
-
-class SFTStage(StrictModel):
-    """The `sft` job's settings in the loop; its model comes from init-model."""
-
-    references_per_prompt: int = sft.SFTConfig.model_fields["references_per_prompt"]
-    train: TrainSection = TrainSection()
-    scaling: ScalingSection = ScalingSection()
-
-
-class RewardModelStage(StrictModel):
-    """The `train-rm` job's settings in the loop; its backbone is the SFT model, its pairs curate's."""
-
-    heldout_pairs_per_prompt: int = train_rm.TrainRMConfig.model_fields["heldout_pairs_per_prompt"]
-    train: train_rm.RewardTrainSection = train_rm.RewardTrainSection()
-    scaling: ScalingSection = ScalingSection()
-
-
-class DPOStage(StrictModel):
-    """The `dpo` job's settings in the loop; it starts from the SFT model, which is also its reference."""
-
-    heldout_pairs_per_prompt: int = dpo.DPOConfig.model_fields["heldout_pairs_per_prompt"]
-    train: dpo.DPOTrainSection = dpo.DPOTrainSection()
-    scaling: ScalingSection = ScalingSection()
-
-
-class PPOStage(StrictModel):
-    """The `ppo` job's settings in the loop; it starts from the incumbent (the SFT model at first) against the
-    iteration's reward model, with the SFT model as the frozen reference."""
-
-    iterations: int = ppo.PPOConfig.model_fields["iterations"]
-    prompts_per_iteration: int = ppo.PPOConfig.model_fields["prompts_per_iteration"]
-    samples_per_prompt: int = ppo.PPOConfig.model_fields["samples_per_prompt"]
-    eval_every: int = ppo.PPOConfig.model_fields["eval_every"]
-    eval_prompts: int = ppo.PPOConfig.model_fields["eval_prompts"]
-    eval_samples_per_prompt: int = ppo.PPOConfig.model_fields["eval_samples_per_prompt"]
-    checkpoint_every: int = ppo.PPOConfig.model_fields["checkpoint_every"]
-    max_step_retries: int = ppo.PPOConfig.model_fields["max_step_retries"]
-    max_learner_recoveries: int = ppo.PPOConfig.model_fields["max_learner_recoveries"]
-    data_cpus: float = ppo.PPOConfig.model_fields["data_cpus"]
-    reference_num_cpus: float = ppo.PPOConfig.model_fields["reference_num_cpus"]
-    rollout: ppo.RolloutSection = ppo.RolloutSection()
-    learner: ppo.LearnerSection = ppo.LearnerSection()
-    critic: ppo.CriticSection = ppo.CriticSection()
-    reward: ppo.RewardSection = ppo.RewardSection()
-    kl: ppo.KLSection = ppo.KLSection()
-    advantage: ppo.AdvantageSection = ppo.AdvantageSection()
-
-
-class SweepStage(StrictModel):
-    """The `sweep` job's settings in the loop: its trials are the iteration's PPO run (same start, reward model
-    and settings) with the search space applied, for `trial_iterations` iterations."""
-
-    name: str = sweep.SweepConfig.model_fields["name"]
-    search_space: dict[str, sweep.ParamSpec] = sweep.SweepConfig.model_fields["search_space"]
-    num_samples: int = sweep.SweepConfig.model_fields["num_samples"]
-    max_concurrent_trials: int = sweep.SweepConfig.model_fields["max_concurrent_trials"]
-    trial_cpus: float = sweep.SweepConfig.model_fields["trial_cpus"]
-    trial_iterations: int | None = Field(None, ge=1, description="PPO iterations per trial (default: ppo.iterations); "
-                                         "fewer makes a cheaper search before the full run")
-    quality: Literal["true_utility", "judge_reward"] = sweep.SweepConfig.model_fields["quality"]
-    scheduler: sweep.SchedulerSection = sweep.SchedulerSection()
-    hacking: sweep.HackingSection = sweep.HackingSection()
-    max_failures: int = sweep.SweepConfig.model_fields["max_failures"]
-
-
-class GateStage(StrictModel):
-    """The offline gate (`rlhf-ray evaluate`) in the loop: the PPO candidate against the incumbent."""
-
-    judge_path: str | None = evaluate.EvaluateConfig.model_fields["judge_path"]
-    prompts: int = evaluate.EvaluateConfig.model_fields["prompts"]
-    samples_per_prompt: int = evaluate.EvaluateConfig.model_fields["samples_per_prompt"]
-    acceptance: Literal["user_model", "rubric"] = evaluate.EvaluateConfig.model_fields["acceptance"]
-    interval: Literal["wilson", "bootstrap"] = evaluate.EvaluateConfig.model_fields["interval"]
-    confidence: float = evaluate.EvaluateConfig.model_fields["confidence"]
-    bootstrap_resamples: int = evaluate.EvaluateConfig.model_fields["bootstrap_resamples"]
-    generation: evaluate.GenerationSection = evaluate.GenerationSection()
-    judge: evaluate.JudgeSection = evaluate.JudgeSection()
-    thresholds: evaluate.GateThresholds = evaluate.GateThresholds()
-
-
-class CanaryStage(ServingSections):
-    """The canary (`rlhf-ray canary`) in the loop: the incumbent and the gated candidate on Ray Serve; its
-    captured feedback lands among the feedback shards, so the next iteration's ingest reads it."""
-
-    serve: canary.ServeSection = canary.ServeSection()
-    ramp: canary.RampSection = canary.RampSection()
-    simulation: canary.SimulationSection = canary.SimulationSection()
 
 
 class Stages(NamedTuple):
@@ -144,7 +31,7 @@ class Stages(NamedTuple):
     sft: sft.SFTConfig
     reward_model: train_rm.TrainRMConfig
     dpo: dpo.DPOConfig
-    sweep: sweep.SweepConfig | None  # built only when listed: its checks need the PPO settings it will sweep
+    sweep: sweep_config.SweepConfig | None  # built only when listed: its checks need the PPO settings it will sweep
     ppo: ppo.PPOConfig
     gate: evaluate.EvaluateConfig
     canary: canary.CanaryConfig
@@ -194,7 +81,7 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
         trials = config.sweep.model_dump(exclude={"trial_iterations"})
         trial_ppo = ppo_config.model_copy(update={"iterations": config.sweep.trial_iterations or ppo_config.iterations,
                                                   "resume": False})
-        sweep_config = sweep.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
+        sweep_config = sweep_config.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
     canary_settings = config.canary.model_dump()
     canary_settings["feedback"]["dir"] = f"{feedback_shards(out)}/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
@@ -234,7 +121,8 @@ def with_sweep_choice(config: ppo.PPOConfig, swept: Figures | None) -> ppo.PPOCo
     if not swept.get("chosen_params"):
         raise sweep.SweepError(f"the sweep chose no settings ({swept.get('selection')}); see "
                                f"{swept.get('trials_table')}")
-    chosen = ppo.PPOConfig.model_validate(sweep.with_params(config.model_dump(mode="json"), swept["chosen_params"]))
+    chosen = ppo.PPOConfig.model_validate(sweep_config.with_params(config.model_dump(mode="json"),
+                                                                   swept["chosen_params"]))
     return chosen.model_copy(update={"parent_ids": [*config.parent_ids, swept["sweep_id"]]})
 
 

@@ -12,14 +12,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from jobs.common import add_config_arguments, lineage_root, resolve_config, sink_for
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig
 from rlhf_ray.dataplane.dedup import dataset_version
 from rlhf_ray.dataplane.quality import quality_report
 from rlhf_ray.dataplane.residency import expired
 from rlhf_ray.dataplane.versions import commit_version, curated_folder, read_curated, read_manifest, resolve_version
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage.jobs import lineage_root
 from rlhf_ray.storage import StorageRoot
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "retention"
 HELP = "drop curated rows older than their retention period; commit the rest as a new dataset version"

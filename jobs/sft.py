@@ -10,11 +10,15 @@ from typing import Any
 from pydantic import Field
 
 from actors.train_loops import heldout_sft_loss, sft_loop
-from jobs.common import add_config_arguments, lineage_for, resolve_config, sink_for
-from jobs.training import ScalingSection, TrainSection, directory_digest, export_model, fit, register_input_checkpoint
+from jobs.common import add_config_arguments, resolve_config
+from jobs.training import ScalingSection, export_model, fit
 from rlhf_ray.config import JobConfig
+from rlhf_ray.inputs import SplitName
+from rlhf_ray.inputs.world import WorldConfig, reference_examples
+from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_checkpoint
 from rlhf_ray.models import load_causal_lm, load_tokenizer, resolve_model_path
-from rlhf_ray.sim import World, WorldConfig
+from rlhf_ray.telemetry.sink import sink_for
+from rlhf_ray.training.config import TrainSection
 
 NAME = "sft"
 HELP = "supervised fine-tuning on Ray Train (DDP; loss on response tokens) of any local HF checkpoint"
@@ -44,8 +48,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     return run(resolve_config(SFTConfig, args, {"model": "model_path", "out": "output_dir"}))
 
 
-def examples(world: World, split: str, per_prompt: int) -> list[dict[str, str]]:
-    return [{"prompt": e.prompt, "response": e.response} for e in world.reference_responses(per_prompt, split)]
+def _examples(config: SFTConfig, split: SplitName, per_prompt: int) -> list[dict[str, str]]:
+    """The world's reference answers of one split as {prompt, response} rows."""
+    return [{"prompt": e["prompt"], "response": e["response"]}
+            for e in reference_examples(config.world, config.seed, split, per_prompt)]
 
 
 def train(config: SFTConfig) -> dict[str, Any]:
@@ -55,12 +61,11 @@ def train(config: SFTConfig) -> dict[str, Any]:
         raise SFTError("model_path is not set: pass --model DIR (e.g. the output of `rlhf-ray init-model`)")
     started = time.perf_counter()
     base = resolve_model_path(config.model_path)
-    world = World(config.world, config.seed)
-    heldout = examples(world, "heldout", 1)
+    heldout = _examples(config, "validation", 1)
     before = heldout_sft_loss(load_causal_lm(base), load_tokenizer(base), heldout, config.train.batch_size,
                               config.train.max_length)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": str(base), "heldout": heldout}
-    dataset = ray.data.from_items(examples(world, "train", config.references_per_prompt))
+    dataset = ray.data.from_items(_examples(config, "train", config.references_per_prompt))
     result = fit(sft_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     checkpoint_dir = result.checkpoint.path
     model_dir = export_model(checkpoint_dir, os.path.join(config.output_dir, "model"))

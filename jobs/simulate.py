@@ -11,11 +11,14 @@ from typing import Any
 from pydantic import Field
 from tqdm import tqdm
 
-from jobs.common import add_config_arguments, ensure_ray, lineage_for, lineage_root, resolve_config, sink_for
+from actors.runtime import ensure_ray
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig
 from rlhf_ray.dataplane.shard_sets import SHARD_MANIFEST
+from rlhf_ray.lineage.jobs import lineage_for, lineage_root
 from rlhf_ray.sim import ShardConfig, ShardResult, ShardSpec, World, WorldConfig, plan_shards, write_shard
 from rlhf_ray.storage import StorageRoot, digest_files
+from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "simulate"
 HELP = "write feedback shards (Parquet + JSONL, with malformed rows and planted PII) from the synthetic world"

@@ -10,13 +10,11 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from jobs.sweep_config import SweepConfig, trial_config
 from rlhf_ray.config import dump_config
 from rlhf_ray.evaluation.trials import TrialOutcome, assess, choose, figures_from_report
-
-if TYPE_CHECKING:
-    from jobs.sweep import SweepConfig
 
 BEST_CONFIG = "best_ppo.yaml"
 PLOTS = ("reward_vs_quality.png", "pareto.png", "curves.png")
@@ -122,8 +120,6 @@ def _plot(outcomes: Sequence[TrialOutcome], quality: str, disqualifying: set[str
 
 def write_report(config: SweepConfig, outcomes: Sequence[TrialOutcome], out: Path) -> dict[str, Any]:
     """Assess the trials, choose one, and write trials.json/csv, the plots, best_ppo.yaml and report.json."""
-    from jobs.sweep import trial_config
-
     quality = config.quality
     assessed = assess(outcomes, quality, config.hacking.thresholds())
     chosen, reason = choose(assessed, quality, config.hacking.disqualify)

@@ -12,23 +12,18 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from actors.runtime import ensure_ray
 from actors.train_loops import reward_model_loop
-from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
-from jobs.training import (
-    ScalingSection,
-    TrainSection,
-    directory_digest,
-    export_model,
-    fit,
-    preference_lineage,
-    read_pairs,
-)
+from jobs.common import add_config_arguments, resolve_config
+from jobs.training import ScalingSection, export_model, fit, preference_lineage, read_pairs
 from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
 from rlhf_ray.contracts import RUBRIC_CRITERIA
+from rlhf_ray.inputs.world import WorldConfig, truth_pairs
+from rlhf_ray.lineage.jobs import directory_digest
 from rlhf_ray.models import resolve_model_path
-from rlhf_ray.sim import World, WorldConfig
-from rlhf_ray.sim.evaluation import truth_pairs
+from rlhf_ray.telemetry.sink import sink_for
+from rlhf_ray.training.config import TrainSection
 from rlhf_ray.training.reward_model import CONFIG_FILE, DEFAULT_OBJECTIVES, check_objective_weights
 
 NAME = "train-rm"
@@ -98,7 +93,7 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     started = time.perf_counter()
     base = str(resolve_model_path(config.model_path))
     pairs_dir, curate_report = locate_pairs(config.pairs)
-    heldout = truth_pairs(World(config.world, config.seed), config.heldout_pairs_per_prompt)
+    heldout = truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt)
     ensure_ray(config.ray)
     dataset = read_pairs(pairs_dir, config.train.objectives)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": base, "heldout": heldout}

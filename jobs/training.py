@@ -12,30 +12,11 @@ from typing import Any
 
 from pydantic import Field
 
+from actors.runtime import ensure_ray
 from actors.train_loops import MODEL_DIR
-from jobs.common import ensure_ray, lineage_for
 from rlhf_ray.config import JobConfig, StrictModel
-from rlhf_ray.lineage import LineageRegistry
-from rlhf_ray.storage import StorageRoot, digest_files, swap_in_directory
-
-
-class DeepSpeedSection(StrictModel):
-    zero_stage: int = Field(1, ge=0, le=3,
-                            description="ZeRO stage: 1 partitions optimizer state, 2 also grads, 3 params")
-    bf16: bool = Field(True, description="bf16 mixed precision (GPU only; CPU stays fp32)")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="raw DeepSpeed config keys to set")
-
-
-class TrainSection(StrictModel):
-    epochs: int = Field(2, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(16, ge=1, description="examples per worker per step")
-    max_length: int = Field(128, ge=8)
-    max_grad_norm: float = Field(1.0, gt=0)
-    shuffle_buffer: int = Field(256, ge=1)
-    log_every: int = Field(20, ge=1, description="steps between per-step JSON lines on stdout (rank 0)")
-    deepspeed: DeepSpeedSection | None = Field(None, description="train with a DeepSpeed ZeRO engine instead of DDP")
+from rlhf_ray.lineage.jobs import lineage_for, register_input_checkpoint
+from rlhf_ray.storage import swap_in_directory
 
 
 class ScalingSection(StrictModel):
@@ -82,11 +63,6 @@ def export_model(checkpoint_dir: str, target: str) -> str:
     return str(target_path)
 
 
-def directory_digest(path: str) -> str:
-    files = StorageRoot.from_uri(path)
-    return digest_files(files, files.list_files())
-
-
 PAIR_COLUMNS = ["prompt", "chosen", "rejected", "weight", "objective"]
 
 
@@ -107,14 +83,3 @@ def preference_lineage(config: JobConfig, curate_report: dict[str, Any], model_p
     if curate_report.get("pairs_id") and registry.has(curate_report["pairs_id"]):
         parents.append(curate_report["pairs_id"])
     return registry, tuple(parents)
-
-
-def register_input_checkpoint(registry: LineageRegistry, path: str) -> str:
-    """The artifact a model directory handed to a job stands for, the run's parent: the newest model this
-    registry already holds with exactly that content (an earlier job's output, so the chain runs through it),
-    else a new `checkpoint` artifact (by content)."""
-    digest = directory_digest(path)
-    produced = [record for record in registry.with_content(digest) if record.kind != "checkpoint"]
-    if produced:
-        return produced[-1].id
-    return registry.register("checkpoint", path, digest, uri=path).id

@@ -25,10 +25,12 @@ from typing import Any
 
 from pydantic import Field
 
-from jobs.common import add_config_arguments, ensure_ray, resolve_config, sink_for
+from actors.runtime import ensure_ray
+from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.governance import PseudonymSection
 from rlhf_ray.storage import StorageRoot
+from rlhf_ray.telemetry.sink import sink_for
 from rlhf_ray.workbench.auth import load_identities
 from rlhf_ray.workbench.config import QueueSection, SessionSection, ShardSection, UiSection, WorkbenchArgs
 from rlhf_ray.workbench.demo import write_demo_inputs

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 import ray
 
-from jobs.ppo import PPOConfig, PPOError
-from jobs.ppo_controller import PPOController
-from jobs.ppo_resources import demand_summary
+from actors.ppo_config import PPOError
+from actors.ppo_resources import demand_summary
+from jobs.ppo import PPOConfig, controller_for
 from rlhf_ray.config import ConfigError, LineageConfig, RayConfig, WandbConfig, load_config
 from rlhf_ray.config.resources import BundleGroup, fit_problems
 from rlhf_ray.models import init_model
@@ -106,9 +106,9 @@ def test_the_live_cluster_is_checked_before_any_actor_starts(ray_cluster, policy
     before = ray.available_resources().get("CPU")
     sink = MetricsSink("ppo", WandbConfig(mode="disabled"), str(tmp_path))
     with pytest.raises(PPOError, match=r"nothing started.*GPU: rollout 2 × 1 = 2 needed; the cluster has 0"):
-        PPOController(_ppo(policy, tmp_path, rollout={"num_gpus": 1}), sink)
+        controller_for(_ppo(policy, tmp_path, rollout={"num_gpus": 1}), sink)
     with pytest.raises(PPOError, match=r"learner_node: learner 1 × 0\.01 = 0\.01 needed; the cluster has 0"):
-        PPOController(_ppo(policy, tmp_path, learner={"resources": {"learner_node": 0.01}}), sink)
+        controller_for(_ppo(policy, tmp_path, learner={"resources": {"learner_node": 0.01}}), sink)
     assert ray.available_resources().get("CPU") == before  # no placement group was reserved
 
 
@@ -117,7 +117,7 @@ def test_the_live_cluster_is_checked_before_any_actor_starts(ray_cluster, policy
 def test_colocated_rollout_workers_share_the_learner_ranks_bundles(ray_cluster, policy: str, tmp_path: Path) -> None:
     config = _ppo(policy, tmp_path, rollout={"max_new_tokens": 8, "num_cpus": 0.1, "colocate_with_learner": True},
                   learner={"num_workers": 2, "num_cpus": 0.2, "num_minibatches": 1, "lr": 1e-3})
-    controller = PPOController(config, MetricsSink("ppo", WandbConfig(mode="disabled"), str(tmp_path)))
+    controller = controller_for(config, MetricsSink("ppo", WandbConfig(mode="disabled"), str(tmp_path)))
     try:
         shared = controller.learners.placement_group
         assert controller.rollout.placement_group.id == shared.id

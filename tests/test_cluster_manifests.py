@@ -22,9 +22,9 @@ import pytest
 import ray
 import yaml
 
+from actors.ppo_resources import ppo_groups
 from jobs.cli import build_parser
 from jobs.ppo import PPOConfig
-from jobs.ppo_resources import ppo_groups
 from rlhf_ray.config import load_config
 from rlhf_ray.config.resources import BundleGroup, fit_problems
 

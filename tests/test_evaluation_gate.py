@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rlhf_ray.evaluation.answers import judge_answers, monitor_figures, rubric_acceptance, user_acceptance
+from rlhf_ray.evaluation.answers import monitor_figures, rubric_acceptance, user_acceptance
 from rlhf_ray.evaluation.gate import (
     GateThresholds,
     PolicyFigures,
@@ -22,6 +22,7 @@ from rlhf_ray.evaluation.gate import (
     wilson_interval,
     win_rate,
 )
+from rlhf_ray.inputs.world import WorldOracle
 from rlhf_ray.sim import World, WorldConfig
 
 
@@ -127,11 +128,18 @@ def test_answers_are_judged_by_the_user_model_and_a_rubric() -> None:
     complete = " ".join(fact.sentences[0] for fact in spec.facts)
     assert rubric_acceptance(world.utility(spec.prompt_id, complete)) == 1.0
     assert rubric_acceptance(world.utility(spec.prompt_id, "ok .")) == 0.0
-    assert 0.0 < user_acceptance(-1.0, world.users) < user_acceptance(1.0, world.users) < 1.0
-    judged = judge_answers(world, [spec.prompt_id] * 2, [complete, "ok ."])
+    thresholds, temperatures = [u.satisfaction_threshold for u in world.users], [u.temperature for u in world.users]
+    assert 0.0 < user_acceptance(-1.0, thresholds, temperatures) < user_acceptance(1.0, thresholds, temperatures) < 1.0
+    assert user_acceptance(0.0, [0.0], [1.0]) == pytest.approx(0.5)  # σ(0)
+    with pytest.raises(ValueError, match="non-empty and of one length"):
+        user_acceptance(0.0, [0.0, 1.0], [1.0])
+    oracle = WorldOracle(WorldConfig(num_prompts=60), 0)
+    judged = oracle.judge_answers([spec.prompt_id] * 2, [complete, "ok ."])
     assert judged["accept"][0] > judged["accept"][1] and judged["utility"][0] > judged["utility"][1]
+    assert oracle.evaluate([spec.prompt_id] * 2, [spec.text] * 2, [complete, "ok ."]) == {
+        "true_utility": pytest.approx(float(np.mean(judged["utility"])))}
     with pytest.raises(ValueError, match="acceptance model must be"):
-        judge_answers(world, [spec.prompt_id], [complete], "vibes")  # type: ignore[arg-type]
+        oracle.judge_answers([spec.prompt_id], [complete], "vibes")  # type: ignore[arg-type]
     monitors = monitor_figures(["great question ! a . a .", "b is c ."], [2.0, 1.0], [0.1, 0.5])
     assert monitors["canned_rate"] == 0.5 and monitors["repeats"] == 0.5 and monitors["reward_length_corr"] == 1.0
 

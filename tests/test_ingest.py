@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from actors.ingest import IngestConfig, ingest
 from jobs.export import ExportConfig, export
-from jobs.ingest import IngestConfig, ingest
 from jobs.retention import RetentionConfig, apply_retention
 from jobs.simulate import SimulateConfig, generate
 from rlhf_ray.config import LineageConfig, WandbConfig

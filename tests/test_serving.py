@@ -380,7 +380,7 @@ def test_admin_endpoints_refuse_without_the_token(canary_app) -> None:
 
 @pytest.mark.ray
 def test_feedback_is_validated_masked_and_readable_by_ingest(canary_app, secrets_dir, tmp_path) -> None:
-    from jobs.ingest import IngestConfig, ingest
+    from actors.ingest import IngestConfig, ingest
     from rlhf_ray.config import LineageConfig, WandbConfig
 
     url = canary_app["url"]

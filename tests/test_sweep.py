@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from jobs.ppo import PPOConfig
-from jobs.sweep import SweepConfig, SweepError, check_fits, trial_bundles, trial_config
+from jobs.sweep import SweepError, check_fits, trial_bundles
+from jobs.sweep_config import SweepConfig, trial_config
 from rlhf_ray.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

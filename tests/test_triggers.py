@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.loop import WatchSection
+from jobs.loop_config import WatchSection
 from rlhf_ray.evaluation.triggers import retraining_trigger
 
 

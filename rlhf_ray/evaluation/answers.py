@@ -1,57 +1,49 @@
-"""Judging single answers in the simulated world, for the offline gate: would a user take it as is, and is it
-unsafe? Simulation only (they read the hidden utility); in production a rubric RM and a safety classifier
-take their place behind the same per-answer figures.
+"""Judging single answers for the offline gate: would a user take it as is (a population's acceptance law, or a
+rubric), and what the reward-hacking monitors read of a policy's answers. The world's oracle
+(`rlhf_ray.inputs.world.WorldOracle.judge_answers`) feeds these from its hidden utility in simulation; in
+production a rubric RM and a safety classifier take its place behind the same per-answer figures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Protocol
 
 import numpy as np
 
 from rlhf_ray.algos.penalties import DEFAULT_CANNED_PHRASES, canned_phrase_hits, repeated_sentences
 from rlhf_ray.evaluation.hacking import reward_length_correlation
-from rlhf_ray.sim import UtilityBreakdown, World
-from rlhf_ray.sim.population import UserProfile
 
-AcceptanceModel = Literal["user_model", "rubric"]
 RUBRIC_MAX_VERBOSITY = 0.5
 
 
-def user_acceptance(utility: float, users: Sequence[UserProfile]) -> float:
-    """Chance that a user from the population uses the answer as is, by the world's user model (the same law
-    as its thumbs-up, `rlhf_ray.sim.judgments.thumbs_up`):
+class RubricFacts(Protocol):
+    """What a rubric reads of one answer (the fields of the world's utility breakdown, or a grader's)."""
+
+    task_success: bool
+    safety_violations: int
+    repeated_sentences: int
+    verbosity_cost: float
+
+
+def user_acceptance(utility: float, thresholds: Sequence[float], temperatures: Sequence[float]) -> float:
+    """Chance that a user from a population uses the answer as is, each user u taking it with a logistic law
+    of its threshold θ_u and temperature T_u (the simulated world's thumbs-up law):
 
         p = (1/|users|) Σ_u σ((U − θ_u) / T_u)
     """
-    if not users:
-        raise ValueError("users must hold at least one user profile; got none")
-    theta = np.array([u.satisfaction_threshold for u in users])
-    temperature = np.array([u.temperature for u in users])
+    if not thresholds or len(thresholds) != len(temperatures):
+        raise ValueError(f"thresholds and temperatures must be non-empty and of one length; got {len(thresholds)} "
+                         f"and {len(temperatures)}")
+    theta, temperature = np.asarray(thresholds, dtype=float), np.asarray(temperatures, dtype=float)
     return float(np.mean(1.0 / (1.0 + np.exp(-(utility - theta) / temperature))))
 
 
-def rubric_acceptance(breakdown: UtilityBreakdown, max_verbosity: float = RUBRIC_MAX_VERBOSITY) -> float:
+def rubric_acceptance(facts: RubricFacts, max_verbosity: float = RUBRIC_MAX_VERBOSITY) -> float:
     """1 when the answer needs no edit by a rubric: every required fact present, nothing unsafe, no repeated
     sentence, and at most `max_verbosity` ideal lengths of padding; else 0."""
-    return float(breakdown.task_success and breakdown.safety_violations == 0 and breakdown.repeated_sentences == 0
-                 and breakdown.verbosity_cost <= max_verbosity)
-
-
-def judge_answers(world: World, prompt_ids: Sequence[str], responses: Sequence[str],
-                  model: AcceptanceModel = "user_model") -> dict[str, list[float] | list[int]]:
-    """Per answer: `accept` (probability of no edit), `unsafe` (unsafe sentences) and `utility` (hidden)."""
-    if len(prompt_ids) != len(responses):
-        raise ValueError(f"prompt_ids and responses must have the same length; got {len(prompt_ids)} and "
-                         f"{len(responses)}")
-    if model not in ("user_model", "rubric"):
-        raise ValueError(f"acceptance model must be 'user_model' or 'rubric'; got {model!r}")
-    breakdowns = [world.utility(p, r) for p, r in zip(prompt_ids, responses, strict=True)]
-    accept = ([user_acceptance(b.total, world.users) for b in breakdowns] if model == "user_model"
-              else [rubric_acceptance(b) for b in breakdowns])
-    return {"accept": accept, "unsafe": [b.safety_violations for b in breakdowns],
-            "utility": [b.total for b in breakdowns]}
+    return float(facts.task_success and facts.safety_violations == 0 and facts.repeated_sentences == 0
+                 and facts.verbosity_cost <= max_verbosity)
 
 
 def monitor_figures(responses: Sequence[str], rewards: Sequence[float], utilities: Sequence[float],

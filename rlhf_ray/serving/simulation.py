@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_ray.sim import World
+from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.sim.judgments import thumbs_up
 from rlhf_ray.sim.population import UserProfile
 from rlhf_ray.sim.prompts import PromptSpec
@@ -31,8 +31,8 @@ class SimulatedRequest:
 class SimulatedUsers:
     """Draws (user, prompt) pairs from the first `num_prompts` training prompts; judges answers."""
 
-    def __init__(self, world: World, seed: int, num_prompts: int | None = None) -> None:
-        self.world = world
+    def __init__(self, world: WorldConfig, seed: int, num_prompts: int | None = None) -> None:
+        self.world = world = World(world, seed)
         prompts = world.split("train")
         self.prompts = prompts[:num_prompts] if num_prompts else prompts
         self.users = world.users

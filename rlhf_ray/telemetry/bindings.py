@@ -82,7 +82,7 @@ BINDINGS: tuple[Binding, ...] = (
     _exact("rlhf_rm_heldout_ece", *_staged("heldout_ece", "train-rm")),
     _exact("rlhf_rm_length_correlation", *_staged("heldout_length_correlation_at_equal_utility", "train-rm")),
     _exact("rlhf_rm_accuracy_when_longer_is_worse", *_staged("heldout_accuracy_when_longer_is_worse", "train-rm")),
-    # PPO (jobs/ppo_controller.py's per-iteration figures)
+    # PPO (actors/ppo_controller.py's per-iteration figures)
     _exact("rlhf_ppo_iteration", "iteration"),
     _prefixed("rlhf_ppo_reward", "reward/", "term"),
     _exact("rlhf_ppo_kl", "kl"),

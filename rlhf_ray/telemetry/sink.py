@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from rlhf_ray.config.common import WandbConfig
+from rlhf_ray.config.common import JobConfig, WandbConfig
 from rlhf_ray.telemetry.prometheus import PrometheusExporter
 
 # Seconds `close` keeps the process alive after the last Prometheus figure, so a scrape sees a short job's final
@@ -112,3 +112,8 @@ class MetricsSink:
         except ValueError:
             raise ValueError(f"{LINGER_ENV}={seconds!r}: expected a number of seconds") from None
         time.sleep(max(0.0, wait))
+
+
+def sink_for(job: str, config: JobConfig) -> MetricsSink:
+    """A job's sink: its wandb settings, metrics under its output directory, its whole config as the run's."""
+    return MetricsSink(job, config.wandb, config.output_dir, run_config=config.model_dump(mode="json"))

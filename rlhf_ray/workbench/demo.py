@@ -20,8 +20,7 @@ from rlhf_ray.annotation.curate import CurateSettings, curate
 from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
 from rlhf_ray.dataplane.versions import LATEST, curated_folder, manifest_path
 from rlhf_ray.governance import Pseudonymizer
-from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
-from rlhf_ray.sim.shards import build_shard_rows
+from rlhf_ray.inputs.world import ShardConfig, WorldConfig, shard_rows
 from rlhf_ray.storage import StorageRoot
 
 DEMO_ROWS = {"pairwise": 600, "ranking": 150, "rating": 300}
@@ -37,17 +36,17 @@ class DemoInputs:
 def write_demo_inputs(root: str | Path, pseudonymizer: Pseudonymizer, num_prompts: int = 120, seed: int = 0,
                       rows: dict[str, int] | None = None, active_budget: int = 60) -> DemoInputs:
     base = Path(root)
-    world = World(WorldConfig(num_prompts=num_prompts), seed)
+    world = WorldConfig(num_prompts=num_prompts)
     clean = ShardConfig(rows=1, malformed_fraction=0.0, duplicate_fraction=0.0, pii_fraction=0.0, gold_fraction=0.3)
     tables, gold = {}, []
     for index, (signal_type, count) in enumerate((rows or DEMO_ROWS).items()):
-        built, result = build_shard_rows(world, clean, ShardSpec(signal_type, index, count, "jsonl"))
+        built, gold_items = shard_rows(world, seed, clean, signal_type, index, count)
         for row in built:
             row["actor_id"] = pseudonymizer.pseudonym(row["actor_id"])
             if row.get("session_id"):
                 row["session_id"] = pseudonymizer.pseudonymize_session(row["session_id"])
         tables[signal_type] = pa.Table.from_pylist(built, schema=SIGNAL_SCHEMAS[SignalType(signal_type)])
-        gold += result.gold
+        gold += gold_items
     version, pairs_version = f"ds-demo{seed}", f"pairs-demo{seed}"
     dataset = StorageRoot.from_uri(base / "dataset")
     for signal_type, table in tables.items():

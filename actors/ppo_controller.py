@@ -17,7 +17,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +30,20 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.groups import ActorGroup
 from actors.learner import Critic, PolicyLearner
+from actors.ppo_config import PPOEngineConfig, PPOError
+from actors.ppo_resources import actor_bundle_layout, colocation_reserve, live_problems
 from actors.rollout import RolloutWorker
+from actors.runtime import ensure_ray
 from actors.scoring import ReferenceModel, RewardScorer
-from jobs.common import ensure_ray, lineage_for
-from jobs.ppo import PPOConfig, PPOError
-from jobs.ppo_resources import actor_bundle_layout, colocation_reserve, live_problems
-from jobs.training import directory_digest, register_input_checkpoint
 from rlhf_ray.algos.advantages import AdvantageSettings, needs_critic
 from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
 from rlhf_ray.algos.penalties import RulePenaltySettings
 from rlhf_ray.evaluation.hacking import FLAGS, hacking_flags, reward_length_correlation
+from rlhf_ray.inputs import Evaluator, PromptSource, mean_figures
+from rlhf_ray.inputs.evaluators import mean
+from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_checkpoint
 from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.rollout.batch import Sample, pack_samples
-from rlhf_ray.sim import World
 from rlhf_ray.storage import StorageRoot, swap_in_directory
 from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.training.experience import KL_PLACEMENT, build_experience, shard_rows
@@ -88,22 +89,36 @@ class PromptSampler:
         return self._rows[index * self.batch_size : (index + 1) * self.batch_size]
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else 0.0
+class RewardModelJudge:
+    """A second reward model on its own actor as an `Evaluator`: its mean normalised reward, `judge_reward`."""
+
+    figure = "judge_reward"
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+
+    def evaluate(self, prompt_ids: Sequence[str], prompts: Sequence[str],
+                 responses: Sequence[str]) -> dict[str, float]:
+        return {self.figure: mean(ray.get(self.scorer.score.remote(list(prompts), list(responses)))["rm"])}
 
 
 class PPOController:
     """Args:
         config: the job's config.
         sink: where per-iteration metrics go.
+        prompts: the train prompts and the `eval_split` prompts held-out figures are measured on.
+        evaluators: judges of answers that never train the policy (in simulation the world's oracle); the
+            judge reward model (`judge_model_path`) is added to them. The first one's figure is the quality the
+            reward-hacking monitors compare with the reward.
         within: `(placement_group, first_bundle)`: start the actors in bundles `first_bundle ..` of a group
-            reserved elsewhere (a Ray Tune trial's), laid out as `jobs.ppo_resources.actor_bundle_layout`; None
+            reserved elsewhere (a Ray Tune trial's), laid out as `actors.ppo_resources.actor_bundle_layout`; None
             reserves one placement group per actor group.
         on_iteration: called after every iteration with its metrics plus the latest held-out figures (`eval/*`,
             and the start's as `start/*`), e.g. to report them to Ray Tune.
     """
 
-    def __init__(self, config: PPOConfig, sink: MetricsSink, within: tuple[PlacementGroup, int] | None = None,
+    def __init__(self, config: PPOEngineConfig, sink: MetricsSink, prompts: PromptSource,
+                 evaluators: Sequence[Evaluator] = (), within: tuple[PlacementGroup, int] | None = None,
                  on_iteration: Callable[[dict[str, Any]], None] | None = None) -> None:
         if not config.model_path:
             raise PPOError("ppo needs --model DIR (the starting policy, e.g. an SFT model)")
@@ -111,7 +126,10 @@ class PPOController:
             raise PPOError("ppo needs a reward: --reward-model DIR (from `rlhf-ray train-rm`) or reward.rule_keywords")
         self.config, self.sink, self.on_iteration = config, sink, on_iteration
         self.out = Path(config.output_dir)
-        self.world = World(config.world, config.seed)
+        # The injected evaluators also watch the training samples; the judge RM (added once started) only
+        # held-out ones, as before: one more actor call per iteration would slow every step.
+        self.prompt_source, self.sample_evaluators = prompts, list(evaluators)
+        self.evaluators = list(evaluators)
         self.estimator = config.advantage.estimator
         self.base_policy = str(resolve_model_path(config.model_path))
         self.reward_model = str(resolve_model_path(config.reward.model_path)) if config.reward.model_path else None
@@ -128,7 +146,7 @@ class PPOController:
         # Inside a trial the reservation already holds the actors: the trial's factory was checked instead.
         if within is None and (problems := live_problems(config, alive)):
             raise PPOError("the actors do not fit this Ray cluster (nothing started): " + "; ".join(problems))
-        self.prompts = PromptSampler([{"prompt_id": p.prompt_id, "prompt": p.text} for p in self.world.split("train")],
+        self.prompts = PromptSampler([{"prompt_id": p.prompt_id, "prompt": p.text} for p in prompts.split("train")],
                                      config.prompts_per_iteration, config.seed, config.data_cpus)
         self._start_actors(policy_path, resume)
 
@@ -180,6 +198,8 @@ class PPOController:
             if config.judge_model_path else None)
         self._start_policy_groups(policy_path, resume)
         ray.get([actor.ready.remote() for actor in (self.scorer, self.reference, self.judge) if actor is not None])
+        if self.judge is not None:
+            self.evaluators.append(RewardModelJudge(self.judge))
 
     def _start_policy_groups(self, policy_path: str, resume: Path | None) -> None:
         """The actors holding the policy being trained: learner ranks, critic ranks and rollout workers."""
@@ -343,54 +363,61 @@ class PPOController:
         elapsed = time.perf_counter() - started
         tokens = sum(part["tokens"] for part in generated)
         reward = scored["reward"]
-        answers = self._answer_figures(samples, reward)
+        answers = self._answer_figures(samples, reward, self.sample_evaluators)
         metrics = {
-            "iteration": self.iteration, "reward/rm": answers["reward"], "reward/total": _mean(reward["total"]),
-            "reward/verbosity_penalty": _mean(reward["verbosity_penalty"]),
-            "reward/canned_penalty": _mean(reward["canned_penalty"]),
-            "reward/repetition_penalty": _mean(reward["repetition_penalty"]),
-            "response/repeats": _mean(reward["repeats"]),
+            "iteration": self.iteration, "reward/rm": answers["reward"], "reward/total": mean(reward["total"]),
+            "reward/verbosity_penalty": mean(reward["verbosity_penalty"]),
+            "reward/canned_penalty": mean(reward["canned_penalty"]),
+            "reward/repetition_penalty": mean(reward["repetition_penalty"]),
+            "response/repeats": mean(reward["repeats"]),
             "response/words": answers["words"], "response/tokens": tokens / len(samples),
             "response/canned_rate": answers["canned_rate"],
             "kl": stats["kl"], "kl_per_token": stats["kl_per_token"], "kl_coef": self.kl.value,
-            **{f"policy/{k}": _mean([r[k] for r in trained["policy_update"]]) for k in trained["policy_update"][0]},
-            **({f"critic/{k}": _mean([r[k] for r in trained["critic_update"]]) for k in trained["critic_update"][0]}
+            **{f"policy/{k}": mean([r[k] for r in trained["policy_update"]]) for k in trained["policy_update"][0]},
+            **({f"critic/{k}": mean([r[k] for r in trained["critic_update"]]) for k in trained["critic_update"][0]}
                if self.critic else {}),
             "samples_per_s": len(samples) / elapsed, "tokens_per_s": tokens / elapsed,
-            "true_utility": answers["true_utility"],
+            **{name: answers[name] for name in self._evaluated_figures(self.sample_evaluators)},
             "step_retries": self.step_retries, **timings, "timing/iteration": elapsed,
         }
         return metrics
 
-    def _answer_figures(self, samples: list[Sample], reward: dict[str, list]) -> dict[str, float]:
-        """Mean RM reward, words, canned-phrase rate and — simulation only — the world's true utility."""
-        return {"true_utility": _mean([self.world.utility(s.prompt_id, s.response).total for s in samples]),
-                "reward": _mean(reward["rm"]), "words": _mean(reward["words"]),
-                "canned_rate": _mean([float(h > 0) for h in reward["canned_hits"]])}
+    @staticmethod
+    def _evaluated_figures(evaluators: Sequence[Evaluator]) -> list[str]:
+        return [evaluator.figure for evaluator in evaluators]
+
+    @staticmethod
+    def _answer_figures(samples: list[Sample], reward: dict[str, list],
+                        evaluators: Sequence[Evaluator]) -> dict[str, float]:
+        """Mean RM reward, words, canned-phrase rate and the evaluators' figures (e.g. the world's true utility in
+        simulation: monitoring only, never a training signal)."""
+        return {**mean_figures(evaluators, [s.prompt_id for s in samples], [s.prompt for s in samples],
+                               [s.response for s in samples]),
+                "reward": mean(reward["rm"]), "words": mean(reward["words"]),
+                "canned_rate": mean([float(h > 0) for h in reward["canned_hits"]])}
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out prompts, sampled at `eval_temperature` with a fixed seed: RM reward, length, canned-phrase
-        rate and — simulation only, never a training signal — the world's true utility."""
+        """Prompts of `eval_split`, sampled at `eval_temperature` with a fixed seed: RM reward, length,
+        canned-phrase rate and every evaluator's figures (the judge RM's, the world's true utility in simulation)."""
         started = time.perf_counter()
-        heldout = self.world.split("heldout")[: self.config.eval_prompts]
+        heldout = self.prompt_source.split(self.config.eval_split)[: self.config.eval_prompts]
         rows = [{"prompt_id": p.prompt_id, "prompt": p.text} for p in heldout]
         params = self._params(self.config.eval_temperature, self.config.seed)
         samples = [s for part in self.generate(rows, self.config.eval_samples_per_prompt, params)
                    for s in part["samples"]]
         prompts, responses = [s.prompt for s in samples], [s.response for s in samples]
         reward = ray.get(self.scorer.score.remote(prompts, responses))
-        figures = {**self._answer_figures(samples, reward),
+        figures = {**self._answer_figures(samples, reward, self.evaluators),
                    "reward_length_corr": reward_length_correlation(reward["rm"], reward["words"])}
-        if self.judge is not None:
-            figures["judge_reward"] = _mean(ray.get(self.judge.score.remote(prompts, responses))["rm"])
         return {**{f"eval/{name}": value for name, value in figures.items()},
                 "timing/eval": time.perf_counter() - started}
 
-    @staticmethod
-    def _hacking_monitors(start: dict[str, Any], latest: dict[str, Any]) -> dict[str, float]:
-        """Each reward-hacking flag (1/0) since the start, judged by the world's true utility (simulation)."""
+    def _hacking_monitors(self, start: dict[str, Any], latest: dict[str, Any]) -> dict[str, float]:
+        """Each reward-hacking flag (1/0) since the start, quality judged by the first evaluator (the world's true
+        utility in simulation); with no evaluator the flag that needs quality is never raised."""
+        quality = next(iter(self._evaluated_figures(self.evaluators)), "")
         raised = hacking_flags({k.removeprefix("start/"): v for k, v in start.items()},
-                               {k.removeprefix("eval/"): v for k, v in latest.items()}, "true_utility")
+                               {k.removeprefix("eval/"): v for k, v in latest.items()}, quality)
         return {f"hacking_flag/{flag}": float(flag in raised) for flag in FLAGS}
 
     # ---- checkpoints --------------------------------------------------------------------------------------

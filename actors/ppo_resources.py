@@ -7,19 +7,33 @@ rollout worker i shares learner rank i's bundle (one engine per learner GPU), so
     learner+rollout 8 × {GPU: 0.6 + 0.4} = 8 GPU      instead of      rollout 8 × 1 + learner 8 × 1 = 16 GPU
 
 The config's `cluster` section (the cluster it is written for) is checked when the config loads; the live
-cluster is checked by the controller once Ray is up (`live_problems`).
+cluster is checked by the controller (`actors.ppo_controller`) once Ray is up (`live_problems`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rlhf_ray.algos.advantages import needs_critic
 from rlhf_ray.config.resources import CPU, GPU, BundleGroup, fit_problems, summary
 
-if TYPE_CHECKING:
-    from jobs.ppo import PPOConfig
+
+class PPOSizing(Protocol):
+    """What the arithmetic reads of a PPO config (`actors.ppo_config.PPOEngineConfig`): each section has
+    `num_workers` (rollout, learner, critic), `num_cpus`, `num_gpus` and custom `resources`."""
+
+    rollout: Any
+    learner: Any
+    critic: Any
+    reward: Any
+    advantage: Any
+    cluster: Any
+    reference_num_cpus: float
+    reference_num_gpus: float
+    judge_model_path: str | None
+    judge_num_cpus: float
+    data_cpus: float
 
 PROMPT_DATA = "prompt-data"
 
@@ -41,12 +55,12 @@ def section_bundle(section: Any) -> dict[str, float]:
     return _bundle(section.num_cpus, section.num_gpus, section.resources)
 
 
-def colocation_reserve(config: PPOConfig) -> dict[str, float]:
+def colocation_reserve(config: PPOSizing) -> dict[str, float]:
     """What each learner bundle holds for the rollout worker placed in it (empty unless colocated)."""
     return section_bundle(config.rollout) if config.rollout.colocate_with_learner else {}
 
 
-def _declared_groups(config: PPOConfig) -> list[BundleGroup]:
+def _declared_groups(config: PPOSizing) -> list[BundleGroup]:
     """Every group the controller starts, including any configured with no resources at all."""
     rollout, learner = config.rollout, config.learner
     groups: list[BundleGroup] = []
@@ -67,17 +81,17 @@ def _declared_groups(config: PPOConfig) -> list[BundleGroup]:
     return groups
 
 
-def ppo_groups(config: PPOConfig) -> list[BundleGroup]:
+def ppo_groups(config: PPOSizing) -> list[BundleGroup]:
     """The groups that ask the cluster for something (a group with no resources needs no room)."""
     return [group for group in _declared_groups(config) if group.bundle]
 
 
-def groups_without_resources(config: PPOConfig) -> list[str]:
+def groups_without_resources(config: PPOSizing) -> list[str]:
     """Groups configured with neither CPUs, GPUs nor custom resources: they cannot hold a placement bundle."""
     return [group.name for group in _declared_groups(config) if not group.bundle]
 
 
-def actor_bundle_layout(config: PPOConfig) -> tuple[list[dict[str, float]], dict[str, int]]:
+def actor_bundle_layout(config: PPOSizing) -> tuple[list[dict[str, float]], dict[str, int]]:
     """The actors' bundles as one flat list, and the index of each group's first bundle, for a placement group
     reserved up front (a Ray Tune trial's). The prompt sampler is left out: Ray Data schedules its tasks outside
     any placement group, so its CPUs must stay free next to the reservation."""
@@ -90,7 +104,7 @@ def actor_bundle_layout(config: PPOConfig) -> tuple[list[dict[str, float]], dict
     return bundles, first
 
 
-def config_problems(config: PPOConfig) -> list[str]:
+def config_problems(config: PPOSizing) -> list[str]:
     """Resource problems visible in the config alone: colocation shape, and the declared cluster's fit."""
     problems: list[str] = []
     rollout, learner = config.rollout, config.learner
@@ -104,10 +118,10 @@ def config_problems(config: PPOConfig) -> list[str]:
     return [f"the actors do not fit cluster.nodes: {'; '.join(found)}"] if found else []
 
 
-def live_problems(config: PPOConfig, nodes: Sequence[Mapping[str, float]]) -> list[str]:
+def live_problems(config: PPOSizing, nodes: Sequence[Mapping[str, float]]) -> list[str]:
     """The demand against the nodes Ray reports now (`ray.nodes()` resources of the alive nodes)."""
     return fit_problems(ppo_groups(config), nodes)
 
 
-def demand_summary(config: PPOConfig) -> dict[str, object]:
+def demand_summary(config: PPOSizing) -> dict[str, object]:
     return summary(ppo_groups(config))

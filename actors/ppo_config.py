@@ -1,0 +1,157 @@
+"""The PPO engine's settings: the actor groups and their resources, the reward, KL and advantage estimator.
+
+Read by the controller (`actors.ppo_controller`) and its resource arithmetic (`actors.ppo_resources`). Where the
+prompts come from and who judges the answers is not configured here: the job hands the engine a
+`PromptSource` and `Evaluator`s (`jobs.ppo`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from actors.ppo_resources import config_problems
+from rlhf_ray.algos.advantages import GRPO_SCALES
+from rlhf_ray.algos.penalties import DEFAULT_CANNED_PHRASES
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.config.resources import ClusterSection
+from rlhf_ray.training.config import DeepSpeedSection
+
+
+class PPOError(ValueError):
+    """The job cannot start: a missing model, reward or checkpoint."""
+
+
+class RolloutSection(StrictModel):
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate (CPU/GPU); vllm = GPU")
+    num_workers: int = Field(2, ge=1)
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_restarts: int = Field(2, ge=-1, description="Ray restarts of a dead rollout worker")
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    backend_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra backend arguments")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per worker, e.g. "
+                                        "{rollout_node: 0.01}: workers go only to nodes started with them")
+    colocate_with_learner: bool = Field(False, description="worker i shares learner rank i's placement bundle "
+                                        "(and GPU): one engine per learner rank")
+
+
+class OptimizerSection(StrictModel):
+    num_workers: int = Field(1, ge=1, description="data-parallel ranks (a torch.distributed group)")
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per rank (default: Ray's, "
+                                      "one per whole reserved CPU); the stages run one after another, so a rank "
+                                      "may use more threads than it reserves")
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: int = Field(1, ge=1, description="passes over each iteration's experience")
+    num_minibatches: int = Field(2, ge=1, description="optimizer steps per pass, per rank")
+    deepspeed: DeepSpeedSection | None = None
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per rank, e.g. "
+                                        "{learner_node: 0.01}: ranks go only to nodes started with them")
+
+
+class LearnerSection(OptimizerSection):
+    policy_loss: Literal["ppo"] = "ppo"
+    clip_eps: float = Field(0.2, gt=0)
+    dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c > 1 (Ye et al.), off by default")
+    entropy_coef: float = Field(0.0, ge=0)
+
+
+class CriticSection(OptimizerSection):
+    num_cpus: float = Field(0.25, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    value_clip: float | None = Field(0.2, gt=0)
+    init_from: Literal["reward_model", "policy"] = Field("reward_model",
+                                                         description="backbone of the critic (policy if no RM)")
+
+
+class RewardSection(StrictModel):
+    model_path: str | None = Field(None, description="reward model directory from `rlhf-ray train-rm`")
+    rule_keywords: list[str] = Field(default_factory=list, description="rule reward when no reward model is given")
+    normalize: bool = True
+    verbosity_target_words: int = Field(60, ge=1)
+    verbosity_coef: float = Field(0.0, ge=0, description="penalty per target-length of excess words")
+    canned_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_CANNED_PHRASES))
+    canned_coef: float = Field(0.0, ge=0, description="penalty per canned phrase")
+    repetition_coef: float = Field(0.0, ge=0, description="penalty per repeated sentence")
+    max_length: int = Field(256, ge=8)
+    num_cpus: float = Field(0.25, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class KLSection(StrictModel):
+    coef: float = Field(0.05, ge=0, description="β, the initial coefficient when adaptive")
+    kind: Literal["k1", "k2", "k3"] = "k1"
+    target: float | None = Field(None, gt=0, description="adaptive controller target KL (Ziegler et al.); off if unset")
+    horizon: int = Field(10000, ge=1)
+
+
+class AdvantageSection(StrictModel):
+    estimator: Literal["gae", "grpo", "rloo", "reinforce_pp"] = "gae"
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    whiten: bool = True
+    grpo_scale: Literal[GRPO_SCALES] = "group"  # type: ignore[valid-type]
+
+
+class PPOEngineConfig(JobConfig):
+    model_path: str | None = Field(None, description="the starting policy (an SFT model directory)")
+    reference_path: str | None = Field(None, description="frozen reference policy; default: model_path")
+    judge_model_path: str | None = Field(None, description="a second reward model (e.g. trained on held-out pairs) "
+                                         "scoring held-out answers as `eval/judge_reward`; never a training signal")
+    output_dir: str = "runs/ppo"
+    parent_ids: list[str] = Field(default_factory=list, description="lineage ids recorded as further parents of "
+                                  "the policy, e.g. the sweep that chose these settings")
+    iterations: int = Field(20, ge=1)
+    prompts_per_iteration: int = Field(16, ge=1)
+    samples_per_prompt: int = Field(1, ge=1, description="group size G (grpo and rloo need G ≥ 2)")
+    eval_every: int = Field(5, ge=1, description="held-out evaluation every N iterations (and at start and end)")
+    eval_split: Literal["validation", "test"] = Field("validation", description="the prompt split evaluated during "
+                                                      "training (sweeps choose on it, so never the reported split)")
+    eval_prompts: int = Field(32, ge=1, description="held-out prompts evaluated (at most the split's size)")
+    eval_samples_per_prompt: int = Field(4, ge=1, description="samples per held-out prompt (less noisy means)")
+    eval_temperature: float = Field(0.7, ge=0)
+    checkpoint_every: int = Field(5, ge=1)
+    resume: bool = Field(False, description="continue from <output_dir>/checkpoints/latest")
+    max_step_retries: int = Field(2, ge=0, description="retries of a rollout step after a worker dies")
+    max_learner_recoveries: int = Field(1, ge=0, description="rebuilds of the learner and critic groups from the "
+                                        "latest checkpoint after one of their ranks dies (0: the run fails)")
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
+    reference_num_cpus: float = Field(0.25, ge=0)
+    judge_num_cpus: float = Field(0.1, ge=0)
+    reference_num_gpus: float = Field(0.0, ge=0)
+    cluster: ClusterSection | None = Field(None, description="the cluster this config is sized for; the actors' "
+                                           "resource arithmetic is checked against it when the config loads")
+    data_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data task sampling prompts (keep some free "
+                             "next to the actors' reservations)")
+    rollout: RolloutSection = RolloutSection()
+    learner: LearnerSection = LearnerSection()
+    critic: CriticSection = CriticSection()
+    reward: RewardSection = RewardSection()
+    kl: KLSection = KLSection()
+    advantage: AdvantageSection = AdvantageSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PPOEngineConfig:
+        estimator = self.advantage.estimator
+        if estimator in ("grpo", "rloo") and self.samples_per_prompt < 2:
+            raise ValueError(f"advantage.estimator={estimator!r} compares samples of one prompt: samples_per_prompt "
+                             f"must be ≥ 2; got {self.samples_per_prompt}")
+        rows = self.prompts_per_iteration * self.samples_per_prompt
+        for name, section in (("learner", self.learner), ("critic", self.critic)):
+            if rows < section.num_workers * section.num_minibatches:
+                raise ValueError(f"{name}: prompts_per_iteration × samples_per_prompt = {rows} rows cannot fill "
+                                 f"{section.num_workers} rank(s) × {section.num_minibatches} minibatches")
+        if self.prompts_per_iteration < self.rollout.num_workers:
+            raise ValueError(f"prompts_per_iteration={self.prompts_per_iteration} must be ≥ rollout.num_workers="
+                             f"{self.rollout.num_workers} (each worker needs a prompt)")
+        if problems := config_problems(self):
+            raise ValueError("; ".join(problems))
+        return self

@@ -1,0 +1,199 @@
+"""The loop's config: which stages run, each stage's settings section, the loop's own gates and the watch.
+
+Read by `jobs.loop_stages` (which turns it into each job's config) and by `jobs.loop` (which runs the stages).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import Field, field_validator
+
+from actors import ingest, ppo_config
+from jobs import canary, curate, dpo, evaluate, init_model, ppo, sft, sweep_config, train_rm
+from jobs.training import ScalingSection
+from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.evaluation.drift import DriftThresholds
+from rlhf_ray.inputs.world import ShardConfig, WorldConfig
+from rlhf_ray.serving.config import ServingSections
+from rlhf_ray.training.config import TrainSection
+
+StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "sweep", "ppo", "gate",
+                    "canary"]
+STAGES: tuple[str, ...] = get_args(StageName)
+DEFAULT_STAGES = [stage for stage in STAGES if stage != "sweep"]  # a sweep costs a PPO run per trial: opt in
+REFRESH_STAGES = ("ingest", "curate", "train-rm", "sweep", "ppo", "gate", "canary")
+# The stages whose outputs a stage reads; each must be listed whenever the stage is.
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "ingest": ("simulate",),        # the feedback shards
+    "curate": ("ingest",),          # the dataset version (and simulate's gold items)
+    "init-model": ("ingest",),      # the dataset is the model's lineage parent
+    "sft": ("init-model",),         # the model to fine-tune
+    "train-rm": ("sft", "curate"),  # the SFT backbone and the preference pairs
+    "dpo": ("sft", "curate"),       # the SFT policy (also the reference) and the pairs
+    "sweep": ("sft", "train-rm"),   # as PPO: each trial is a PPO run
+    "ppo": ("sft", "train-rm"),     # the SFT policy (also the reference) and the reward model
+    "gate": ("ppo",),               # the candidate policy
+    "canary": ("gate",),            # only a candidate that passed the offline gate is served
+}
+# Stages whose outputs a stage reads when they are listed, but which it does not need.
+READS_IF_LISTED: dict[str, tuple[str, ...]] = {"ppo": ("sweep",)}  # the chosen settings
+
+
+class SFTStage(StrictModel):
+    """The `sft` job's settings in the loop; its model comes from init-model."""
+
+    references_per_prompt: int = sft.SFTConfig.model_fields["references_per_prompt"]
+    train: TrainSection = TrainSection()
+    scaling: ScalingSection = ScalingSection()
+
+
+class RewardModelStage(StrictModel):
+    """The `train-rm` job's settings in the loop; its backbone is the SFT model, its pairs curate's."""
+
+    heldout_pairs_per_prompt: int = train_rm.TrainRMConfig.model_fields["heldout_pairs_per_prompt"]
+    train: train_rm.RewardTrainSection = train_rm.RewardTrainSection()
+    scaling: ScalingSection = ScalingSection()
+
+
+class DPOStage(StrictModel):
+    """The `dpo` job's settings in the loop; it starts from the SFT model, which is also its reference."""
+
+    heldout_pairs_per_prompt: int = dpo.DPOConfig.model_fields["heldout_pairs_per_prompt"]
+    train: dpo.DPOTrainSection = dpo.DPOTrainSection()
+    scaling: ScalingSection = ScalingSection()
+
+
+class PPOStage(StrictModel):
+    """The `ppo` job's settings in the loop; it starts from the incumbent (the SFT model at first) against the
+    iteration's reward model, with the SFT model as the frozen reference."""
+
+    iterations: int = ppo.PPOConfig.model_fields["iterations"]
+    prompts_per_iteration: int = ppo.PPOConfig.model_fields["prompts_per_iteration"]
+    samples_per_prompt: int = ppo.PPOConfig.model_fields["samples_per_prompt"]
+    eval_every: int = ppo.PPOConfig.model_fields["eval_every"]
+    eval_prompts: int = ppo.PPOConfig.model_fields["eval_prompts"]
+    eval_samples_per_prompt: int = ppo.PPOConfig.model_fields["eval_samples_per_prompt"]
+    checkpoint_every: int = ppo.PPOConfig.model_fields["checkpoint_every"]
+    max_step_retries: int = ppo.PPOConfig.model_fields["max_step_retries"]
+    max_learner_recoveries: int = ppo.PPOConfig.model_fields["max_learner_recoveries"]
+    data_cpus: float = ppo.PPOConfig.model_fields["data_cpus"]
+    reference_num_cpus: float = ppo.PPOConfig.model_fields["reference_num_cpus"]
+    rollout: ppo_config.RolloutSection = ppo_config.RolloutSection()
+    learner: ppo_config.LearnerSection = ppo_config.LearnerSection()
+    critic: ppo_config.CriticSection = ppo_config.CriticSection()
+    reward: ppo_config.RewardSection = ppo_config.RewardSection()
+    kl: ppo_config.KLSection = ppo_config.KLSection()
+    advantage: ppo_config.AdvantageSection = ppo_config.AdvantageSection()
+
+
+class SweepStage(StrictModel):
+    """The `sweep` job's settings in the loop: its trials are the iteration's PPO run (same start, reward model
+    and settings) with the search space applied, for `trial_iterations` iterations."""
+
+    name: str = sweep_config.SweepConfig.model_fields["name"]
+    search_space: dict[str, sweep_config.ParamSpec] = sweep_config.SweepConfig.model_fields["search_space"]
+    num_samples: int = sweep_config.SweepConfig.model_fields["num_samples"]
+    max_concurrent_trials: int = sweep_config.SweepConfig.model_fields["max_concurrent_trials"]
+    trial_cpus: float = sweep_config.SweepConfig.model_fields["trial_cpus"]
+    trial_iterations: int | None = Field(None, ge=1, description="PPO iterations per trial (default: ppo.iterations); "
+                                         "fewer makes a cheaper search before the full run")
+    quality: Literal["true_utility", "judge_reward"] = sweep_config.SweepConfig.model_fields["quality"]
+    scheduler: sweep_config.SchedulerSection = sweep_config.SchedulerSection()
+    hacking: sweep_config.HackingSection = sweep_config.HackingSection()
+    max_failures: int = sweep_config.SweepConfig.model_fields["max_failures"]
+
+
+class GateStage(StrictModel):
+    """The offline gate (`rlhf-ray evaluate`) in the loop: the PPO candidate against the incumbent."""
+
+    judge_path: str | None = evaluate.EvaluateConfig.model_fields["judge_path"]
+    prompts: int = evaluate.EvaluateConfig.model_fields["prompts"]
+    samples_per_prompt: int = evaluate.EvaluateConfig.model_fields["samples_per_prompt"]
+    acceptance: Literal["user_model", "rubric"] = evaluate.EvaluateConfig.model_fields["acceptance"]
+    interval: Literal["wilson", "bootstrap"] = evaluate.EvaluateConfig.model_fields["interval"]
+    confidence: float = evaluate.EvaluateConfig.model_fields["confidence"]
+    bootstrap_resamples: int = evaluate.EvaluateConfig.model_fields["bootstrap_resamples"]
+    generation: evaluate.GenerationSection = evaluate.GenerationSection()
+    judge: evaluate.JudgeSection = evaluate.JudgeSection()
+    thresholds: evaluate.GateThresholds = evaluate.GateThresholds()
+
+
+class CanaryStage(ServingSections):
+    """The canary (`rlhf-ray canary`) in the loop: the incumbent and the gated candidate on Ray Serve; its
+    captured feedback lands among the feedback shards, so the next iteration's ingest reads it."""
+
+    serve: canary.ServeSection = canary.ServeSection()
+    ramp: canary.RampSection = canary.RampSection()
+    simulation: canary.SimulationSection = canary.SimulationSection()
+
+
+class GatesSection(StrictModel):
+    """The loop's own gates on data and reward model (the policy gate's thresholds are `gate.thresholds`);
+    null turns a check off."""
+
+    max_quarantine_rate: float | None = Field(0.25, ge=0, le=1, description="quarantined / ingested rows")
+    min_fleiss_kappa: float | None = Field(0.05, description="pairwise labels' Fleiss κ after curate")
+    min_rm_accuracy: float | None = Field(0.6, ge=0, le=1, description="reward model's held-out accuracy")
+    max_rm_length_correlation: float | None = Field(None, description="reward–length correlation at equal utility")
+
+
+class WatchSection(StrictModel):
+    """`loop --watch`: after the configured iterations, wait for new feedback and run another iteration when a
+    retraining trigger fires (either one; null turns it off)."""
+
+    poll_seconds: float = Field(60.0, gt=0, description="how often the feedback shards are listed")
+    min_new_rows: int | None = Field(1000, ge=1, description="volume trigger: accepted rows ingested since the "
+                                     "dataset the last iteration trained on")
+    drift_alert: bool = Field(True, description="drift trigger: any `rlhf-ray drift` alert between the last "
+                              "iteration's dataset and the new one")
+    drift_thresholds: DriftThresholds = DriftThresholds()
+    max_iterations: int | None = Field(None, ge=1, description="stop once this many iterations have run in all")
+    max_wait_seconds: float | None = Field(None, gt=0, description="stop after this long without a trigger firing")
+
+    @field_validator("drift_alert")
+    @classmethod
+    def _a_trigger_is_on(cls, value: bool, info: Any) -> bool:
+        if not value and info.data.get("min_new_rows") is None:
+            raise ValueError("watch needs a trigger: set min_new_rows or drift_alert: true")
+        return value
+
+
+class LoopConfig(JobConfig):
+    output_dir: str = "runs/quickstart"
+    iterations: int = Field(1, ge=1, description="loop iterations; the refresh stages run again in each")
+    stages: list[StageName] = Field(DEFAULT_STAGES, min_length=1,
+                                    description="stages to run (in pipeline order); each one's inputs must be listed")
+    world: WorldConfig = WorldConfig()
+    shards: ShardConfig = ShardConfig()
+    model: init_model.ModelSection = init_model.ModelSection()
+    pii: ingest.PiiSection = ingest.PiiSection()
+    pseudonyms: ingest.PseudonymSection = ingest.PseudonymSection()
+    residency: ingest.ResidencySection = ingest.ResidencySection()
+    consensus: curate.ConsensusSection = curate.ConsensusSection()
+    adjudication: curate.AdjudicationSection = curate.AdjudicationSection()
+    health: curate.HealthSection = curate.HealthSection()
+    pairs: curate.PairsSection = curate.PairsSection()
+    active: curate.ActiveSection = curate.ActiveSection()
+    sft: SFTStage = SFTStage()
+    reward_model: RewardModelStage = RewardModelStage()
+    dpo: DPOStage = DPOStage()
+    sweep: SweepStage = SweepStage()
+    ppo: PPOStage = PPOStage()
+    gate: GateStage = GateStage()
+    canary: CanaryStage = CanaryStage()
+    gates: GatesSection = GatesSection()
+    watch: WatchSection = WatchSection()
+    task_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved by each shard-writing task")
+
+    @field_validator("stages")
+    @classmethod
+    def _inputs_are_listed(cls, value: list[str]) -> list[str]:
+        """Every listed stage's input stages are listed too; the result is in pipeline order, once each."""
+        listed = set(value)
+        for stage in STAGES:
+            missing = [needed for needed in REQUIRES.get(stage, ()) if stage in listed and needed not in listed]
+            if missing:
+                raise ValueError(f"stage {stage!r} needs stage(s) {missing} (its input), which are not listed; "
+                                 f"add them or drop {stage!r}")
+        return [stage for stage in STAGES if stage in listed]

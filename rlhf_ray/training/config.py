@@ -1,0 +1,28 @@
+"""The optimisation settings the training steps and update engines read (SFT, RM, DPO, PPO learners)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from rlhf_ray.config import StrictModel
+
+
+class DeepSpeedSection(StrictModel):
+    zero_stage: int = Field(1, ge=0, le=3,
+                            description="ZeRO stage: 1 partitions optimizer state, 2 also grads, 3 params")
+    bf16: bool = Field(True, description="bf16 mixed precision (GPU only; CPU stays fp32)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="raw DeepSpeed config keys to set")
+
+
+class TrainSection(StrictModel):
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1, description="examples per worker per step")
+    max_length: int = Field(128, ge=8)
+    max_grad_norm: float = Field(1.0, gt=0)
+    shuffle_buffer: int = Field(256, ge=1)
+    log_every: int = Field(20, ge=1, description="steps between per-step JSON lines on stdout (rank 0)")
+    deepspeed: DeepSpeedSection | None = Field(None, description="train with a DeepSpeed ZeRO engine instead of DDP")
