@@ -1,6 +1,11 @@
 """`rlhf-ray lineage ID`: what changed, why, and with what impact — an artifact's chain of parents, the events
 about it (gate verdicts, canary promotions and rollbacks), the deployments that served it, and, for a model,
-a sample of its training pairs traced to the source signal ids. `--verify` also checks the audit log."""
+a sample of its training pairs traced to the source signal ids.
+
+The audit log, with or without an ID: `--verify` checks its keyed hash chain (non-zero exit when it does not
+hold); `--anchor` verifies it and prints its head (`head_seq`, `head_hash`) to record elsewhere; `--verify
+--anchor HASH` later proves that nothing up to that head changed (a log rewritten, re-keyed or truncated below
+it fails)."""
 
 from __future__ import annotations
 
@@ -11,20 +16,26 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage import LineageError, LineageRegistry
+from rlhf_ray.lineage.log import check_anchor
 from rlhf_ray.lineage.registry import ArtifactRecord
 
 NAME = "lineage"
 HELP = "what changed, why, with what impact: an artifact's parents, gate and canary events, training-pair sources"
 PAIR_SAMPLE = 3
+PRINT_ANCHOR = "print"  # `--anchor` without a value: print the head to record, rather than check against one
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("artifact_id", help="artifact id or an unambiguous prefix of one")
+    parser.add_argument("artifact_id", nargs="?",
+                        help="artifact id or an unambiguous prefix of one (optional with --verify or --anchor)")
     parser.add_argument(
         "--root", default="runs/quickstart/lineage", help="lineage root: a directory or filesystem URI"
     )
-    parser.add_argument("--verify", action="store_true", help="also verify the hash chain of the event log")
+    parser.add_argument("--verify", action="store_true", help="also verify the keyed hash chain of the event log")
+    parser.add_argument("--anchor", nargs="?", const=PRINT_ANCHOR, metavar="HASH",
+                        help="alone: verify the log and print its head hash to record elsewhere; with HASH (a head "
+                             "printed earlier): verify that the log still holds it, unchanged up to it")
 
 
 def _events(registry: LineageRegistry, artifact_id: str) -> list[dict[str, Any]]:
@@ -56,13 +67,29 @@ def _pair_sources(ancestors: list[ArtifactRecord]) -> list[dict[str, Any]]:
     return table.slice(0, PAIR_SAMPLE).to_pylist()
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    registry = LineageRegistry(args.root)
-    record = registry.get(args.artifact_id)
+def _audit(registry: LineageRegistry, root: str, anchor: str | None) -> dict[str, Any]:
+    """Verify the log (against `anchor` when one is given): the figures, and the head to anchor when it holds."""
+    given = None if anchor in (None, PRINT_ANCHOR) else check_anchor(anchor)
+    report = registry.verify(anchor=given)
+    if anchor == PRINT_ANCHOR and report.ok and report.entries_checked == 0:
+        raise LineageError(f"nothing to anchor: the event log under {root!r} is empty")
+    figures: dict[str, Any] = {"log_ok": report.ok, "log_entries": report.entries_checked,
+                               "log_problem": report.problem, "key_id": report.key_id}
+    if given is not None:
+        figures.update(anchor=given, anchor_seq=report.anchor_seq)
+    if report.ok:
+        figures.update(head_seq=report.entries_checked - 1, head_hash=report.head_hash)
+    else:
+        print(f"rlhf-ray lineage: the audit log does not verify: {report.problem}", file=sys.stderr)
+    return figures
+
+
+def _artifact(registry: LineageRegistry, artifact_id: str) -> dict[str, Any]:
+    """The artifact's chain of parents (printed), its events, deployments and a sample of its training pairs."""
+    record = registry.get(artifact_id)
     print(registry.format_chain(record.id), file=sys.stderr)
     ancestors = registry.ancestors(record.id)
     summary: dict[str, Any] = {
-        "job": NAME,
         "artifact_id": record.id,
         "kind": record.kind,
         "metrics": record.metrics,
@@ -75,8 +102,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {entry['time']} {entry['event']}: " + ", ".join(f"{k}={v}" for k, v in entry.items()
                                                                 if k in ("verdict", "gate", "action", "reason")),
               file=sys.stderr)
-    if args.verify:
-        report = registry.verify()
-        summary.update(log_ok=report.ok, log_entries=report.entries_checked, log_problem=report.problem)
+    return summary
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    audit = args.verify or args.anchor is not None
+    if args.artifact_id is None and not audit:
+        raise LineageError("name an artifact id (or prefix), or pass --verify / --anchor to check the audit log")
+    registry = LineageRegistry(args.root)
+    summary: dict[str, Any] = {"job": NAME, "root": args.root}
+    if args.artifact_id is not None:
+        summary.update(_artifact(registry, args.artifact_id))
+    if audit:
+        summary.update(_audit(registry, args.root, args.anchor))
     print(json.dumps(summary, sort_keys=True, default=str))
     return summary

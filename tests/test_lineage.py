@@ -1,28 +1,47 @@
-"""Lineage registry: content-hashed ids, idempotent records, ancestry, and the tamper-evident event log."""
+"""Lineage registry: content-hashed ids, idempotent records, ancestry, and the keyed, anchored audit chain."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import shutil
+import stat
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from jobs.cli import main
 from rlhf_ray.lineage import (
+    AUDIT_KEY_ENV,
+    AUDIT_KEY_FILE_ENV,
     GENESIS_HASH,
+    SCHEME,
+    AuditKey,
     LineageError,
     LineageRegistry,
     artifact_id,
     canonical_json,
+    default_key_file,
+    load_audit_key,
 )
+from rlhf_ray.storage import StorageRoot
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+KEY = bytes.fromhex("a1" * 32)
+OTHER_KEY = bytes.fromhex("b2" * 32)
 
 
-def _registry(root: Path | str) -> LineageRegistry:
-    return LineageRegistry(str(root), clock=lambda: T0)
+@pytest.fixture(autouse=True)
+def _no_audit_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(AUDIT_KEY_ENV, raising=False)
+    monkeypatch.delenv(AUDIT_KEY_FILE_ENV, raising=False)
+
+
+def _registry(root: Path | str, key: bytes = KEY) -> LineageRegistry:
+    return LineageRegistry(str(root), clock=lambda: T0, key=key)
 
 
 def _entry_path(root: Path, seq: int) -> Path:
@@ -133,8 +152,10 @@ def test_events_chain_from_genesis_and_verify(tmp_path: Path) -> None:
     assert verdict.artifact_id == ids["ppo-1"] and verdict.time == T0.isoformat()
     assert [e.prev_hash for e in entries[1:]] == [e.hash for e in entries[:-1]]
     stored = json.loads(_entry_path(tmp_path, 5).read_text())
+    assert stored["scheme"] == SCHEME == "hmac-sha256" and stored["key_id"] == AuditKey(KEY, "test").key_id
     body = canonical_json({k: v for k, v in stored.items() if k != "hash"})
-    assert stored["hash"] == hashlib.sha256(stored["prev_hash"].encode() + body).hexdigest() == verdict.hash
+    mac = hmac.new(KEY, stored["prev_hash"].encode() + body, hashlib.sha256).hexdigest()
+    assert stored["hash"] == mac == verdict.hash
     assert [e.event for e in registry.events(ids["ppo-1"])] == ["register", "gate-verdict"]
     report = registry.verify()
     assert report.ok and report.entries_checked == 7 and report.head_hash == entries[-1].hash
@@ -187,13 +208,26 @@ def test_deleted_entry_is_detected(tmp_path: Path, chain: LineageRegistry) -> No
     assert seq == 2 and "entry 2 is missing" in problem
 
 
-def test_forged_hash_is_detected_by_the_next_entry(tmp_path: Path, chain: LineageRegistry) -> None:
-    path = _entry_path(tmp_path, 3)
-    entry = json.loads(path.read_text())
-    entry["payload"] = {"step": 99}
-    body = canonical_json({k: v for k, v in entry.items() if k != "hash"})
-    entry["hash"] = hashlib.sha256(entry["prev_hash"].encode() + body).hexdigest()
+def _forge(path: Path, key: bytes | None, **changes: object) -> dict[str, object]:
+    """Rewrite the entry at `path` with `changes` and recompute its hash: HMAC under `key`, or plain sha256."""
+    return _write_forged(path, key, {**json.loads(path.read_text()), **changes})
+
+
+def _write_forged(path: Path, key: bytes | None, entry: dict[str, object]) -> dict[str, object]:
+    data = str(entry["prev_hash"]).encode() + canonical_json({k: v for k, v in entry.items() if k != "hash"})
+    entry["hash"] = (hmac.new(key, data, hashlib.sha256) if key else hashlib.sha256(data)).hexdigest()
     path.write_bytes(canonical_json(entry))
+    return entry
+
+
+def test_forged_hash_without_the_key_is_detected_at_the_entry(tmp_path: Path, chain: LineageRegistry) -> None:
+    _forge(_entry_path(tmp_path, 3), None, payload={"step": 99})
+    seq, problem = _problem(chain)
+    assert seq == 3 and "does not match its content under the audit key" in problem
+
+
+def test_forged_hash_with_the_key_is_detected_by_the_next_entry(tmp_path: Path, chain: LineageRegistry) -> None:
+    _forge(_entry_path(tmp_path, 3), KEY, payload={"step": 99})
     seq, problem = _problem(chain)
     assert seq == 4 and "prev_hash does not match the hash of entry 3" in problem
 
@@ -215,6 +249,7 @@ def test_edited_record_is_detected(tmp_path: Path, chain: LineageRegistry) -> No
 
 
 def test_concurrent_writers_leave_one_gapless_chain(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "lineage"  # the default key file goes to the folder beside it
     base = LineageRegistry(str(tmp_path)).register("shards", "world", "d0")
     threads, per_thread = 4, 10
     barrier = threading.Barrier(threads)
@@ -265,3 +300,210 @@ def test_format_chain_shows_parents_names_ids_and_metrics(tmp_path: Path) -> Non
     assert lines[0].startswith(f"policy  ppo-1  {ids['ppo-1']}")
     assert "loss=1.235" in text and "accepted_rows=100" in text
     assert sum(ids["world-seed-0"] in line for line in lines) == 2 and "(see above)" in lines[-1]
+
+
+# -- the audit key -------------------------------------------------------------------------------------------------
+
+
+def test_default_key_file_is_created_beside_the_root_0600_and_never_logged(tmp_path: Path) -> None:
+    root = tmp_path / "run" / "lineage"
+    registry = LineageRegistry(str(root))
+    assert registry.verify().ok and not (tmp_path / "run" / "secrets").exists()  # verifying creates no key
+    registry.register("shards", "world", "d0")
+    key_file = tmp_path / "run" / "secrets" / "audit.key"
+    assert default_key_file(StorageRoot.from_uri(root)) == str(key_file)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) & 0o077 == 0
+    key = bytes.fromhex(key_file.read_text().strip())
+    (entry,) = registry.events()
+    assert entry.key_id == AuditKey(key, "test").key_id and len(entry.key_id) == 16
+    assert key.hex() not in _entry_path(root, 0).read_text() and key.hex() not in repr(AuditKey(key, "test"))
+    again = LineageRegistry(str(root))  # a later process reads the same key
+    again.record_event("note", None, {"n": 1})
+    assert again.verify().ok and again.verify().key_id == entry.key_id
+
+
+def test_key_from_env_or_named_file_and_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = StorageRoot.from_uri(tmp_path / "lineage")
+    monkeypatch.setenv(AUDIT_KEY_ENV, KEY.hex())
+    assert load_audit_key(root, create=True).key_id == AuditKey(KEY, "test").key_id
+    assert not (tmp_path / "secrets").exists()
+    monkeypatch.delenv(AUDIT_KEY_ENV)
+    monkeypatch.setenv(AUDIT_KEY_FILE_ENV, str(tmp_path / "absent.key"))
+    with pytest.raises(LineageError, match=f"{AUDIT_KEY_FILE_ENV} names .*absent.key.*does not exist"):
+        load_audit_key(root, create=True)
+    (tmp_path / "short.key").write_text("abcd\n")
+    monkeypatch.setenv(AUDIT_KEY_FILE_ENV, str(tmp_path / "short.key"))
+    with pytest.raises(LineageError, match="is 2 bytes; expected at least 16"):
+        load_audit_key(root, create=True)
+    monkeypatch.delenv(AUDIT_KEY_FILE_ENV)
+    with pytest.raises(LineageError, match=r"remote lineage root.*RLHF_RAY_AUDIT_KEY"):
+        load_audit_key(StorageRoot.from_uri("mock://nowhere/lineage"), create=True)
+
+
+def test_concurrent_first_writers_agree_on_one_key(tmp_path: Path) -> None:
+    root, threads = StorageRoot.from_uri(tmp_path / "lineage"), 6
+    barrier, ids = threading.Barrier(threads), []
+
+    def first_write() -> None:
+        barrier.wait()
+        ids.append(load_audit_key(root, create=True).key_id)
+
+    workers = [threading.Thread(target=first_write) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(ids) == threads and len(set(ids)) == 1
+    assert [p.name for p in (tmp_path / "secrets").iterdir()] == ["audit.key"]
+
+
+def _copied_without_key(tmp_path: Path) -> LineageRegistry:
+    """The log under `tmp_path`, copied where no key file is (`tmp_path` itself sits in pytest's shared folder)."""
+    root = tmp_path / "copy" / "lineage"
+    for folder in ("events", "artifacts"):
+        shutil.copytree(tmp_path / folder, root / folder)
+    return LineageRegistry(str(root))
+
+
+def test_verifying_with_the_wrong_key_or_none_says_so(tmp_path: Path, chain: LineageRegistry) -> None:
+    key_id = AuditKey(KEY, "test").key_id
+    seq, problem = _problem(_registry(tmp_path, OTHER_KEY))
+    assert seq == 0 and f"chained with audit key id {key_id!r}" in problem and "the wrong key" in problem
+    seq, problem = _problem(_copied_without_key(tmp_path))
+    assert seq == 0 and "no audit key" in problem and key_id in problem
+    with pytest.raises(LineageError, match=f"cannot append to .*events: entry 5 was chained with audit key id "
+                                           f"'{key_id}'"):
+        _registry(tmp_path, OTHER_KEY).record_event("note", None, {})
+
+
+# -- rewrites, anchors -----------------------------------------------------------------------------------------------
+
+
+def _rechain(root: Path, key: bytes | None, key_id: str | None = None, scheme: str | None = SCHEME) -> None:
+    """A wholesale rewrite: entry 2's payload changed and every hash recomputed from genesis, under `key` (plain
+    sha256 without one), claiming `key_id` (default: the key's own), with `scheme` (None: no scheme field)."""
+    prev_hash = GENESIS_HASH
+    for path in sorted((root / "events").glob("*.json")):
+        entry = json.loads(path.read_text())
+        entry.pop("scheme", None)
+        entry.pop("key_id", None)
+        if scheme is not None:
+            entry.update(scheme=scheme, key_id=key_id or (AuditKey(key, "x").key_id if key else None))
+        if entry["seq"] == 2:
+            entry["payload"] = {"step": 1000}
+        entry["prev_hash"] = prev_hash
+        prev_hash = _write_forged(path, key, entry)["hash"]
+
+
+def _anchor_then(tmp_path: Path, chain: LineageRegistry) -> str:
+    anchor = chain.verify().head_hash
+    chain.record_event("note", None, {"after": "anchor"})
+    report = chain.verify(anchor=anchor)
+    assert report.ok and report.anchor_seq == 5 and report.entries_checked == 7
+    return anchor
+
+
+@pytest.mark.parametrize("rewrite", ["other-key", "other-key-claiming-ours", "no-key", "no-key-legacy-format"])
+def test_a_wholesale_rewrite_without_the_key_fails(tmp_path: Path, chain: LineageRegistry, rewrite: str) -> None:
+    anchor = _anchor_then(tmp_path, chain)
+    if rewrite == "other-key":
+        _rechain(tmp_path, OTHER_KEY)
+        expected = "chained with audit key id"
+    elif rewrite == "other-key-claiming-ours":
+        _rechain(tmp_path, OTHER_KEY, key_id=AuditKey(KEY, "x").key_id)
+        expected = "does not match its content under the audit key"
+    else:
+        _rechain(tmp_path, None, scheme="sha256" if rewrite == "no-key" else None)
+        expected = "chained without a key"
+    assert chain.events()[2].payload == {"step": 1000}
+    for report in (chain.verify(), chain.verify(anchor=anchor)):
+        assert not report.ok and report.problem_seq == 0 and expected in (report.problem or "")
+
+
+def test_a_rewrite_with_the_key_passes_alone_but_fails_against_the_anchor(tmp_path: Path,
+                                                                         chain: LineageRegistry) -> None:
+    anchor = _anchor_then(tmp_path, chain)
+    _rechain(tmp_path, KEY)
+    assert chain.verify().ok  # whoever holds the key can re-chain: only the anchor recorded elsewhere shows it
+    report = chain.verify(anchor=anchor)
+    assert not report.ok and report.anchor_seq is None
+    assert f"anchor {anchor} is not in the chain (7 entries" in (report.problem or "")
+    assert "rewritten or truncated at or before the anchored entry" in (report.problem or "")
+
+
+@pytest.mark.parametrize("regrow", [False, True])
+def test_truncation_below_the_anchor_fails(tmp_path: Path, chain: LineageRegistry, regrow: bool) -> None:
+    anchor = _anchor_then(tmp_path, chain)
+    for seq in (6, 5):
+        _entry_path(tmp_path, seq).unlink()
+    if regrow:  # truncated, then as many entries appended again: same length, same key
+        chain.record_event("note", None, {"step": "replacement"})
+        chain.record_event("note", None, {"step": "replacement-2"})
+    assert chain.verify().ok
+    report = chain.verify(anchor=anchor)
+    assert not report.ok and "is not in the chain" in (report.problem or "")
+    truncated_above = _registry(tmp_path).verify(anchor=chain.events()[4].hash)
+    assert truncated_above.ok and truncated_above.anchor_seq == 4
+
+
+def test_an_edit_after_the_anchor_keeps_the_anchor_proof(tmp_path: Path, chain: LineageRegistry) -> None:
+    anchor = chain.events()[2].hash
+    _forge(_entry_path(tmp_path, 4), None, payload={"step": 99})
+    report = chain.verify(anchor=anchor)
+    assert not report.ok and report.problem_seq == 4 and report.anchor_seq == 2
+
+
+def test_anchor_must_be_a_head_hash(chain: LineageRegistry) -> None:
+    with pytest.raises(LineageError, match="anchor 'model-abc' is not a head hash; expected the 64 hex"):
+        chain.verify(anchor="model-abc")
+    assert chain.verify(anchor=chain.verify().head_hash.upper()).ok
+
+
+def test_an_unkeyed_log_reads_but_neither_verifies_nor_takes_entries(tmp_path: Path, chain: LineageRegistry) -> None:
+    _rechain(tmp_path, None, scheme=None)  # as written before the chain was keyed
+    assert [e.scheme for e in chain.events()] == ["sha256"] * 6 and chain.get(chain.events()[0].artifact_id)
+    for registry in (chain, _copied_without_key(tmp_path)):  # with a key, and with none anywhere
+        seq, problem = _problem(registry)
+        assert seq == 0 and "chained without a key (plain sha256" in problem and "new lineage root" in problem
+    with pytest.raises(LineageError, match=r"cannot append to .*entry 5 was chained without a key"):
+        chain.record_event("note", None, {})
+
+
+# -- the command -------------------------------------------------------------------------------------------------
+
+
+def _last_json(text: str) -> dict[str, object]:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_cli_anchor_then_verify_against_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AUDIT_KEY_ENV, KEY.hex())
+    root = str(tmp_path)
+    assert main(["lineage", "--anchor", "--root", root]) == 1
+    assert "nothing to anchor" in capsys.readouterr().err
+    registry = _registry(tmp_path)
+    shards = registry.register("shards", "world", "d0")
+    registry.record_event("note", shards.id, {"step": 0})
+    assert main(["lineage", "--anchor", "--root", root]) == 0
+    head = _last_json(capsys.readouterr().out)
+    assert head["log_ok"] and head["head_seq"] == 1 and head["head_hash"] == registry.events()[-1].hash
+    assert head["key_id"] == AuditKey(KEY, "x").key_id and "artifact_id" not in head
+    registry.record_event("note", shards.id, {"step": 1})
+    assert main(["lineage", "--verify", "--anchor", str(head["head_hash"]), "--root", root]) == 0
+    checked = _last_json(capsys.readouterr().out)
+    assert checked["anchor_seq"] == 1 and checked["head_seq"] == 2
+    assert main(["lineage", shards.id[:10], "--verify", "--anchor", str(head["head_hash"]), "--root", root]) == 0
+    assert _last_json(capsys.readouterr().out)["artifact_id"] == shards.id
+
+    _rechain(tmp_path, OTHER_KEY)
+    monkeypatch.setenv(AUDIT_KEY_ENV, OTHER_KEY.hex())  # even verified with the rewriter's own key
+    assert main(["lineage", "--verify", "--anchor", str(head["head_hash"]), "--root", root]) == 1
+    captured = capsys.readouterr()
+    assert "the audit log does not verify: anchor" in captured.err and "is not in the chain" in captured.err
+    assert _last_json(captured.out)["log_ok"] is False
+    assert main(["lineage", "--verify", "--anchor", "not-a-hash", "--root", root]) == 1
+    assert "is not a head hash" in capsys.readouterr().err
+    assert main(["lineage", "--root", root]) == 1
+    assert "name an artifact id" in capsys.readouterr().err

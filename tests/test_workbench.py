@@ -357,6 +357,33 @@ def test_reviewer_resolves_a_dispute_into_a_high_weight_label(demo: WorkbenchInp
     assert notes and notes[0]["note"] == "B refuses and points to support"
 
 
+def test_a_resolution_is_an_audit_chain_event_with_ids_of_artifacts_not_people(demo: WorkbenchInputs,
+                                                                               tmp_path: Path) -> None:
+    from rlhf_ray.lineage import LineageRegistry
+
+    registry = LineageRegistry(str(tmp_path / "lineage"))  # its key: tmp_path/secrets/audit.key, as the bench's
+    pairs = registry.register("pairs", "pairs-demo0", "demo0")
+    report = {**demo.report, "lineage_root": str(tmp_path / "lineage"), "pairs_id": pairs.id[:12]}
+    bench = _open(tmp_path / "wb", dataclasses.replace(demo, report=report))
+    assert bench.audit is not None and bench.audit.pairs_id == pairs.id
+    did = bench.list_disputes(REVIEWER)["disputes"][0]["dispute_id"]
+    bench.comment(REVIEWER, did, {"text": "see the refusal section"})
+    task = bench.tasks[bench.disputes[did].task_id]
+    final = {"choice": "b"} if task.task_type == "pairwise" else {"ranking": list(range(len(task.item.responses)))}
+    bench.resolve(REVIEWER, did, {**final, "note": "B refuses and points to support"})
+    (event,) = [e for e in LineageRegistry(str(tmp_path / "lineage")).events(pairs.id) if e.event != "register"]
+    assert event.event == "workbench-resolution" and event.artifact_id == pairs.id
+    assert event.payload == {
+        "dispute_id": did, "task_type": task.task_type, "guideline_version": task.guideline_version,
+        "dataset_version": demo.report["dataset_version"], "pairs_version": demo.report["pairs_version"],
+        "labels": len(task.history), "comments": 1, "disputes_resolved": 1, "disputes_open": len(bench.disputes) - 1}
+    people = {REVIEWER.actor, *(h.annotator for h in task.history), *(a.actor for a in ANN)}
+    assert people and not any(person in json.dumps(event.payload) for person in people)
+    assert registry.verify().ok
+    with pytest.raises(ValueError, match="unknown artifact 'pairs-0000'"):
+        _open(tmp_path / "wb2", dataclasses.replace(demo, report={**report, "pairs_id": "pairs-0000"}))
+
+
 # -- persistence, shards, dashboards -----------------------------------------------------------------------------
 
 

@@ -4,11 +4,15 @@ An id must be a pure function of what an artifact *is* (its kind, content, paren
 same definition always hashes the same wherever and whenever it is computed. That needs one byte-exact
 encoding: sorted keys, no whitespace, UTF-8, floats as `repr`, and only JSON's own types. Anything that
 would make the encoding ambiguous (NaN, non-string keys, arbitrary objects) is refused, naming where it is.
+
+`AuditKey` is the keyed MAC that chains the event log (`rlhf_ray.lineage.log`); where its key comes from is
+`rlhf_ray.lineage.keys`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import re
@@ -17,6 +21,9 @@ from typing import Any
 
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
 ID_DIGEST_CHARS = 16
+MIN_KEY_BYTES = 16
+KEY_ID_CHARS = 16
+_KEY_ID_DOMAIN = b"rlhf-ray audit key id\x00"
 
 
 class LineageError(ValueError):
@@ -57,6 +64,31 @@ def _check_encodable(obj: Any, path: str) -> None:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class AuditKey:
+    """The HMAC-SHA256 key of the audit chain. `key_id` names it in every entry (a keyed digest of a fixed label:
+    it tells keys apart and reveals nothing of the key); `source` says where it was read, for error messages.
+    Its repr never shows the key."""
+
+    __slots__ = ("_key", "key_id", "source")
+
+    def __init__(self, key: bytes, source: str) -> None:
+        if not isinstance(key, bytes | bytearray):
+            raise LineageError(f"audit key from {source} is a {type(key).__name__}; expected bytes")
+        if len(key) < MIN_KEY_BYTES:
+            raise LineageError(f"audit key from {source} is {len(key)} bytes; expected at least {MIN_KEY_BYTES} "
+                               "random bytes (e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+        self._key = bytes(key)
+        self.source = source
+        self.key_id = self.mac(_KEY_ID_DOMAIN)[:KEY_ID_CHARS]
+
+    def __repr__(self) -> str:
+        return f"AuditKey(key_id={self.key_id!r}, source={self.source!r})"
+
+    def mac(self, data: bytes) -> str:
+        """HMAC-SHA256 of `data` under the key, as 64 hex characters."""
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
 
 def artifact_id(kind: str, content_digest: str, parents: Sequence[str], config: Mapping[str, Any]) -> str:

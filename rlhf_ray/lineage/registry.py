@@ -3,7 +3,8 @@
 Layout under the root (a local directory or any pyarrow filesystem URI):
 
     artifacts/<id>.json        one immutable record per artifact (kind, name, digest, parents, config, ...)
-    events/<seq:012d>.json     the hash-chained event log (see `rlhf_ray.lineage.log`)
+    events/<seq:012d>.json     the HMAC-chained event log (see `rlhf_ray.lineage.log`; its key:
+                               `rlhf_ray.lineage.keys`, by default `<root>/../secrets/audit.key`)
 
 A record is written once: registering the same definition again returns it unchanged, and later facts about
 the artifact (new metrics, gate verdicts, promotions, rollbacks) are events, so nothing that was once true
@@ -21,7 +22,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from rlhf_ray.lineage.hashing import LineageError, artifact_id, canonical_json, check_parents
+from rlhf_ray.lineage.hashing import AuditKey, LineageError, artifact_id, canonical_json, check_parents
+from rlhf_ray.lineage.keys import load_audit_key
 from rlhf_ray.lineage.log import EventLog, LogEntry, VerifyReport, publish_once
 from rlhf_ray.storage import StorageRoot
 
@@ -67,13 +69,16 @@ def utc_now() -> datetime:
 class LineageRegistry:
     """Artifacts and events under one root. Cheap to construct: nothing is read or written until asked.
 
-    `clock` returns the current time as a timezone-aware datetime; tests inject a fixed one.
+    `clock` returns the current time as a timezone-aware datetime; tests inject a fixed one. `key` is the audit
+    chain's HMAC key; by default it is found as `rlhf_ray.lineage.keys` describes (env, key file), when first needed.
     """
 
-    def __init__(self, root: str | os.PathLike[str], clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, root: str | os.PathLike[str], clock: Callable[[], datetime] = utc_now,
+                 key: bytes | None = None) -> None:
         self._root = StorageRoot.from_uri(root)
         self._clock = clock
-        self._log = EventLog(self._root, self._now)
+        self._given_key = None if key is None else AuditKey(key, "the key passed to LineageRegistry")
+        self._log = EventLog(self._root, self._now, self._audit_key)
 
     def register(
         self,
@@ -103,6 +108,7 @@ class LineageRegistry:
                 raise LineageError(f"cannot register {kind} {name!r}: parent {parent!r} is not registered "
                                    f"under {self._root.base}")
         if not self.has(new_id):
+            self._log.key(create=True)  # a missing key fails here, not between the record and its event
             record = ArtifactRecord(new_id, kind, name, content_digest, parent_ids, config_json, metrics_json,
                                     uri, created_at or self._now())
             if publish_once(self._root, _pretty_json(record.to_dict()), ARTIFACTS, f"{new_id}.json"):
@@ -167,9 +173,10 @@ class LineageRegistry:
         target = self.get(artifact_id).id
         return [e for e in entries if e.artifact_id == target]
 
-    def verify(self) -> VerifyReport:
-        """Check the hash chain, then that every record file matches the `register` event that logged it."""
-        report = self._log.verify()
+    def verify(self, anchor: str | None = None) -> VerifyReport:
+        """Check the keyed hash chain (and that it still holds the entry of `anchor`, a head hash recorded
+        earlier), then that every record file matches the `register` event that logged it."""
+        report = self._log.verify(anchor)
         if not report.ok:
             return report
         registered = {e.artifact_id: e for e in self._log.entries() if e.event == REGISTER}
@@ -226,6 +233,9 @@ class LineageRegistry:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise LineageError(f"record of {record_id!r} is not valid JSON: {error}") from error
         return ArtifactRecord.from_dict(data)
+
+    def _audit_key(self, create: bool) -> AuditKey:
+        return self._given_key or load_audit_key(self._root, create)
 
     def _now(self) -> str:
         moment = self._clock()

@@ -5,6 +5,9 @@ then applied to the in-memory state by the same `_apply` that replays the log on
 restart is exactly the state before it. Callers are the Serve deployment's HTTP handlers (or a test, or a
 script); the public methods take an `Identity` and a JSON body and return JSON-ready dicts, raising
 `SubmissionError` (status + field) for anything a client got wrong.
+
+A reviewer's resolution is also an event in the lineage audit chain, when the curate output names its lineage:
+`workbench-resolution` about the pairs artifact, with artifact ids and counts only, never who resolved or labeled.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, TypeVar
 
 from rlhf_ray.contracts import RUBRIC_CRITERIA
 from rlhf_ray.governance import PiiMasker
+from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.storage import StorageRoot
 from rlhf_ray.workbench import dashboard as dash
 from rlhf_ray.workbench.config import Identity, WorkbenchArgs
@@ -48,6 +52,7 @@ OPEN_TASK, DONE_TASK, ESCALATED, RESOLVED_TASK, REUSED = "open", "done", "escala
 SETTLED = (DONE_TASK, RESOLVED_TASK, REUSED)
 QUEUE_FILE, EVENTS_FILE = "queue.json", "events.jsonl"
 RESOLVED_FILE, THREADS_FILE = "adjudication/resolved.jsonl", "disputes/threads.jsonl"
+RESOLUTION_EVENT = "workbench-resolution"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -81,6 +86,26 @@ class Lease:
     presented: tuple[int, ...]
     issued_at: float
     expires_at: float
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """Where resolutions become chain events: the lineage log curate registered its pairs in, about those pairs."""
+
+    registry: LineageRegistry
+    pairs_id: str
+    versions: dict[str, str]
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any]) -> AuditTarget | None:
+        """From curate's report; None when it names no lineage (the demo inputs): resolutions then stay in the
+        workbench's own event log. An unknown pairs id fails here, at start, naming it."""
+        root, pairs_id = report.get("lineage_root"), report.get("pairs_id")
+        if not root or not pairs_id:
+            return None
+        registry = LineageRegistry(root)
+        versions = {k: str(report[k]) for k in ("dataset_version", "pairs_version") if report.get(k)}
+        return cls(registry, registry.get(pairs_id).id, versions)
 
 
 def _require(who: Identity, role: str) -> None:
@@ -124,6 +149,7 @@ class Workbench:
         self.pending: list[tuple[int, dict[str, Any]]] = []
         self.pending_since: float | None = None
         self._lock = threading.RLock()
+        self.audit: AuditTarget | None = None
 
     # -- opening --------------------------------------------------------------------------------------------
 
@@ -154,6 +180,7 @@ class Workbench:
                    "annotators": dash.history_health(inputs.annotators),
                    "curate_agreement": inputs.report.get("agreement", {})}
         bench = cls(args, tasks, saved["salt"], accuracy, guidelines, history, clock)
+        bench.audit = AuditTarget.from_report(inputs.report)
         bench._start()
         return bench
 
@@ -470,11 +497,23 @@ class Workbench:
                            at=now, rationale=note, masker=self.masker, confidence=1.0)
         label = label_class(task, payload)
         described = describe_label(task, task.classes[label] if label is not None else None)
+        self._audit_resolution(dispute, task)  # the audit chain first: no resolution it does not hold
         self._record({"kind": "resolution", "dispute_id": did, "actor": who.actor, "at": now, "label": label,
                       "described": described, "note": note, "answer": resolved_answer(task, payload), "row": row})
         self._write_resolved()
         self._write_threads()
         return {"accepted": True, "signal_id": signal_id, "label": described}
+
+    def _audit_resolution(self, dispute: Dispute, task: Task) -> None:
+        """The resolution as a lineage chain event: artifact ids and counts, never an annotator or reviewer id."""
+        if self.audit is None:
+            return
+        resolved = 1 + sum(d.resolution is not None for d in self.disputes.values())
+        self.audit.registry.record_event(RESOLUTION_EVENT, self.audit.pairs_id, {
+            **self.audit.versions, "dispute_id": dispute.dispute_id, "task_type": task.task_type,
+            "guideline_version": task.guideline_version,
+            "labels": len(task.history) + len(self.progress[task.task_id].labels), "comments": len(dispute.comments),
+            "disputes_resolved": resolved, "disputes_open": len(self.disputes) - resolved})
 
     def _write_resolved(self) -> None:
         """`{item_id, signal_type, answer}` per resolved dispute: curate's `adjudication.resolved` input."""
