@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from actors.train_loops import pair_rewards
 from jobs.train_rm import TrainRMConfig, train_reward_model
 from rlhf_ray.algos.preference import bradley_terry_loss
 from rlhf_ray.annotation.curate import CurateSettings, curate
@@ -29,6 +28,7 @@ from rlhf_ray.models import init_model, load_tokenizer
 from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
 from rlhf_ray.sim.shards import build_shard_rows
 from rlhf_ray.training.reward_model import RewardModel
+from rlhf_ray.training.steps import pair_rewards
 
 GLOBAL_BATCH = 16
 MAX_LENGTH = 128

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from actors.train_loops import heldout_sft_loss, sft_loop
+from actors.train_loops import sft_loop
 from jobs.common import add_config_arguments, resolve_config
 from jobs.training import ScalingSection, export_model, fit
 from rlhf_ray.config import JobConfig
@@ -19,6 +19,7 @@ from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_
 from rlhf_ray.models import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf_ray.telemetry.sink import sink_for
 from rlhf_ray.training.config import TrainSection
+from rlhf_ray.training.steps import heldout_sft_loss
 
 NAME = "sft"
 HELP = "supervised fine-tuning on Ray Train (DDP; loss on response tokens) of any local HF checkpoint"

@@ -13,10 +13,10 @@ from typing import Any
 from pydantic import Field
 
 from actors.runtime import ensure_ray
-from actors.train_loops import MODEL_DIR
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.lineage.jobs import lineage_for, register_input_checkpoint
 from rlhf_ray.storage import swap_in_directory
+from rlhf_ray.training.checkpoint import MODEL_DIR
 
 
 class ScalingSection(StrictModel):

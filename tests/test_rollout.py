@@ -11,6 +11,7 @@ import torch
 
 from actors.groups import ActorGroup, PlacementError
 from actors.rollout import RolloutWorker
+from actors.transport import publish_weights, resolve_weights
 from rlhf_ray.algos.logprobs import masked_sum
 from rlhf_ray.models import init_model, load_causal_lm
 from rlhf_ray.rollout import (
@@ -22,8 +23,6 @@ from rlhf_ray.rollout import (
     VLLMBackend,
     make_backend,
     pack_samples,
-    publish_weights,
-    resolve_weights,
     response_token_view,
     state_dict_nbytes,
     state_digest,

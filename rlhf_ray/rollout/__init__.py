@@ -1,4 +1,8 @@
-"""Rollout side of PPO: samples and their token batch, generation backends (HF, vLLM), weight sync."""
+"""Rollout side of PPO: samples and their token batch, generation backends (HF, vLLM), the policy weights as a
+CPU state dict with a digest.
+
+The Ray transport of the weights (object-store put and get) is `actors.transport`.
+"""
 
 from rlhf_ray.rollout.backends import (
     BACKENDS,
@@ -10,13 +14,7 @@ from rlhf_ray.rollout.backends import (
     stop_token_ids,
 )
 from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view
-from rlhf_ray.rollout.weights import (
-    cpu_state_dict,
-    publish_weights,
-    resolve_weights,
-    state_dict_nbytes,
-    state_digest,
-)
+from rlhf_ray.rollout.weights import check_state_dict, cpu_state_dict, state_dict_nbytes, state_digest
 
 __all__ = [
     "BACKENDS",
@@ -25,11 +23,10 @@ __all__ = [
     "HFBackend",
     "Sample",
     "VLLMBackend",
+    "check_state_dict",
     "cpu_state_dict",
     "make_backend",
     "pack_samples",
-    "publish_weights",
-    "resolve_weights",
     "response_token_view",
     "state_dict_nbytes",
     "state_digest",

@@ -1,14 +1,8 @@
-"""Policy weight sync from the learner to the rollout workers through the Ray object store.
+"""Policy weights as a transferable value: a CPU state dict, its size and its digest.
 
-The pattern is one put, many gets:
-
-    ref = publish_weights(learner_model)                 # one ray.put of a CPU state dict
-    digests = ray.get(group.call("load_weights", ref))   # each worker gets the same object once
-
-An `ObjectRef` passed as a top-level task argument is resolved by Ray before the method runs, so each
-worker receives the whole state dict in one transfer (shared memory on the same node, one object push per
-remote node): no per-parameter round trips. `state_digest` hashes a state dict so both sides can prove the
-weights match.
+The learner hands the rollout workers one CPU copy of its weights (`cpu_state_dict`); `state_digest` hashes a
+state dict so both sides can prove the weights match. How the copy travels is the runtime's business: on Ray,
+one object-store put that every worker gets (`actors.transport`); in one process, the dict itself.
 
 On GPU clusters the alternative is an NCCL broadcast from the learner rank straight into the inference
 engines' device memory (vLLM's `StatelessProcessGroup` + `PyNcclCommunicator` pattern); that path is not
@@ -19,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
-import ray
 import torch
 from torch import Tensor
 
@@ -40,19 +34,13 @@ def cpu_state_dict(model_or_state: torch.nn.Module | Mapping[str, Tensor]) -> St
     return {name: state[name].detach().to("cpu").contiguous() for name in sorted(state)}
 
 
-def publish_weights(model_or_state: torch.nn.Module | Mapping[str, Tensor]) -> ray.ObjectRef:
-    """Put the policy's weights in the object store once; hand the ref to every worker's `load_weights`."""
-    return ray.put(cpu_state_dict(model_or_state))
-
-
-def resolve_weights(state_or_ref: Mapping[str, Tensor] | ray.ObjectRef) -> Mapping[str, Tensor]:
-    """The state dict itself, fetching it when given an ObjectRef (a ref nested in a container arrives unresolved)."""
-    if isinstance(state_or_ref, ray.ObjectRef):
-        state_or_ref = ray.get(state_or_ref)
-    if not isinstance(state_or_ref, Mapping):
+def check_state_dict(state: Any) -> Mapping[str, Tensor]:
+    """`state` itself when it is a state dict (name → tensor): a worker fails here, naming the type it got,
+    rather than deep inside a backend's `load_state_dict`."""
+    if not isinstance(state, Mapping):
         raise TypeError(f"weights must be a state dict (name → tensor) or an ObjectRef to one; "
-                        f"got {type(state_or_ref).__name__}")
-    return state_or_ref
+                        f"got {type(state).__name__}")
+    return state
 
 
 def state_dict_nbytes(state: Mapping[str, Tensor]) -> int:

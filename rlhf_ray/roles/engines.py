@@ -1,6 +1,9 @@
-"""How a Ray Train worker turns a loss into a parameter update: plain PyTorch (AdamW, DDP via
-`ray.train.torch.prepare_model`) or a DeepSpeed ZeRO engine. The train loops call `step(loss)` and never
-branch on which one they have.
+"""How a trained role turns a loss into a parameter update: plain PyTorch (AdamW, optionally wrapped for data
+parallelism, e.g. DDP) or a DeepSpeed ZeRO engine. The train loops and the PPO learner call `step(loss)` and
+never branch on which one they have.
+
+DeepSpeed is imported only when a `DeepSpeedEngine` is built, so the plain engine runs where DeepSpeed is not
+installed. Nothing here needs Ray: a Ray Train worker passes `ray.train.torch.prepare_model` as `wrap`.
 
 Checkpointing differs: the DDP optimizer state is whole on every rank, so rank 0 saves it; ZeRO partitions
 the optimizer state, so every rank saves its shard and Ray Train merges the workers' files into one
@@ -29,18 +32,17 @@ class UpdateEngine(Protocol):
     def load(self, directory: str) -> None: ...
 
 
+Wrap = Callable[[torch.nn.Module], torch.nn.Module]
+
+
 class TorchEngine:
-    """AdamW + global-norm clipping over a DDP-wrapped model."""
+    """AdamW + global-norm clipping over a (usually DDP-wrapped) model."""
 
-    def __init__(self, model: torch.nn.Module, config: dict[str, Any],
-                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> None:
-        """`wrap` makes the data-parallel model (default: Ray Train's `prepare_model`, i.e. DDP in a worker)."""
-        if wrap is None:
-            import ray.train.torch
-
-            wrap = ray.train.torch.prepare_model
+    def __init__(self, model: torch.nn.Module, config: dict[str, Any], wrap: Wrap | None = None) -> None:
+        """`wrap` makes the data-parallel model (DDP, or Ray Train's `prepare_model` in a Train worker); None
+        trains `model` as it is, for one process."""
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-        self.model = wrap(model)
+        self.model = wrap(model) if wrap is not None else model
         self.max_grad_norm = config["max_grad_norm"]
 
     def step(self, loss: torch.Tensor) -> None:
@@ -77,7 +79,8 @@ def deepspeed_config(config: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
 
 
 class DeepSpeedEngine:
-    """A DeepSpeed ZeRO engine on the process group Ray Train already set up (gloo on CPU, NCCL on GPU)."""
+    """A DeepSpeed ZeRO engine on the torch.distributed process group already set up (by Ray Train or the
+    learner's `init_group`: gloo on CPU, NCCL on GPU)."""
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any]) -> None:
         import deepspeed
@@ -99,5 +102,6 @@ class DeepSpeedEngine:
         self.model.load_checkpoint(directory, tag=DEEPSPEED_TAG, load_optimizer_states=True)
 
 
-def make_engine(model: torch.nn.Module, config: dict[str, Any]) -> UpdateEngine:
-    return DeepSpeedEngine(model, config) if config.get("deepspeed") else TorchEngine(model, config)
+def make_engine(model: torch.nn.Module, config: dict[str, Any], wrap: Wrap | None = None) -> UpdateEngine:
+    """DeepSpeed when `config["deepspeed"]` is set (it wraps the model itself), else AdamW over `wrap(model)`."""
+    return DeepSpeedEngine(model, config) if config.get("deepspeed") else TorchEngine(model, config, wrap=wrap)

@@ -1,0 +1,190 @@
+"""PPO's trained roles: the policy learner and the critic, each a group of N ranks.
+
+A group's ranks form their own torch.distributed process group (gloo on CPU, NCCL on GPU), created by the
+job through `address()` on rank 0 and `init_group(...)` on every rank. Each rank gets its shard of the
+iteration's experience and runs the same number of minibatch steps, so DDP (or DeepSpeed ZeRO) all-reduces
+the gradients and the replicas stay identical. Rank 0 publishes the policy weights for the rollout workers.
+
+These are plain classes: with `world_size=1` and no DeepSpeed, `init_group` builds no process group and a
+learner trains in the calling process, Ray or not. `actors.learner` makes them Ray actors, adding the node's
+address for the rendezvous and an object-store `publish`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlhf_ray.algos.kl import kl_penalty
+from rlhf_ray.algos.logprobs import masked_mean, token_logprobs
+from rlhf_ray.algos.policy_loss import POLICY_LOSSES, token_entropy, value_loss
+from rlhf_ray.models import load_causal_lm, load_tokenizer
+from rlhf_ray.roles.engines import DeepSpeedEngine, TorchEngine, UpdateEngine
+from rlhf_ray.roles.scoring import causal_lm_token_logprobs, position_ids_from_mask, set_threads
+from rlhf_ray.rollout.batch import response_token_view
+from rlhf_ray.rollout.weights import StateDict, cpu_state_dict
+from rlhf_ray.training.value_model import ValueModel
+
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "response_mask")
+LOOPBACK = "127.0.0.1"  # a group without a cluster runtime lives on one host
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, for rank 0's rendezvous (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def trim(minibatch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Drop columns that are padding in every row of the minibatch: sequences to the longest real row, per-token
+    response tensors ([B, L], left-aligned) to the longest response."""
+    width = int(minibatch["attention_mask"].sum(dim=1).max())
+    longest = int(minibatch["response_mask"].sum(dim=1).max())
+    return {key: value[:, :width] if key in SEQUENCE_KEYS else value[:, :longest] if value.ndim == 2 else value
+            for key, value in minibatch.items()}
+
+
+class GroupMember:
+    """A model trained as one rank of a data-parallel group; subclasses define the model and the loss."""
+
+    model: torch.nn.Module
+
+    def __init__(self, world_size: int, settings: dict[str, Any], num_threads: int | None) -> None:
+        set_threads(num_threads)
+        self.rank, self.world_size, self.settings = 0, world_size, settings
+        self.engine: UpdateEngine | None = None
+        self.updates = 0
+
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 listens for the group's rendezvous: loopback and a free port, since without a cluster
+        runtime the whole group is on this host (the Ray actor answers with its node's IP instead)."""
+        return LOOPBACK, free_port()
+
+    def init_group(self, host: str, port: int, rank: int) -> bool:
+        """Join the process group as `rank` and build the update engine (DDP + AdamW, or DeepSpeed ZeRO)."""
+        self.rank = rank
+        torch.manual_seed(self.settings["seed"] + rank)
+        deepspeed = self.settings.get("deepspeed")
+        if self.world_size > 1 or deepspeed:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port), RANK=str(self.rank),
+                              WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+            torch.distributed.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank,
+                                                 world_size=self.world_size)
+        if deepspeed:
+            self.engine = DeepSpeedEngine(self.model, self.settings)
+        else:
+            wrap = torch.nn.parallel.DistributedDataParallel if self.world_size > 1 else None
+            self.engine = TorchEngine(self.model, self.settings, wrap=wrap)
+        return True
+
+    def minibatch_loss(self, minibatch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def train(self, experience: dict[str, Tensor]) -> dict[str, float]:
+        """`epochs` passes over this rank's shard, each in `num_minibatches` shuffled minibatches; returns the
+        mean of every figure over the steps."""
+        if self.engine is None:
+            raise RuntimeError("init_group must run before train")
+        rows = experience["input_ids"].shape[0]
+        chunks = self.settings["num_minibatches"]
+        if rows < chunks:
+            raise ValueError(f"rank {self.rank} got {rows} rows for num_minibatches={chunks}; every rank needs at "
+                             f"least one row per minibatch (raise prompts_per_iteration or lower num_minibatches)")
+        generator = torch.Generator().manual_seed(self.settings["seed"] * 1000 + self.updates)
+        figures: dict[str, list[float]] = defaultdict(list)
+        self.model.train()
+        for _ in range(self.settings["epochs"]):
+            for chunk in torch.tensor_split(torch.randperm(rows, generator=generator), chunks):
+                loss, extras = self.minibatch_loss(trim({k: v[chunk] for k, v in experience.items()}))
+                self.engine.step(loss)
+                for name, value in {"loss": loss.item(), **extras}.items():
+                    figures[name].append(value)
+        self.updates += 1
+        return {name: float(np.mean(values)) for name, values in figures.items()}
+
+    def save(self, directory: str) -> None:
+        """Rank 0 writes the model directory; every rank writes its optimizer state (ZeRO shards)."""
+        os.makedirs(directory, exist_ok=True)
+        if self.rank == 0:
+            self.save_model(directory)
+        self.engine.save(directory, self.rank)
+
+    def load_optimizer(self, directory: str) -> None:
+        self.engine.load(directory)
+
+    def save_model(self, directory: str) -> None:
+        self.model.save_pretrained(directory)
+
+
+class PolicyLearner(GroupMember):
+    """The policy: PPO clipped loss − entropy bonus (+ an in-loss KL for GRPO) on the rollout experience."""
+
+    def __init__(self, model_path: str, world_size: int, settings: dict[str, Any],
+                 num_threads: int | None = None) -> None:
+        super().__init__(world_size, settings, num_threads)
+        self.model = load_causal_lm(model_path)
+        self.tokenizer = load_tokenizer(model_path)
+
+    def logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """[B, T−1] token log-probs under the current weights: the "old" log-probs of PPO's ratio."""
+        self.model.eval()
+        with torch.no_grad():
+            return causal_lm_token_logprobs(self.model, input_ids, attention_mask)
+
+    def minibatch_loss(self, minibatch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        ids, attention, response = (minibatch[k] for k in SEQUENCE_KEYS)
+        logits = self.engine.model(input_ids=ids, attention_mask=attention,
+                                   position_ids=position_ids_from_mask(attention)).logits
+        logprobs, mask = response_token_view(token_logprobs(logits, ids), response)
+        entropy, _ = response_token_view(token_entropy(logits[:, :-1]), response)
+        policy = POLICY_LOSSES[self.settings["policy_loss"]](
+            logprobs, minibatch["old_logprobs"], minibatch["advantages"], mask, self.settings["clip_eps"],
+            self.settings["dual_clip"])
+        mean_entropy = masked_mean(entropy, mask)
+        loss = policy.loss - self.settings["entropy_coef"] * mean_entropy
+        extras = {"clip_fraction": policy.clip_fraction.item(), "approx_kl": policy.approx_kl.item(),
+                  "entropy": mean_entropy.item(), "policy_loss": policy.loss.item()}
+        if self.settings["kl_loss_coef"] > 0:
+            kl = masked_mean(kl_penalty(logprobs, minibatch["ref_logprobs"], "k3", mask), mask)
+            loss = loss + self.settings["kl_loss_coef"] * kl
+            extras["kl_loss"] = kl.item()
+        return loss, extras
+
+    def publish(self) -> StateDict:
+        """The policy weights as a CPU state dict, what a rollout worker's `load_weights` takes (the Ray actor
+        puts it in the object store once instead, so every worker gets the same object)."""
+        return cpu_state_dict(self.model)
+
+    def save_model(self, directory: str) -> None:
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+
+class Critic(GroupMember):
+    """The value model V(s_t), regressed on the GAE returns with a clipped value loss."""
+
+    def __init__(self, model_path: str, world_size: int, settings: dict[str, Any],
+                 num_threads: int | None = None) -> None:
+        super().__init__(world_size, settings, num_threads)
+        self.model = ValueModel.from_pretrained(model_path)
+
+    def values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """[B, T−1] V(s) before each token t ≥ 1, aligned with `token_logprobs` (column t−1 ↔ token t)."""
+        self.model.eval()
+        with torch.no_grad():
+            return self.model(input_ids, attention_mask, position_ids_from_mask(attention_mask))[:, :-1]
+
+    def minibatch_loss(self, minibatch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        ids, attention, response = (minibatch[k] for k in SEQUENCE_KEYS)
+        values, mask = response_token_view(self.engine.model(ids, attention, position_ids_from_mask(attention))[:, :-1],
+                                           response)
+        loss = value_loss(values, minibatch["old_values"], minibatch["returns"], mask, self.settings["value_clip"])
+        return loss, {"value_mean": masked_mean(values, mask).item()}

@@ -1,0 +1,247 @@
+"""PPO's frozen scorers: the reward scorer (reward model + rule penalties) and the reference model.
+
+Both are plain classes that run in one process without Ray; a job makes them Ray actors with
+`ray.remote(num_cpus=..., num_gpus=...)(Cls)` (imported from `actors.scoring`).
+They hold a model in eval mode, never build a graph (`torch.no_grad`, not inference mode: the learner must be
+able to mix the results into its autograd graph), work through their input in micro-batches to bound memory,
+and keep the seconds their last call took (`timing()`), so the controller can report `timing/reward` and
+`timing/reference` as time spent computing, apart from queueing and transfer.
+
+Reward (per response b):
+
+    rm[b]    = (RM(x_b, y_b) − μ) / σ        reward model, normalised with its saved statistics (`normalize`)
+             | keyword_coverage(y_b)          or, with no reward model, the configured rule reward
+    total[b] = rm[b] − verbosity_penalty[b] − canned_penalty[b] − repetition_penalty[b]
+
+(`rlhf_ray.algos.penalties` has the penalty equations.) The world's hidden utility is never used here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlhf_ray.algos.logprobs import token_logprobs
+from rlhf_ray.algos.penalties import RulePenaltySettings, keyword_coverage
+from rlhf_ray.models.loading import load_causal_lm, load_tokenizer
+from rlhf_ray.training.encoding import encode_chat
+from rlhf_ray.training.reward_model import RewardModel
+
+RULE_REWARD_KEYS = ("keywords", "scale")
+
+
+def set_threads(num_threads: int | None) -> None:
+    """`torch.set_num_threads` for an actor holding a fraction of a node's CPUs; None leaves torch's default."""
+    if num_threads is None:
+        return
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be an integer >= 1 (or None); got {num_threads!r}")
+    torch.set_num_threads(num_threads)
+
+
+def pick_device(device: str | None) -> torch.device:
+    """The named device, else CUDA when this process sees a GPU, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_batch_size(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position of each token among its row's real tokens, whatever the padding side:
+
+        pos[b, t] = (Σ_{s ≤ t} a[b, s]) − 1   for real tokens,   1 for padding (any valid index; masked out)
+
+    the convention HF `generate` uses, so a left-padded rollout is scored at the positions it was sampled at.
+    For right-padded rows the real tokens get 0, 1, 2, ... exactly as with no `position_ids`.
+    """
+    positions = attention_mask.long().cumsum(dim=-1) - 1
+    return positions.masked_fill(attention_mask == 0, 1)
+
+
+def causal_lm_token_logprobs(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """`token_logprobs` of a causal LM on its own input: out[b, t] = log p(input_ids[b, t+1] | input_ids[b, ≤t]).
+
+    Positions come from `position_ids_from_mask`. Columns whose target token is padding hold meaningless
+    values: mask with `attention_mask[:, 1:]` (or a response mask's `[:, 1:]`), as everywhere in `algos`.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask)).logits
+    return token_logprobs(logits, input_ids)
+
+
+class _Timed:
+    """Seconds of computation per call, kept for the controller's `timing/*` metrics."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._total = 0.0
+        self._calls = 0
+
+    def _record(self, start: float) -> None:
+        self._last = time.perf_counter() - start
+        self._total += self._last
+        self._calls += 1
+
+    def timing(self) -> dict[str, float]:
+        """last_s: seconds the latest call computed; total_s and calls: over the actor's life."""
+        return {"last_s": self._last, "total_s": self._total, "calls": float(self._calls)}
+
+
+class RewardScorer(_Timed):
+    """Scores (prompt, response) pairs: reward model (or rule reward) minus the rule penalties.
+
+    Args:
+        reward_model_path: a directory written by `RewardModel.save_pretrained` with its tokenizer beside it;
+            None to use `rule_reward` instead.
+        penalties: `RulePenaltySettings` (or a dict of its fields); None means the defaults.
+        max_length: token budget per prompt+response, as in training (`encode_chat` keeps the start).
+        normalize: report the RM reward as (r − μ)/σ with the statistics saved beside the model.
+        rule_reward: with no reward model, `{"keywords": [...], "scale": 1.0}`: rm = scale · fraction of the
+            keywords the response mentions (`keyword_coverage`: presence, not count, so length earns nothing).
+        batch_size: responses per reward-model forward pass.
+        num_threads: `torch.set_num_threads` for this process (None: leave as is).
+        device: "cpu", "cuda", ...; None picks CUDA when visible.
+    """
+
+    def __init__(self, reward_model_path: str | None, penalties: RulePenaltySettings | Mapping[str, Any] | None = None,
+                 max_length: int = 512, normalize: bool = True, rule_reward: Mapping[str, Any] | None = None, *,
+                 batch_size: int = 16, num_threads: int | None = None, device: str | None = None) -> None:
+        super().__init__()
+        set_threads(num_threads)
+        _check_batch_size("batch_size", batch_size)
+        _check_batch_size("max_length", max_length)
+        if reward_model_path is None and rule_reward is None:
+            raise ValueError("RewardScorer needs a reward: set reward_model_path (a trained reward model directory) "
+                             "or rule_reward (e.g. {'keywords': [...]})")
+        if reward_model_path is not None and rule_reward is not None:
+            raise ValueError("RewardScorer takes one reward: set reward_model_path or rule_reward, not both; "
+                             f"got reward_model_path={reward_model_path!r} and rule_reward={dict(rule_reward)!r}")
+        if penalties is None:
+            penalties = RulePenaltySettings()
+        elif isinstance(penalties, Mapping):
+            penalties = RulePenaltySettings(**penalties)
+        self.penalties = penalties
+        self.max_length = max_length
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = pick_device(device)
+        self.model: RewardModel | None = None
+        self.keywords: tuple[str, ...] = ()
+        self.rule_scale = 1.0
+        if reward_model_path is not None:
+            self.tokenizer = load_tokenizer(reward_model_path)
+            self.model = RewardModel.load(reward_model_path).to(self.device).eval().requires_grad_(False)
+        else:
+            self._configure_rule(rule_reward)
+
+    def _configure_rule(self, rule: Mapping[str, Any]) -> None:
+        unknown = sorted(set(rule) - set(RULE_REWARD_KEYS))
+        if unknown:
+            raise ValueError(f"rule_reward has unknown key {unknown[0]!r}; expected keys {list(RULE_REWARD_KEYS)}")
+        keywords = rule.get("keywords")
+        if isinstance(keywords, str) or not keywords:
+            raise ValueError(f"rule_reward.keywords must be a non-empty list of strings; got {keywords!r}")
+        scale = rule.get("scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"rule_reward.scale must be a number > 0; got {scale!r}")
+        keyword_coverage([], keywords)  # a blank keyword fails here, naming it
+        self.keywords, self.rule_scale = tuple(keywords), float(scale)
+
+    def ready(self) -> bool:
+        return True
+
+    def _reward(self, prompts: Sequence[str], responses: Sequence[str]) -> Tensor:
+        if self.model is None:
+            return keyword_coverage(responses, self.keywords, self.rule_scale)
+        rewards = []
+        with torch.no_grad():
+            for first in range(0, len(prompts), self.batch_size):
+                batch = encode_chat(self.tokenizer, prompts[first: first + self.batch_size],
+                                    responses[first: first + self.batch_size], self.max_length)
+                raw = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+                rewards.append((self.model.normalized(raw) if self.normalize else raw).float().cpu())
+        return torch.cat(rewards) if rewards else torch.zeros(0)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, list[float] | list[int]]:
+        """Per-response reward terms as plain lists (cheap to ship through Ray), all of length B:
+
+        rm, verbosity_penalty, canned_penalty, repetition_penalty, total (floats; total = rm − the three
+        penalties, computed in Python floats from the listed values), canned_hits, repeats and words (ints).
+        """
+        start = time.perf_counter()
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"prompts and responses must have the same length; got {len(prompts)} and "
+                             f"{len(responses)}")
+        rm = self._reward(prompts, responses).tolist()
+        terms = self.penalties.penalties(responses)
+        verbosity = terms["verbosity_penalty"].tolist()
+        canned = terms["canned_penalty"].tolist()
+        repetition = terms["repetition_penalty"].tolist()
+        result = {
+            "rm": rm,
+            "verbosity_penalty": verbosity,
+            "canned_penalty": canned,
+            "repetition_penalty": repetition,
+            "canned_hits": terms["canned_hits"],
+            "repeats": terms["repeats"],
+            "words": terms["words"],
+            "total": [r - v - c - p for r, v, c, p in zip(rm, verbosity, canned, repetition, strict=True)],
+        }
+        self._record(start)
+        return result
+
+
+class ReferenceModel(_Timed):
+    """The frozen initial policy: per-token log-probs for PPO's KL term.
+
+    Args:
+        model_path: a local causal-LM checkpoint directory (the SFT policy PPO starts from).
+        micro_batch_size: rows per forward pass; bounds activation memory ([micro_batch, T, V] logits).
+        num_threads: `torch.set_num_threads` for this process (None: leave as is).
+        device: "cpu", "cuda", ...; None picks CUDA when visible.
+        dtype: load dtype (None: float32; "auto": the checkpoint's; torch.bfloat16 on GPU). Log-probs are
+            float32 whatever the dtype (`token_logprobs` normalises in float32).
+    """
+
+    def __init__(self, model_path: str, micro_batch_size: int = 8, *, num_threads: int | None = None,
+                 device: str | None = None, dtype: torch.dtype | str | None = None) -> None:
+        super().__init__()
+        set_threads(num_threads)
+        _check_batch_size("micro_batch_size", micro_batch_size)
+        self.micro_batch_size = micro_batch_size
+        self.device = pick_device(device)
+        self.model = load_causal_lm(model_path, dtype=dtype).to(self.device).eval().requires_grad_(False)
+
+    def ready(self) -> bool:
+        return True
+
+    def logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """[B, T−1] float32 CPU tensor: out[b, t] = log π_ref(input_ids[b, t+1] | input_ids[b, ≤t]).
+
+        See `causal_lm_token_logprobs` for positions and the columns to mask.
+        """
+        start = time.perf_counter()
+        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+            raise ValueError(f"input_ids and attention_mask must both be [B, T]; got {tuple(input_ids.shape)} and "
+                             f"{tuple(attention_mask.shape)}")
+        if input_ids.shape[1] < 2:
+            raise ValueError(f"sequences need at least 2 tokens to have a log-prob; got T={input_ids.shape[1]}")
+        out = []
+        with torch.no_grad():
+            for first in range(0, input_ids.shape[0], self.micro_batch_size):
+                rows = slice(first, first + self.micro_batch_size)
+                out.append(causal_lm_token_logprobs(self.model, input_ids[rows].to(self.device),
+                                                    attention_mask[rows].to(self.device)).float().cpu())
+        result = torch.cat(out) if out else torch.zeros((0, input_ids.shape[1] - 1))
+        self._record(start)
+        return result

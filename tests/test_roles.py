@@ -1,0 +1,182 @@
+"""Roles without Ray: the core (`rlhf_ray`) imports, and PPO's roles generate, score and train, in a Python
+where `ray` cannot be imported — as on a GPU machine that has torch and transformers but no Ray.
+
+Each check runs in a fresh subprocess whose import system refuses `ray` (and every `ray.*`) the way a missing
+package does, so nothing already imported by the test session (Ray included) can hide a dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs first in every subprocess: `import ray` then fails with ModuleNotFoundError, as when it is not installed.
+NO_RAY = textwrap.dedent('''
+    import sys
+
+    class _NoRay:
+        """A meta-path finder that answers for `ray` and `ray.*` that there is no such module."""
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "ray" or name.startswith("ray."):
+                raise ModuleNotFoundError(f"No module named {name!r} (ray is blocked in this test)", name=name)
+            return None
+
+    assert "ray" not in sys.modules
+    sys.meta_path.insert(0, _NoRay())
+    try:
+        import ray  # noqa: F401
+    except ModuleNotFoundError:
+        pass
+    else:
+        raise AssertionError("the ray blocker let `import ray` through")
+''')
+
+
+def run_without_ray(code: str, timeout_s: float = 300) -> dict[str, Any]:
+    """Run `code` after the ray blocker in a fresh interpreter at the repository root; the JSON object its last
+    stdout line prints."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-c", NO_RAY + textwrap.dedent(code)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, (f"exit {done.returncode}\nstdout:\n{done.stdout[-4000:]}\n"
+                                  f"stderr:\n{done.stderr[-8000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+IMPORT_EVERY_MODULE = '''
+    import importlib, json, pkgutil, sys, traceback
+
+    import rlhf_ray
+
+    SKIP = "rlhf_ray.telemetry"  # the Prometheus binding is ray.util.metrics by design
+
+
+    def walk(package):
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            if info.name == SKIP or info.name.startswith(SKIP + "."):
+                continue
+            try:
+                module = importlib.import_module(info.name)
+            except Exception:
+                failures[info.name] = traceback.format_exc(limit=-3)
+                continue
+            imported.append(info.name)
+            if info.ispkg:
+                walk(module)
+
+
+    imported, failures = [], {}
+    walk(rlhf_ray)
+    print(json.dumps({"imported": imported, "failures": failures,
+                      "ray_loaded": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")),
+                      "deepspeed_loaded": "deepspeed" in sys.modules}))
+'''
+
+
+def test_every_core_module_imports_without_ray() -> None:
+    result = run_without_ray(IMPORT_EVERY_MODULE)
+    assert result["failures"] == {}, "\n\n".join(f"{name}:\n{trace}" for name, trace in result["failures"].items())
+    expected = {"rlhf_ray.roles.learner", "rlhf_ray.roles.scoring", "rlhf_ray.roles.rollout", "rlhf_ray.roles.engines",
+                "rlhf_ray.training.steps", "rlhf_ray.training.checkpoint", "rlhf_ray.rollout.weights"}
+    assert expected <= set(result["imported"])
+    assert result["ray_loaded"] == []
+    assert not result["deepspeed_loaded"], "DeepSpeed must load only when a DeepSpeedEngine is built"
+
+
+ONE_PPO_ITERATION = '''
+    import json, math, sys, tempfile
+
+    import torch
+
+    from rlhf_ray.algos.advantages import AdvantageSettings
+    from rlhf_ray.models import init_model, load_causal_lm, load_tokenizer
+    from rlhf_ray.roles.engines import TorchEngine
+    from rlhf_ray.roles.learner import Critic, PolicyLearner
+    from rlhf_ray.roles.rollout import RolloutWorker
+    from rlhf_ray.roles.scoring import ReferenceModel, RewardScorer
+    from rlhf_ray.rollout import pack_samples, state_digest
+    from rlhf_ray.sim import World, WorldConfig
+    from rlhf_ray.training.experience import build_experience
+    from rlhf_ray.training.steps import heldout_sft_loss, sft_batch_loss
+
+    torch.set_num_threads(1)
+    out = tempfile.mkdtemp()
+    model_dir = str(init_model(World(WorldConfig(num_prompts=200), 0).corpus(), out + "/model", "tiny", seed=0).path)
+    prompts, prompt_ids, group = ["How do I reset my password?", "Summarise the refund policy."], ["p0", "p1"], 2
+
+    # rollout (HF backend) → reward → reference and old log-probs → values → experience
+    worker = RolloutWorker(model_dir, "hf", {"max_batch_size": 4}, seed=0)
+    rollout = worker.generate(prompts, prompt_ids, group, {"max_new_tokens": 8, "temperature": 1.0, "seed": 1})
+    samples = rollout["samples"]
+    sequences = pack_samples(samples, worker.backend.tokenizer.pad_token_id)
+    scored = RewardScorer(None, rule_reward={"keywords": ["password", "refund"]}).score(
+        [s.prompt for s in samples], [s.response for s in samples])
+    # an untrained model rarely says a keyword: add a fixed spread so the advantages (and the gradients) are not 0
+    scores = torch.tensor(scored["total"]) + torch.tensor([1.0, -1.0, 0.5, -0.5])
+    reference = ReferenceModel(model_dir).logprobs(sequences["input_ids"], sequences["attention_mask"])
+    optimizer = {"seed": 0, "lr": 1e-2, "weight_decay": 0.0, "max_grad_norm": 1.0, "epochs": 1, "num_minibatches": 2}
+    learner = PolicyLearner(model_dir, 1, {**optimizer, "policy_loss": "ppo", "clip_eps": 0.2, "dual_clip": None,
+                                           "entropy_coef": 0.01, "kl_loss_coef": 0.0})
+    critic = Critic(model_dir, 1, {**optimizer, "value_clip": 0.2})
+    for role in (learner, critic):
+        role.init_group(*role.address(), rank=0)
+    old = learner.logprobs(sequences["input_ids"], sequences["attention_mask"])
+    values = critic.values(sequences["input_ids"], sequences["attention_mask"])
+    experience, stats = build_experience(sequences, old, reference, values, scores, "gae",
+                                         AdvantageSettings(group_size=group), 0.05, "k1")
+
+    # one update of each trained role; the rollout worker takes the new policy weights
+    before = state_digest(learner.publish())
+    critic_before = state_digest(critic.model.state_dict())
+    policy_figures, value_figures = learner.train(experience), critic.train(experience)
+    after = learner.publish()
+    synced = worker.load_weights(after)
+
+    # one SFT step with the plain engine, no process group
+    sft_model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir)
+    engine = TorchEngine(sft_model, optimizer)
+    rows = {"prompt": prompts, "response": ["Open settings and choose reset.", "Refunds take five days."]}
+    heldout = [{"prompt": p, "response": r} for p, r in zip(rows["prompt"], rows["response"])]
+    sft_before = heldout_sft_loss(sft_model, tokenizer, heldout, 2, 64)
+    sft_loss, _ = sft_batch_loss(engine.model, tokenizer, rows, 64)
+    engine.step(sft_loss)
+    sft_after = heldout_sft_loss(sft_model, tokenizer, heldout, 2, 64)
+
+    print(json.dumps({
+        "samples": len(samples), "response_tokens": [len(s.response_ids) for s in samples],
+        "tokens": rollout["tokens"], "rewards": len(scored["total"]), "policy": policy_figures, "value": value_figures,
+        "policy_changed": state_digest(after) != before,
+        "critic_changed": state_digest(critic.model.state_dict()) != critic_before,
+        "synced": synced == state_digest(after), "weights_version": worker.weights_version,
+        "process_group": torch.distributed.is_initialized(), "kl": stats["kl"],
+        "sft": [float(sft_loss), sft_before, sft_after],
+        "ray_loaded": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")),
+        "deepspeed_loaded": "deepspeed" in sys.modules}))
+'''
+
+
+def test_roles_generate_score_and_train_without_ray() -> None:
+    result = run_without_ray(ONE_PPO_ITERATION)
+    assert result["samples"] == 4 and all(n > 0 for n in result["response_tokens"])
+    assert result["tokens"] == sum(result["response_tokens"]) and result["rewards"] == 4
+    for figures in (result["policy"], result["value"]):
+        assert figures and all(math.isfinite(value) for value in figures.values())
+    assert {"loss", "clip_fraction", "approx_kl", "entropy"} <= set(result["policy"])
+    assert result["policy_changed"] and result["critic_changed"]
+    assert result["synced"] and result["weights_version"] == 1
+    assert not result["process_group"]  # world_size 1 without DeepSpeed trains in this process
+    assert math.isfinite(result["kl"])
+    sft_loss, sft_before, sft_after = result["sft"]
+    assert math.isfinite(sft_loss) and sft_after < sft_before  # a step at lr 1e-2 lowers the loss it trained on
+    assert result["ray_loaded"] == [] and not result["deepspeed_loaded"]
+
