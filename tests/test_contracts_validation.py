@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlhf_ray.contracts import MAX_TEXT_CHARS, SIGNAL_SCHEMAS, SignalType
-from rlhf_ray.contracts.validation import Rejection, validate_row
+from rlhf_ray.contracts import IDENTIFIER_FIELDS, MAX_IDENTIFIER_CHARS, MAX_TEXT_CHARS, SIGNAL_SCHEMAS, SignalType
+from rlhf_ray.contracts.validation import NO_VALUE, Rejection, identifier_problem, validate_row
 from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
 from rlhf_ray.sim.shards import build_shard_rows
 
@@ -24,7 +24,7 @@ CLEAN = ShardConfig(rows=100, malformed_fraction=0, duplicate_fraction=0, pii_fr
 KNOWN_FIELDS = frozenset(name for schema in SIGNAL_SCHEMAS.values() for name in schema.names)
 DOCUMENTED_CODES = frozenset({
     "missing_field", "wrong_type", "out_of_range", "unknown_enum", "inconsistent_ranking", "oversize_text",
-    "bad_timestamp", "unsupported_schema_version", "unknown_field",
+    "bad_timestamp", "unsupported_schema_version", "unknown_field", "bad_identifier",
 })
 
 
@@ -489,3 +489,45 @@ def test_a_clean_row_plus_an_unknown_key_names_that_key(signal_type: str, json_f
     row = as_json(clean(signal_type)) if json_form else clean(signal_type)
     rejection = validate_row(row | {key: value}, NOW)
     assert rejection is not None and rejection.reason == f"unknown_field:{key}"
+
+
+# --- identifiers -------------------------------------------------------------------------------------
+
+_GOOD_IDS = ["bfd07f7c-3798-4445-6a60-0a7501fa448e", "sig-0123abcd", "wb-r-9f8e", "chatcmpl-abc123", "p-000024",
+             "meta-llama/Llama-3-8B", "gl-1.1", "policy:v2+cu121", "a", "x" * MAX_IDENTIFIER_CHARS]
+
+
+@pytest.mark.parametrize("value", _GOOD_IDS)
+@pytest.mark.parametrize("field", ["signal_id", "prompt_id", "policy_version"])
+def test_well_formed_identifiers_are_accepted(field: str, value: str) -> None:
+    assert validate_row(clean("pairwise") | {field: value}, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("bfd07f7c-3798-4445-6a60-0a7501fa448e reach me at a.b@example.com", "it holds whitespace"),
+        ("a.b@example.com", "it holds '@'"),
+        ("", "it is empty"),
+        ("x" * (MAX_IDENTIFIER_CHARS + 1), f"it is {MAX_IDENTIFIER_CHARS + 1} characters long"),
+        ("-leading-dash", "it starts with '-'"),
+        ("café-1", "it holds 'é'"),
+        ("tab\tinside", "it holds whitespace"),
+    ],
+)
+def test_an_identifier_that_is_not_one_is_a_bad_identifier(value: str, problem: str) -> None:
+    assert identifier_problem(value) == problem
+    for field in IDENTIFIER_FIELDS:
+        rejection = reject(clean("ranking") | {field: value})
+        assert rejection.reason == f"bad_identifier:{field}"
+        assert problem in rejection.detail and "an identifier" in rejection.expected
+        assert rejection.value == value  # travels with the rejection, for redacted details
+
+
+def test_a_rejection_can_show_its_value_redacted() -> None:
+    rejection = reject(clean("pairwise") | {"choice": "my name is X"})
+    assert "'my name is X'" in rejection.detail
+    assert rejection.detail_showing(lambda value: "<hidden>") == (
+        "field 'choice': got <hidden> (str), expected one of ['a', 'b', 'tie']")
+    missing = reject({k: v for k, v in clean("pairwise").items() if k != "prompt"})
+    assert missing.value is NO_VALUE and missing.detail_showing(lambda value: "?") == missing.detail

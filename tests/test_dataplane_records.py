@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any
 
+import planted_pii
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -244,11 +245,13 @@ def test_malformed_row_is_quarantined_masked_and_pseudonymized(processor: Feedba
     pa.Table.from_pylist([out], schema=INGEST_SCHEMA)
 
 
-def test_quarantine_detail_is_masked(processor: FeedbackProcessor) -> None:
+def test_quarantine_detail_shows_a_bad_enum_value_only_as_a_keyed_digest(processor: FeedbackProcessor) -> None:
     row = clean("pairwise") | {"choice": EMAIL}
     out = processor.process(raw(row))
     assert out["status"] == QUARANTINED and out["reason"] == "unknown_enum:choice"
-    assert EMAIL not in _all_text(out) and "<EMAIL>" in out["detail"]
+    digest = PSEUDONYMS.digest(EMAIL)
+    assert EMAIL not in _all_text(out) and digest in out["detail"] and "'a', 'b', 'tie'" in out["detail"]
+    assert json.loads(out["record"])["choice"] == digest
 
 
 @pytest.mark.parametrize("value", [[1, 2], "a string", None, 42])
@@ -525,3 +528,65 @@ def test_an_accepted_record_always_fits_the_curated_table(processor: FeedbackPro
         to_curated_table(pa.Table.from_pylist([out], schema=INGEST_SCHEMA), "pairwise")
     else:
         assert out["reason"] == "out_of_range:session_position"
+
+
+# --- no PII in any field -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signal_type", SIGNAL_TYPES)
+def test_pii_in_every_field_never_reaches_a_record(processor: FeedbackProcessor, signal_type: str) -> None:
+    for name, row, reason in planted_pii.variants(clean(signal_type)):
+        out = processor.process(raw(row))
+        assert planted_pii.leaks(_all_text(out)) == [], name
+        if reason is None:
+            assert out["status"] == ACCEPTED, (name, out["reason"], out["detail"])
+            record = json.loads(out["record"])
+            assert record["actor_id"].startswith("usr_") and "<EMAIL>" in record["prompt"]
+        else:
+            assert out["status"] == QUARANTINED and out["reason"].startswith(reason), (name, out["reason"])
+            pa.Table.from_pylist([out], schema=INGEST_SCHEMA)
+
+
+@pytest.mark.parametrize("field", ["signal_id", "item_id", "prompt_id", "policy_version", "guideline_version"])
+def test_an_identifier_holding_free_text_is_quarantined_and_kept_only_as_a_digest(processor: FeedbackProcessor,
+                                                                                   field: str) -> None:
+    row = clean("pairwise")
+    value = f"{row['signal_id']} reach me at {EMAIL}"
+    out = processor.process(raw(row | {field: value}))
+    assert out["status"] == QUARANTINED and out["reason"] == f"bad_identifier:{field}"
+    assert "whitespace" in out["detail"] and PSEUDONYMS.digest(value) in out["detail"]
+    assert json.loads(out["record"])[field] == PSEUDONYMS.digest(value)
+    assert EMAIL not in _all_text(out) and row["signal_id"] + " " not in _all_text(out)
+    if field == "signal_id":
+        assert out["signal_id"] == PSEUDONYMS.digest(value)
+
+
+def test_a_well_formed_identifier_that_is_pii_is_quarantined(processor: FeedbackProcessor) -> None:
+    out = processor.process(raw(clean("rating") | {"prompt_id": "10.20.30.40"}))
+    assert out["status"] == QUARANTINED and out["reason"] == "pii_in_identifier:prompt_id"
+    assert "ipv4" in out["detail"] and "10.20.30.40" not in _all_text(out)
+
+
+def test_a_cut_line_with_pii_in_every_field_leaks_nothing_wherever_it_is_cut(processor: FeedbackProcessor) -> None:
+    for signal_type in ("ranking", "safety_flag"):
+        row = planted_pii.variants(clean(signal_type))[0][1]
+        line = json.dumps(row, default=_iso)
+        for end in range(1, len(line), 3):
+            out = processor.process(RawRow("f.jsonl", 0, line[:end], "unparseable_json: cut"))
+            assert out["status"] == QUARANTINED
+            assert planted_pii.leaks(_all_text(out)) == [] and planted_pii.RAW_USER not in _all_text(out), line[:end]
+
+
+def test_an_unknown_field_name_holding_pii_is_stored_as_a_digest(processor: FeedbackProcessor) -> None:
+    key = f"note from Zorblat Quenby {EMAIL}"
+    out = processor.process(raw(clean("implicit") | {key: "x"}))
+    assert out["status"] == QUARANTINED and out["reason"] == f"unknown_field:{PSEUDONYMS.digest(key)}"
+    assert PSEUDONYMS.digest(key) in json.loads(out["record"]) and planted_pii.leaks(_all_text(out)) == []
+
+
+def test_names_and_addresses_in_free_text_are_masked_in_accepted_rows(processor: FeedbackProcessor) -> None:
+    row = clean("correction") | {"rationale": "Please ship it to 42 Quenby Avenue.\nThanks,\nZorblat"}
+    out = processor.process(raw(row))
+    assert out["status"] == ACCEPTED
+    assert json.loads(out["record"])["rationale"] == "Please ship it to <ADDRESS>.\nThanks,\n<PERSON>"
+    assert json.loads(out["pii_counts"]) == {"address": 1, "person": 1}

@@ -403,3 +403,14 @@ def test_pseudonym_section_creates_a_missing_key_once_and_never_replaces_one(tmp
     assert not creating.create_missing_key_file() and key_file.read_bytes() == written  # kept, not replaced
     one = creating.pseudonymizer().pseudonym("user-1")
     assert one == section.pseudonymizer().pseudonym("user-1") != "user-1"  # every job reading it agrees
+
+
+def test_digest_is_keyed_and_separate_from_pseudonyms() -> None:
+    pseudonyms = Pseudonymizer(KEY)
+    digest = pseudonyms.digest("user-000123 reach me at a@example.com")
+    assert digest.startswith("dig_") and len(digest) == 20
+    assert digest == pseudonyms.digest("user-000123 reach me at a@example.com")
+    assert digest != Pseudonymizer(b"another key, 16+ bytes").digest("user-000123 reach me at a@example.com")
+    assert digest[4:] != pseudonyms.pseudonym("user-000123 reach me at a@example.com")[4:]
+    with pytest.raises(TypeError, match="expects a str"):
+        pseudonyms.digest(7)  # type: ignore[arg-type]

@@ -82,6 +82,19 @@ def test_every_feedback_kind_becomes_a_valid_contract_row_with_pii_masked() -> N
         feedback_row(pairwise, _served(), signal_id="s", now=moment, actor_id="usr_x", masker=PiiMasker())
 
 
+@pytest.mark.parametrize(("prompt_id", "reason"), [("p-1 my name is Ada Quenby", "whitespace"),
+                                                   ("415-555-0134", "found: phone")])
+def test_feedback_on_a_prompt_id_that_is_not_an_id_is_refused(prompt_id: str, reason: str) -> None:
+    from dataclasses import replace
+    from datetime import datetime, timezone
+
+    thumbs = parse_model(FEEDBACK_ADAPTER, {"kind": "thumbs", "response_id": "r1", "value": 1})
+    with pytest.raises(FeedbackError, match=reason) as error:
+        feedback_row(thumbs, replace(_served(), prompt_id=prompt_id), signal_id="s-1",
+                     now=datetime.now(timezone.utc), actor_id="usr_x", masker=PiiMasker())
+    assert "field 'prompt_id'" in str(error.value) and "555-0134" not in str(error.value)
+
+
 def test_bad_bodies_name_field_value_and_expectation() -> None:
     with pytest.raises(ValueError, match=r"field 'messages\[0\].role': got 'bot'"):
         parse_model(ChatCompletionRequest, {"model": MODEL, "messages": [{"role": "bot", "content": "x"}]})

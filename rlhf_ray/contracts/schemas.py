@@ -147,6 +147,15 @@ FREE_TEXT_FIELDS: tuple[str, ...] = (
     "edited_response",
     "rationale",
 )
+# Short free labels: they can hold user text too, so they are masked like the free text.
+LABEL_FIELDS: tuple[str, ...] = ("topic", "segment")
+MASKED_FIELDS: tuple[str, ...] = (*FREE_TEXT_FIELDS, *LABEL_FIELDS)
+# Raw user/annotator/session ids: kept joinable through keyed pseudonyms, never stored as they are.
+PSEUDONYMIZED_FIELDS: tuple[str, ...] = ("actor_id", "session_id")
+# Ids of rows, items, prompts and versions: must look like ids (`IDENTIFIER_PATTERN`), never free text.
+IDENTIFIER_FIELDS: tuple[str, ...] = ("signal_id", "item_id", "prompt_id", "policy_version", "guideline_version")
+IDENTIFIER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/+=-]*"
+MAX_IDENTIFIER_CHARS = 128
 
 
 def schema_for(signal_type: SignalType | str) -> pa.Schema:

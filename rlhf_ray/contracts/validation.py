@@ -2,18 +2,28 @@
 
 Validation never raises on bad data: whatever a producer sends (wrong types, NaN, huge strings,
 missing keys, a non-dict) comes back as a `Rejection` whose `reason` is `<code>` or `<code>:<field>`,
-and whose `detail` names the field, the value and what was expected.
+and whose `detail` names the field, the value and what was expected. The offending value also travels
+in `Rejection.value`, so a writer that must not store it (ingest's quarantine) can show it redacted
+(`Rejection.detail_showing`).
+
+Identifier fields (`IDENTIFIER_FIELDS`: signal, item and prompt ids, policy and guideline versions) must
+look like ids: 1 to `MAX_IDENTIFIER_CHARS` characters of letters, digits and `._:/+=-`, starting with a
+letter or digit. An id that holds free text ("<uuid> reach me at …") is a `bad_identifier`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from rlhf_ray.contracts.schemas import (
+    IDENTIFIER_FIELDS,
+    IDENTIFIER_PATTERN,
+    MAX_IDENTIFIER_CHARS,
     MAX_RANKED_RESPONSES,
     MAX_TEXT_CHARS,
     RUBRIC_CRITERIA,
@@ -49,6 +59,23 @@ _STRING_FIELDS = frozenset(
      "response_b", "edited_response", "rationale", "choice", "scale", "event", "category"}
 )
 _TEXT_FIELDS = ("prompt", "response", "response_a", "response_b", "edited_response", "rationale")
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+IDENTIFIER_EXPECTED = (f"an identifier: 1 to {MAX_IDENTIFIER_CHARS} characters of letters, digits and ._:/+=-, "
+                       "starting with a letter or digit")
+NO_VALUE: Any = object()  # a rejection that names no value (missing field, oversize text, ...)
+
+
+def preview(value: Any) -> str:
+    """repr(value), cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
+
+
+def describe(field_name: str | None, expected: str, shown: str | None = None) -> str:
+    """`field 'x': got <shown>, expected <expected>` (the parts that apply)."""
+    got = "" if shown is None else f"got {shown}, "
+    where = "" if field_name is None else f"field {field_name!r}: "
+    return f"{where}{got}expected {expected}"
 
 
 @dataclass(frozen=True)
@@ -57,30 +84,49 @@ class Rejection:
     field: str | None
     detail: str
     expected: str = ""
+    value: Any = field(default=NO_VALUE, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
         return self.code if self.field is None else f"{self.code}:{self.field}"
 
+    def detail_showing(self, show: Callable[[Any], str]) -> str:
+        """The detail with the offending value shown as `show(value)` (e.g. masked or as a keyed digest)."""
+        if self.value is NO_VALUE:
+            return self.detail
+        return describe(self.field, self.expected, f"{show(self.value)} ({type(self.value).__name__})")
+
 
 class _Reject(Exception):
-    def __init__(self, code: str, field: str | None, detail: str, expected: str) -> None:
-        super().__init__(detail)
-        self.rejection = Rejection(code, field, detail, expected)
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.detail)
+        self.rejection = rejection
 
 
-_NO_VALUE = object()
+def _fail(code: str, field_name: str | None, expected: str, value: Any = NO_VALUE) -> _Reject:
+    shown = None if value is NO_VALUE else f"{preview(value)} ({type(value).__name__})"
+    return _Reject(Rejection(code, field_name, describe(field_name, expected, shown), expected, value))
 
 
-def _preview(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
+def reject(code: str, field_name: str | None, expected: str, value: Any = NO_VALUE) -> Rejection:
+    """A `Rejection` with the standard detail (for checks made outside `validate_row`, e.g. residency)."""
+    return _fail(code, field_name, expected, value).rejection
 
 
-def _fail(code: str, field: str | None, expected: str, value: Any = _NO_VALUE) -> _Reject:
-    got = "" if value is _NO_VALUE else f"got {_preview(value)} ({type(value).__name__}), "
-    where = "" if field is None else f"field {field!r}: "
-    return _Reject(code, field, f"{where}{got}expected {expected}", expected)
+def identifier_problem(value: str) -> str | None:
+    """Why `value` is not an identifier (None when it is one): what it holds, never the value itself."""
+    if _IDENTIFIER.fullmatch(value) and len(value) <= MAX_IDENTIFIER_CHARS:
+        return None
+    if not value:
+        return "it is empty"
+    if len(value) > MAX_IDENTIFIER_CHARS:
+        return f"it is {len(value)} characters long"
+    if any(c.isspace() for c in value):
+        return "it holds whitespace"
+    odd = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "._:/+=-"))})
+    if odd:
+        return "it holds " + ", ".join(repr(c) for c in odd[:3]) + (" …" if len(odd) > 3 else "")
+    return "it starts with " + repr(value[0])
 
 
 def _is_number(value: Any) -> bool:
@@ -163,6 +209,13 @@ def _check_types(row: Mapping[str, Any], signal_type: SignalType) -> None:
                 raise _fail("missing_field", name, "a value (required field)")
         elif check is not None and not check[0](value):
             raise _fail("wrong_type", name, check[1], value)
+
+
+def _check_identifiers(row: Mapping[str, Any]) -> None:
+    for name in IDENTIFIER_FIELDS:
+        value = row.get(name)
+        if isinstance(value, str) and (problem := identifier_problem(value)) is not None:
+            raise _fail("bad_identifier", name, f"{IDENTIFIER_EXPECTED} ({problem})", value)
 
 
 def _check_envelope(row: Mapping[str, Any], now: datetime) -> None:
@@ -256,6 +309,7 @@ def validate_row(row: Any, now: datetime | None = None) -> Rejection | None:
             raise _fail("unknown_enum", "signal_type", f"one of {sorted(_SIGNAL_TYPES)}", signal_type)
         _check_known_fields(row, kind)
         _check_types(row, kind)
+        _check_identifiers(row)
         _check_envelope(row, now or datetime.now(timezone.utc))
         check = _PAYLOAD_CHECKS.get(kind)
         if check is not None:

@@ -1,6 +1,7 @@
 """From raw shard bytes to ingest records: parse, validate, mask, pseudonymize, hash.
 
-Every input row becomes exactly one ingest record, `accepted` or `quarantined` (with a reason);
+Every input row becomes exactly one ingest record, `accepted` or `quarantined` (with a reason, and with
+every field masked, pseudonymized or digested: `quarantine_record`);
 duplicates are resolved afterwards across the whole input (see `dedup`). A file that cannot be
 parsed at all becomes one quarantined record naming the file, so nothing disappears silently.
 """
@@ -10,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -20,13 +20,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf_ray.contracts import FREE_TEXT_FIELDS, SIGNAL_SCHEMAS, SignalType
-from rlhf_ray.contracts.validation import Rejection, parse_event_time, validate_row
+from rlhf_ray.contracts import MASKED_FIELDS, PSEUDONYMIZED_FIELDS, SIGNAL_SCHEMAS, SignalType
+from rlhf_ray.contracts.validation import Rejection, parse_event_time, reject, validate_row
+from rlhf_ray.dataplane.redaction import Redactor, identifier_pii
 from rlhf_ray.governance import PiiMasker, Pseudonymizer
 
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {t.value: tuple(SIGNAL_SCHEMAS[t].names) for t in SignalType}
-_ID_FIELDS = frozenset({"actor_id", "session_id"})
-_ID_IN_TEXT = re.compile(r'"(actor_id|session_id)"\s*:\s*"([^"]*)')
 ACCEPTED = "accepted"
 QUARANTINED = "quarantined"
 DUPLICATE = "duplicate"
@@ -115,7 +114,12 @@ def content_hash(row: dict[str, Any]) -> str:
 
 
 class FeedbackProcessor:
-    """Turns raw rows into ingest records. Picklable, so Ray Data workers each hold one."""
+    """Turns raw rows into ingest records. Picklable, so Ray Data workers each hold one.
+
+    A row is accepted when it satisfies its contract, its region is one of `regions` and no identifier holds
+    PII; accepted rows get pseudonymized ids and masked text (`MASKED_FIELDS`). Every other row becomes a
+    quarantine record (`quarantine_record`) with every field protected.
+    """
 
     def __init__(self, masker: PiiMasker, pseudonymizer: Pseudonymizer, regions: frozenset[str],
                  now: datetime) -> None:
@@ -123,82 +127,80 @@ class FeedbackProcessor:
         self.pseudonymizer = pseudonymizer
         self.regions = regions
         self.now = now
+        self.redactor = Redactor(masker, pseudonymizer)
 
     def process(self, raw: RawRow) -> dict[str, Any]:
         if raw.parse_error is not None:
-            line = raw.value if isinstance(raw.value, str) else ""
-            text, counts = self.masker.mask_value(self._protect_text(line))
             code = raw.parse_error.split(":", 1)[0].split(" ", 1)[0]
-            return self._record(raw, QUARANTINED, Rejection(code, None, raw.parse_error), text, counts)
-        rejection = validate_row(raw.value, self.now)
-        if rejection is None and raw.value["region"] not in self.regions:
-            got = f"field 'region': got {raw.value['region']!r}"
-            rejection = Rejection("unknown_region", "region", f"{got}, expected one of {sorted(self.regions)}")
+            return quarantine_record(self.redactor, raw, Rejection(code, None, raw.parse_error))
+        rejection = self.check(raw.value)
         if rejection is not None:
-            if rejection.field in _ID_FIELDS:
-                rejection = Rejection(rejection.code, rejection.field,
-                                      f"field {rejection.field!r}: value withheld (an identifier), "
-                                      f"expected {rejection.expected}", rejection.expected)
-            row = self._protect(raw.value) if isinstance(raw.value, dict) else raw.value
-            text, counts = self.masker.mask_value(_storable(canonical_json(row)))
-            return self._record(raw, QUARANTINED, rejection, text, counts, row if isinstance(row, dict) else None)
+            return quarantine_record(self.redactor, raw, rejection)
         row = self._normalize(raw.value)
         counts = self._mask_row(row)
-        return self._record(raw, ACCEPTED, None, canonical_json(row), counts, row)
+        return _record(raw, ACCEPTED, None, None, canonical_json(row), counts, row)
 
-    def _protect(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Pseudonymize ids even in quarantine: no raw user or annotator id leaves ingest, whatever its type."""
-        protected = dict(row)
-        for name, convert in (("actor_id", self.pseudonymizer.pseudonym),
-                              ("session_id", self.pseudonymizer.pseudonymize_session)):
-            if protected.get(name) is not None:
-                protected[name] = _pseudonymize_any(protected[name], convert)
-        return protected
-
-    def _protect_text(self, text: str) -> str:
-        """The same for a line that did not parse: pseudonymize whatever follows an id key."""
-
-        def replace(match: re.Match[str]) -> str:
-            pseudonyms = self.pseudonymizer
-            convert = pseudonyms.pseudonym if match[1] == "actor_id" else pseudonyms.pseudonymize_session
-            return f'"{match[1]}": "{convert(match[2])}'
-
-        return _ID_IN_TEXT.sub(replace, text)
+    def check(self, value: Any) -> Rejection | None:
+        """The row's first problem: its contract, then its region, then PII in an identifier; None if none."""
+        rejection = validate_row(value, self.now)
+        if rejection is None and value["region"] not in self.regions:
+            rejection = reject("unknown_region", "region", f"one of {sorted(self.regions)}", value["region"])
+        return rejection if rejection is not None else identifier_pii(value, self.masker)
 
     def _normalize(self, row: dict[str, Any]) -> dict[str, Any]:
         normalized = {name: row.get(name) for name in _FIELD_NAMES[row["signal_type"]]}
         normalized["event_time"] = parse_event_time(row["event_time"])
-        return self._protect(normalized)
+        for name in PSEUDONYMIZED_FIELDS:
+            if normalized.get(name) is not None:
+                normalized[name] = self.redactor.pseudonym(name, normalized[name])
+        return normalized
 
     def _mask_row(self, row: dict[str, Any]) -> Counter[str]:
         counts: Counter[str] = Counter()
-        for name in FREE_TEXT_FIELDS:
+        for name in MASKED_FIELDS:
             if row.get(name) is not None:
                 row[name], found = self.masker.mask_value(row[name])
                 counts.update(found)
         return counts
 
-    def _record(self, raw: RawRow, status: str, rejection: Rejection | None, record: str,
-                counts: Counter[str], row: dict[str, Any] | None = None) -> dict[str, Any]:
-        row = row or {}
-        event_time = None
-        if status == ACCEPTED:
-            event_time = row["event_time"]
-        return {
-            "status": status,
-            "reason": None if rejection is None else rejection.reason,
-            "detail": None if rejection is None else self.masker.mask(_storable(rejection.detail))[0],
-            "signal_id": _string_or_none(row.get("signal_id")),
-            "signal_type": _string_or_none(row.get("signal_type")),
-            # For accepted rows `record` is canonical_json(row), so this equals content_hash(row).
-            "content_hash": hashlib.sha256(record.encode()).hexdigest() if status == ACCEPTED else None,
-            "source_file": raw.source_file,
-            "row_number": raw.row_number,
-            "region": _string_or_none(row.get("region")),
-            "event_time": event_time,
-            "record": record,
-            "pii_counts": json.dumps(dict(counts), sort_keys=True) if counts else None,
-        }
+
+def quarantine_record(redactor: Redactor, raw: RawRow, rejection: Rejection) -> dict[str, Any]:
+    """The ingest record of a refused row, with every field protected (`redaction`): the one way any reader
+    (ingest, an importer) writes quarantine.
+
+    A row that parsed is protected field by field; text that did not parse is protected literal by literal;
+    the reason, detail, source file and the columns copied out of the row are masked, pseudonymized or
+    digested like the fields they come from.
+    """
+    if raw.parse_error is not None:
+        text = raw.value if isinstance(raw.value, str) else ""
+        record, counts = redactor.text(_storable(text))
+        row: dict[str, Any] = {}
+    else:
+        protected, counts = redactor.row(raw.value)
+        record = _storable(canonical_json(protected))
+        row = protected if isinstance(protected, dict) else {}
+    return _record(raw, QUARANTINED, redactor.reason(rejection), _storable(redactor.detail(rejection)), record,
+                   counts, row, source_file=redactor.masker.mask(_storable(raw.source_file))[0])
+
+
+def _record(raw: RawRow, status: str, reason: str | None, detail: str | None, record: str, counts: Counter[str],
+            row: dict[str, Any], source_file: str | None = None) -> dict[str, Any]:
+    return {
+        "status": status,
+        "reason": reason,
+        "detail": detail,
+        "signal_id": _string_or_none(row.get("signal_id")),
+        "signal_type": _string_or_none(row.get("signal_type")),
+        # For accepted rows `record` is canonical_json(row), so this equals content_hash(row).
+        "content_hash": hashlib.sha256(record.encode()).hexdigest() if status == ACCEPTED else None,
+        "source_file": raw.source_file if source_file is None else source_file,
+        "row_number": raw.row_number,
+        "region": _string_or_none(row.get("region")),
+        "event_time": row["event_time"] if status == ACCEPTED else None,
+        "record": record,
+        "pii_counts": json.dumps(dict(counts), sort_keys=True) if counts else None,
+    }
 
 
 def _string_or_none(value: Any) -> str | None:
@@ -208,13 +210,3 @@ def _string_or_none(value: Any) -> str | None:
 def _storable(text: str) -> str:
     """Text Arrow can store: lone surrogates (valid in JSON, not in UTF-8) become visible escapes."""
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _pseudonymize_any(value: Any, convert: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return convert(value)
-    if isinstance(value, list | tuple):
-        return [_pseudonymize_any(item, convert) for item in value]
-    if isinstance(value, dict):
-        return {key: _pseudonymize_any(item, convert) for key, item in value.items()}
-    return convert(canonical_json(value))

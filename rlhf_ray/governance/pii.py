@@ -1,18 +1,23 @@
-"""PII masking at capture: typed placeholders for emails, phones, cards, IPs and national ids.
+"""PII masking at capture: typed placeholders for emails, phones, cards, IPs, national ids, addresses, names.
 
 Every free-text field of a feedback row goes through `PiiMasker.mask` before anything is written,
 logged or counted. A match is replaced by a typed placeholder (`<EMAIL>`, `<PHONE>`, `<CARD>`,
-`<IPV4>`, `<IPV6>`, `<NATIONAL_ID>`, `<NAME>` for a custom pattern `name`) and counted per kind.
+`<IPV4>`, `<IPV6>`, `<NATIONAL_ID>`, `<ADDRESS>`, `<PERSON>`, `<TICKET>` for a custom pattern `ticket`)
+and counted per kind. Postal addresses and person names are found by context recognizers
+(`recognizers`: self-introductions, signatures, greetings, "my address is", street addresses …) and,
+when one is configured, by a local NER model (`ner.NerModel`).
 
 Speed (it runs inside Ray Data `map_batches` over millions of rows on a couple of cores):
 - one compiled regex per kind, each behind a cheap trigger: no `@` -> no email pass, no `:` -> no
   IPv6 pass, no ASCII digit -> none of the digit passes. Ordinary prose has none of the three and
   costs three C-level scans (`benchmarks/pii_mask.py` measures both paths);
 - every pattern starts at a token boundary (negative lookbehind), so no pass backtracks quadratically;
-- validation that a regex cannot express cheaply (Luhn, IPv6 grammar) runs only on candidates.
+- validation that a regex cannot express cheaply (Luhn, IPv6 grammar) runs only on candidates;
+- the name and address recognizers run only when one of their cue words is in the text (`triggered`).
 
-Kinds are masked in a fixed order (email, ipv6, card, ipv4, phone, national_id, then custom) and the
-passes repeat until nothing more is found, so `mask(mask(x)) == mask(x)` holds.
+Kinds are masked in a fixed order (email, ipv6, card, ipv4, phone, national_id, address, person, then
+custom) and the passes repeat until nothing more is found, so `mask(mask(x)) == mask(x)` holds for the
+pattern kinds. A NER model runs once per `mask` call, after the first round.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field
+
+from rlhf_ray.config import StrictModel
+from rlhf_ray.governance.ner import NerModel
+from rlhf_ray.governance.recognizers import ADDRESS, PERSON, apply_recognizers, mask_known_names, triggered
+
 EMAIL = "email"
 PHONE = "phone"
 CARD = "card"
@@ -31,8 +42,11 @@ IPV4 = "ipv4"
 IPV6 = "ipv6"
 NATIONAL_ID = "national_id"
 
-# The order the passes run in: an email or IPv6 address may hold digit runs the later passes would split.
-PII_KINDS: tuple[str, ...] = (EMAIL, IPV6, CARD, IPV4, PHONE, NATIONAL_ID)
+# The order the passes run in: an email or IPv6 address may hold digit runs the later passes would split;
+# addresses and names come after every digit kind, so a phone inside an address keeps its own placeholder.
+PII_KINDS: tuple[str, ...] = (EMAIL, IPV6, CARD, IPV4, PHONE, NATIONAL_ID, ADDRESS, PERSON)
+CONTEXT_KINDS = frozenset({ADDRESS, PERSON})
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 CARD_MIN_DIGITS = 13
 CARD_MAX_DIGITS = 19
 PHONE_MIN_DIGITS = 7
@@ -176,12 +190,14 @@ class PiiMasker:
     `kinds`: the built-in kinds to mask (default: all of `PII_KINDS`).
     `custom_patterns`: extra `{name: regex}` from config, masked as `<NAME>` and counted as `name`;
     applied after the built-in kinds, in the given order. Bad names or patterns fail here, naming them.
-    `fast_path`: skip a pass when its trigger character is absent (exact, never changes the result).
+    `fast_path`: skip a pass when its trigger (character or cue word) is absent (exact, never changes the result).
+    `ner`: a local NER model for person names that no context gives away (None: the recognizers only).
     """
 
     kinds: frozenset[str] = frozenset(PII_KINDS)
     custom_patterns: Mapping[str, str] = field(default_factory=dict)
     fast_path: bool = True
+    ner: NerModel | None = None
 
     def __post_init__(self) -> None:
         kinds = frozenset(self.kinds)
@@ -199,22 +215,26 @@ class PiiMasker:
         """(masked text, {kind: count}). Idempotent: masking the result again changes nothing.
 
         Passes repeat until a round finds nothing (a replacement can join its neighbours into a new
-        match). Each built-in match removes more trigger characters (`@`, `:`, digits) than its
-        placeholder adds, so this stops after a round or two; `MAX_ROUNDS` bounds custom patterns.
+        match). Each built-in match removes more trigger characters (`@`, `:`, digits) or cue words than
+        its placeholder adds, so this stops after a round or two; `MAX_ROUNDS` bounds custom patterns.
         """
         if not isinstance(text, str):
             raise TypeError(f"PiiMasker.mask expects str, got {type(text).__name__}")
         if (
             self.fast_path
+            and self.ner is None
             and not self._custom  # type: ignore[attr-defined]
             and "@" not in text
             and ":" not in text
             and _ANY_DIGIT.search(text) is None
+            and (self.kinds.isdisjoint(CONTEXT_KINDS) or not triggered(text))
         ):
             return text, Counter()  # no pass could match: the common case for prose
         counts: Counter[str] = Counter()
-        for _ in range(MAX_ROUNDS):
+        for round_number in range(MAX_ROUNDS):
             text, found = self._mask_once(text)
+            if round_number == 0 and self.ner is not None:
+                text = self._mask_entities(text, found)
             if not found:
                 break
             counts.update(found)
@@ -243,9 +263,31 @@ class PiiMasker:
                 text, n = _NATIONAL_ID.subn("<NATIONAL_ID>", text)
                 if n:
                     found[NATIONAL_ID] += n
+        if not kinds.isdisjoint(CONTEXT_KINDS):
+            active = triggered(text) if fast else None
+            if active is None or active:
+                names: list[str] = []
+                text = apply_recognizers(text, kinds, found, names, active)
+                text = mask_known_names(text, names, found)
         for name, pattern, token in self._custom:  # type: ignore[attr-defined]
             text = pattern.sub(_custom_replacement(name, token, found), text)
         return text, found
+
+    def _mask_entities(self, text: str, found: Counter[str]) -> str:
+        """Mask the NER model's entities of the kinds in `kinds` (never inside a placeholder)."""
+        if self.ner is None:
+            return text
+        taken = [m.span() for m in _PLACEHOLDER.finditer(text)]
+        names: list[str] = []
+        for start, end, kind in sorted(self.ner.spans(text), reverse=True):
+            if kind not in self.kinds or any(start < b and a < end for a, b in taken):
+                continue
+            if kind == PERSON:
+                names.append(text[start:end])
+            text = text[:start] + placeholder(kind) + text[end:]
+            taken.append((start, start + len(placeholder(kind))))
+            found[kind] += 1
+        return mask_known_names(text, names, found) if PERSON in self.kinds else text
 
     # --- structured values ------------------------------------------------------------------------
 
@@ -337,3 +379,22 @@ def _compile_custom(name: str, regex: str) -> tuple[str, re.Pattern[str], str]:
 def _is_text_array(value: Any) -> bool:
     dtype = getattr(value, "dtype", None)
     return dtype is not None and getattr(dtype, "kind", None) in ("O", "U") and hasattr(value, "flat")
+
+
+class PiiSection(StrictModel):
+    """A job's `pii` settings: which masker ingest (and any importer) uses on every text field."""
+
+    custom_patterns: dict[str, str] = Field(default_factory=dict, description="extra {name: regex} to mask")
+    ner_model: str | None = Field(None, description="local NER model folder for person names: a spaCy pipeline "
+                                  "(config.cfg + meta.json) or a transformers token-classification checkpoint; "
+                                  "never downloaded (default: context recognizers only)")
+    ner_labels: dict[str, str] = Field(default_factory=lambda: {"PER": PERSON, "PERSON": PERSON},
+                                       description="NER label → PII kind")
+    ner_min_score: float = Field(0.5, ge=0, le=1, description="lowest NER score that is masked")
+
+    def masker(self) -> PiiMasker:
+        """The configured masker; a `ValueError` naming the setting when a pattern or the model folder is bad."""
+        ner = None
+        if self.ner_model:
+            ner = NerModel(self.ner_model, self.ner_labels, self.ner_min_score)
+        return PiiMasker(custom_patterns=self.custom_patterns, ner=ner)

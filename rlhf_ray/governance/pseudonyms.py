@@ -7,6 +7,9 @@ annotator), a different key gives unrelated pseudonyms, and without the key the 
 recomputed or reversed (unlike a plain hash of a small id space such as `user-000123`). 16 hex
 characters are 64 bits: the chance of any collision among a million ids is about 3e-8.
 
+`digest(raw)` is the same keyed hash for values that are not ids of people but must not be stored as they
+are (a malformed identifier that may hold free text): `dig_<16 hex>`.
+
 The key comes from an environment variable or a key file (`load_key`); there is no default key. Jobs name
 theirs with one settings section, `PseudonymSection`, so ingest, the canary and the workbench read the
 same `pseudonyms.*` keys and, given the same key, write the same pseudonyms.
@@ -39,8 +42,10 @@ SESSION_PREFIX = "ses"
 _LEADING_WORD = re.compile(r"([A-Za-z]+)[-_:.]")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
+DIGEST_PREFIX = "dig"
 _ID_DOMAIN = b"id\x00"
 _SESSION_DOMAIN = b"session\x00"
+_DIGEST_DOMAIN = b"digest\x00"
 
 
 class Pseudonymizer:
@@ -81,6 +86,16 @@ class Pseudonymizer:
         if not isinstance(raw_id, str):
             raise TypeError(f"pseudonym expects a str id, got {type(raw_id).__name__}")
         return f"{self.prefix(raw_id)}_{self._digest(_ID_DOMAIN, raw_id)}"
+
+    def digest(self, raw: str) -> str:
+        """`dig_<16 hex>`: a keyed digest of any value that must not be stored (a malformed id, a raw field name).
+
+        Whoever holds the key can check a candidate value against it (debugging a quarantined row); nobody
+        else can recompute or reverse it. Its own HMAC domain: never equal to a pseudonym's digest.
+        """
+        if not isinstance(raw, str):
+            raise TypeError(f"digest expects a str, got {type(raw).__name__}")
+        return f"{DIGEST_PREFIX}_{self._digest(_DIGEST_DOMAIN, raw)}"
 
     def pseudonymize_session(self, session_id: str) -> str:
         """`<actor id>/<suffix>` -> `<pseudonym(actor id)>/ses_<16 hex>`.

@@ -20,6 +20,7 @@ from typing import Any
 
 from rlhf_ray.contracts import SCHEMA_VERSION, SignalType, Source
 from rlhf_ray.contracts.validation import validate_row
+from rlhf_ray.dataplane.redaction import identifier_pii
 from rlhf_ray.governance import PiiMasker
 from rlhf_ray.serving.schemas import (
     CorrectionFeedback,
@@ -114,7 +115,8 @@ def feedback_row(feedback: Feedback, served: ServedResponse, *, signal_id: str, 
     """The contract row for `feedback` (PII masked in every free-text field) and the PII counts masked.
 
     `actor_id` is the pseudonym of whoever gave the feedback. Raises `FeedbackError` when the row breaks its
-    contract, naming the field, value and expectation, exactly as ingest would quarantine it.
+    contract or an identifier (e.g. a client's prompt_id) holds PII, naming the field and expectation, exactly
+    as ingest would quarantine it.
     """
     row: dict[str, Any] = {
         "signal_id": signal_id,
@@ -138,7 +140,7 @@ def feedback_row(feedback: Feedback, served: ServedResponse, *, signal_id: str, 
             row[name], found = masker.mask(row[name])
             for kind, count in found.items():
                 counts[kind] = counts.get(kind, 0) + count
-    rejection = validate_row(row, now)
+    rejection = validate_row(row, now) or identifier_pii(row, masker)
     if rejection is not None:
         raise FeedbackError(rejection.detail)
     return row, counts
