@@ -33,6 +33,7 @@ from actors.runtime import ensure_ray
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import SCHEMA_VERSION
 from rlhf_ray.dataplane.dedup import KEY_COLUMNS, apply_changes, dataset_version, kept_keys, resolve_duplicates
+from rlhf_ray.dataplane.erasure import read_parquet_folder
 from rlhf_ray.dataplane.quality import quality_report
 from rlhf_ray.dataplane.records import ACCEPTED, DUPLICATE, INGEST_SCHEMA, QUARANTINED, FeedbackProcessor, read_shard
 from rlhf_ray.dataplane.shard_sets import read_shard_manifest
@@ -46,6 +47,7 @@ from rlhf_ray.dataplane.versions import (
 )
 from rlhf_ray.governance import PiiMasker, Pseudonymizer, PseudonymSection
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage.forward import ForwardIndex, dataset_entries
 from rlhf_ray.lineage.jobs import lineage_for, lineage_root
 from rlhf_ray.storage import StorageRoot, digest_files
 from rlhf_ray.telemetry.loop_latency import signal_latency_figures
@@ -207,7 +209,8 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
     if not reused:
         staging = f".staging-{uuid.uuid4().hex}"
         records.write_datasink(DatasetVersionDatasink(out, staging, changed))
-        report = quality_report(read_curated(out, f"{staging}/curated"), reasons, ingested_at)
+        curated = read_curated(out, f"{staging}/curated")
+        report = quality_report(curated, reasons, ingested_at)
         upstream = _upstream_manifest(root)
         registry = lineage_for(config, upstream.get("lineage_root"))
         artifact = registry.register(
@@ -220,6 +223,9 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
         manifest = {"version": version, "dataset_id": artifact.id, "input": config.input,
                     "lineage_root": lineage_root(config, upstream.get("lineage_root")), **counts,
                     "quality": report}
+        # The forward index (subject → signals → this version) is in place before the version is committed.
+        ForwardIndex(manifest["lineage_root"]).write(
+            artifact.id, dataset_entries(curated, read_parquet_folder(out, f"{staging}/quarantine")))
         commit_version(out, out.join(staging), version, manifest)
     else:
         manifest = read_manifest(out, version)

@@ -32,6 +32,7 @@ from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import SignalType
 from rlhf_ray.dataplane.versions import curated_folder, read_manifest, resolve_version
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.lineage.forward import ForwardIndex, pair_entries
 from rlhf_ray.lineage.jobs import lineage_root
 from rlhf_ray.storage import StorageRoot
 from rlhf_ray.telemetry.sink import sink_for
@@ -146,7 +147,8 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
     version = resolve_version(source, config.version)
     answers = {**read_answers(config.gold, "gold"), **read_answers(config.adjudication.resolved, "adjudication")}
     ensure_ray(config.ray)
-    result = curate(_read_version(source, version), answers, settings_for(config))
+    tables = _read_version(source, version)
+    result = curate(tables, answers, settings_for(config))
     out = StorageRoot.from_uri(config.output_dir)
     pairs_id = pairs_version(result.pairs)
     ray.data.from_arrow(result.pairs).repartition(1).write_parquet(out.join("pairs", pairs_id), filesystem=out.fs)
@@ -161,6 +163,7 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
         metrics={"pairs": result.pairs.num_rows, "adjudication_queue": result.adjudication.num_rows},
         uri=out.join("pairs", pairs_id),
     )
+    ForwardIndex(registry_root).write(artifact.id, pair_entries(result.pairs, tables))  # signal → pair, by subject
     report = {**result.report, "dataset_version": version, "pairs_version": pairs_id, "pairs_id": artifact.id,
               "lineage_root": registry_root, "gold_answers": len(answers)}
     out.write_bytes_atomic(json.dumps(report, indent=2, sort_keys=True, default=str).encode(), "agreement.json")
