@@ -37,7 +37,10 @@ JOBS: tuple[Job, ...] = (
     Job("curate", "jobs.curate",
         "annotation QA (agreement, Dawid–Skene consensus, annotator health, adjudication) → preference pairs"),
     Job("retention", "jobs.retention",
-        "drop curated rows older than their retention period; commit the rest as a new dataset version"),
+        "delete rows past their retention period from every store (shards, versions, quarantine, pairs, index)"),
+    Job("erase", "jobs.erase",
+        "erase a subject's rows from every store (shards, dataset versions, quarantine, pairs, index); "
+        "log counts, never the subject, in lineage"),
     Job("export", "jobs.export",
         "copy a curated dataset version to a destination, refusing rows the residency policy keeps out"),
     Job("init-model", "jobs.init_model",
@@ -75,6 +78,7 @@ CONFIG_ERRORS = ("rlhf_ray.config.loader:ConfigError",)
 # Errors that mean "this input cannot be processed": reported in one line, no traceback.
 USER_ERRORS = (
     "rlhf_ray.models.loading:ModelNotFoundError", "rlhf_ray.lineage.hashing:LineageError",
+    "rlhf_ray.dataplane.erasure:ErasureError", "rlhf_ray.lineage.forward:ForwardLineageError",
     "rlhf_ray.dataplane.versions:DatasetVersionError", "rlhf_ray.dataplane.residency:ResidencyViolation",
     "rlhf_ray.annotation.answers:AnswerFileError", "rlhf_ray.inputs.prompts:PromptFileError",
     "actors.ingest:IngestError", "jobs.export:ExportError", "jobs.curate:CurateError", "jobs.sft:SFTError",

@@ -12,7 +12,6 @@ import pytest
 
 from actors.ingest import IngestConfig, ingest
 from jobs.export import ExportConfig, export
-from jobs.retention import RetentionConfig, apply_retention
 from jobs.simulate import SimulateConfig, generate
 from rlhf_ray.config import LineageConfig, WandbConfig
 from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
@@ -157,19 +156,6 @@ def test_missing_key_is_a_clear_error(tmp_path: Path, feedback: Path, monkeypatc
     monkeypatch.delenv("RLHF_RAY_PSEUDONYM_KEY", raising=False)
     with pytest.raises(ValueError, match="RLHF_RAY_PSEUDONYM_KEY"):
         ingest(_config(feedback, tmp_path / "out"))
-
-
-def test_retention_drops_old_rows_into_a_new_version(feedback: Path, ingested) -> None:
-    out, first = ingested
-    lineage = LineageConfig(root=str(feedback / "lineage"))
-    result = apply_retention(RetentionConfig(output_dir=str(out), now=datetime(2026, 4, 20, tzinfo=timezone.utc),
-                                             days={"implicit": 90}, lineage=lineage,
-                                             wandb=WandbConfig(mode="disabled")))
-    assert result["dropped"]["implicit"] > 0 and result["dropped_rows"] == result["dropped"]["implicit"]
-    assert result["dataset_version"] != first["dataset_version"]
-    assert (out / "LATEST").read_text() == result["dataset_version"]
-    events = LineageRegistry(lineage.root).events(result["dataset_id"])
-    assert any(e.event == "retention" for e in events)
 
 
 def test_export_refuses_rows_the_residency_policy_keeps_out(feedback: Path, ingested, tmp_path: Path) -> None:
