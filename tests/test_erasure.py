@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -35,7 +36,6 @@ from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.lineage.forward import ForwardIndex
 from rlhf_ray.storage import StorageRoot
 
-pytestmark = pytest.mark.ray
 KEY = "5a" * 32
 TINY = ["shards.rows=300", "shards.rows_per_shard=150", "world.num_prompts=40", "world.population.num_users=20",
         "world.population.num_annotators=5", "wandb.mode=disabled"]
@@ -86,7 +86,7 @@ def _template(shards: Path, signal_type: str) -> dict[str, Any]:
 
 def _jsonl(path: Path, rows: list[Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, default=str)) + "\n" for r in rows))
 
 
 def _plant(run: Path, subject: Subject, tag: str, unparseable: bool) -> dict[str, int]:
@@ -174,6 +174,7 @@ def _pairs_with(run: Path, pairs_dir: str, signal_ids: set[str]) -> int:
     return sum(bool(signal_ids & set(ids)) for ids in table.column("source_signal_ids").to_pylist())
 
 
+@pytest.mark.ray
 def test_forward_lineage_then_erasure_killed_and_rerun_leaves_nothing(planted, capsys, monkeypatch) -> None:
     run, subject, expected = planted["run"], planted["subjects"]["erase"], planted["expected"]["erase"]
     root = str(run / "lineage")
@@ -231,6 +232,7 @@ def test_forward_lineage_then_erasure_killed_and_rerun_leaves_nothing(planted, c
     assert _search(run, subject.secrets()) == []
 
 
+@pytest.mark.ray
 def test_retention_deletes_expired_rows_from_every_store(planted, capsys) -> None:
     run, subject, expected = planted["run"], planted["subjects"]["expire"], planted["expected"]["expire"]
     dataset_root = run / "dataset"
@@ -254,3 +256,100 @@ def test_retention_deletes_expired_rows_from_every_store(planted, capsys) -> Non
     again = _cli(["retention", "--data", str(dataset_root), f"now={RETENTION_NOW.isoformat()}", "days={}",
                   "default_days=365", "wandb.mode=disabled"], capsys)
     assert not any(again["removed"].values())
+
+
+# ---- crash at every write: a small run built by hand (no Ray), killed at each write in turn, then re-run -------
+
+class _Crash(BaseException):
+    """Stands in for a SIGKILL: not an Exception, so nothing on the way catches it."""
+
+
+def _small_run(run: Path) -> tuple[Subject, dict[str, int]]:
+    """Raw correction shards, one committed dataset version, one pair set, its index entries and a model."""
+    from rlhf_ray.annotation.pairs import PairSettings, correction_pairs, merge_pairs
+    from rlhf_ray.dataplane.curated import curated_schema
+    from rlhf_ray.dataplane.records import content_hash
+    from rlhf_ray.dataplane.versions import commit_version
+    from rlhf_ray.lineage.forward import dataset_entries, pair_entries
+    from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
+    from rlhf_ray.sim.shards import build_shard_rows
+
+    pseudonyms = Pseudonymizer(bytes.fromhex(KEY))
+    clean = ShardConfig(rows=40, malformed_fraction=0.0, duplicate_fraction=0.0, pii_fraction=0.0)
+    built, _ = build_shard_rows(World(WorldConfig(num_prompts=20), 0), clean, ShardSpec("correction", 0, 40, "jsonl"))
+    rows = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()} for row in built]
+    subject = Subject("crash", "2026-01-20T10:00:00Z", random.Random(5))
+    rows += [subject.row(rows[0], subject.raw_id, edited_response=f"do {subject.unique()} .") for _ in range(3)]
+    _jsonl(run / "feedback" / "shards" / "part-0.jsonl", rows)
+    registry = LineageRegistry(run / "lineage")
+    shards = registry.register("shards", "hand", "hand", uri=str(run / "feedback")).id
+    curated = []
+    for row in rows:
+        row = {**row, "actor_id": pseudonyms.pseudonym(row["actor_id"]), "session_id": None}
+        curated.append({**row, "event_time": datetime.fromisoformat(str(row["event_time"]).replace("Z", "+00:00")),
+                        "content_hash": content_hash(row)})
+    table = pa.Table.from_pylist(curated, schema=curated_schema("correction"))
+    data = StorageRoot.from_uri(run / "dataset")
+    data.write_parquet_atomic(table, ".staging", "curated", "correction", "part-00000.parquet")
+    dataset = registry.register("dataset", "ds-hand", "hand", parents=(shards,),
+                                uri=data.join("curated", "ds-hand")).id
+    commit_version(data, data.join(".staging"), "ds-hand", {"version": "ds-hand", "dataset_id": dataset,
+                                                             "accepted_rows": table.num_rows, "quality": {}})
+    index = ForwardIndex(str(run / "lineage"))
+    index.write(dataset, dataset_entries({"correction": table}, None))
+    pairs = merge_pairs(correction_pairs(table, PairSettings()))
+    out = StorageRoot.from_uri(run / "curated")
+    out.write_parquet_atomic(pairs, "pairs", "pairs-hand", "part-0.parquet")
+    pairs_id = registry.register("pairs", "pairs-hand", "hand", parents=(dataset,),
+                                 uri=out.join("pairs", "pairs-hand")).id
+    index.write(pairs_id, pair_entries(pairs, {"correction": table}))
+    registry.register("reward-model", "rm", "rm", parents=(pairs_id,))
+    return subject, {"raw_shards": 3, "curated": 3, "pairs": 3}
+
+
+def test_erasure_killed_at_each_write_finishes_on_rerun(tmp_path: Path, monkeypatch) -> None:
+    from jobs.erase import EraseConfig, erase
+    from rlhf_ray.config import LineageConfig, WandbConfig
+
+    monkeypatch.setenv("RLHF_RAY_PSEUDONYM_KEY", KEY)
+    monkeypatch.setenv("RLHF_RAY_AUDIT_KEY", "ab" * 32)
+    original = StorageRoot.write_bytes_atomic
+    crash_at = 0
+    while True:
+        crash_at += 1
+        run = tmp_path / f"run-{crash_at}"
+        subject, expected = _small_run(run)
+        config = EraseConfig(subject=subject.pseudonym, reason="request", lineage=LineageConfig(root=str(
+            run / "lineage")), wandb=WandbConfig(mode="disabled"))
+        writes = 0
+
+        def crashing(self: StorageRoot, data: bytes, *parts: str, at: int = crash_at) -> str:
+            nonlocal writes
+            writes += 1
+            if writes == at:  # half the bytes at the temporary name, then the process dies
+                folder, name = self.join(*parts).rsplit("/", 1)
+                self.fs.create_dir(folder, recursive=True)
+                with self.fs.open_output_stream(f"{folder}/.tmp-crash-{name}") as stream:
+                    stream.write(data[: len(data) // 2])
+                raise _Crash
+            return original(self, data, *parts)
+
+        monkeypatch.setattr(StorageRoot, "write_bytes_atomic", crashing)
+        try:
+            erase(config)
+            crashed = False
+        except _Crash:
+            crashed = True
+        monkeypatch.setattr(StorageRoot, "write_bytes_atomic", original)
+        if crashed:
+            erase(config)
+        erasures = [e for e in LineageRegistry(run / "lineage").events() if e.event == "erasure"]
+        assert len(erasures) == 1, crash_at
+        removed = erasures[0].payload["removed"]
+        assert {k: removed[k] for k in expected} == expected, crash_at
+        assert _search(run, subject.secrets()) == [], crash_at
+        assert not [p for p in run.rglob("*") if p.name.startswith((".tmp-", ".staging"))], crash_at
+        if not crashed:
+            break
+    print(f"erasure killed at each of its {crash_at - 1} writes")
+    assert crash_at > 10  # the erasure wrote that many files, each a point it was killed at

@@ -620,6 +620,10 @@ def erase_rows(lineage_root: str, stores: Stores, selector: Selector, cause: str
                extra: dict[str, Any] | None = None, primary: str | None = None) -> dict[str, Any]:
     """Finish any erasure a killed run journaled, then plan, journal and carry out this one. Returns its summary
     (`nothing_to_erase` when no store holds a selected row), with `resumed` naming the plans finished first."""
+    journals = StorageRoot.from_uri(lineage_root)
+    for info in journals.fs.get_file_info(pafs.FileSelector(journals.join(JOURNALS), allow_not_found=True)):
+        if info.base_name.startswith(".tmp-"):  # a journal killed while being written: nothing acted on it
+            journals.fs.delete_file(info.path)
     resumed, same = [], []
     for pending in pending_journals(lineage_root):
         remove_temporaries(pending, stores, lineage_root)
