@@ -84,7 +84,33 @@ def quarantine_mask(selector: Selector, table: pa.Table, collect: bool = False) 
     return mask
 
 
-class SubjectSelector:
+class _Selecting:
+    """What both selectors share: `row_mask` / `record_matches` over their own `_table_hits` / `_row_hit`, adding
+    the selected rows' signal ids to `signals` when asked to collect."""
+
+    signals: set[str]
+
+    def _table_hits(self, table: pa.Table, signal_type: str | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _row_hit(self, row: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def row_mask(self, table: pa.Table, signal_type: str | None = None, collect: bool = False) -> np.ndarray:
+        mask = self._table_hits(table, signal_type)
+        if collect and "signal_id" in table.column_names:
+            self.signals.update(s for s in table.column("signal_id").filter(pa.array(mask)).to_pylist()
+                                if isinstance(s, str))
+        return mask
+
+    def record_matches(self, row: Any, collect: bool = False) -> bool:
+        hit = isinstance(row, dict) and self._row_hit(row)
+        if hit and collect and isinstance(row.get("signal_id"), str):
+            self.signals.add(row["signal_id"])
+        return hit
+
+
+class SubjectSelector(_Selecting):
     """One subject's rows: any actor/session field naming one of `aliases` (the stored pseudonym forms) — or, with
     the key, a raw id that pseudonymizes to one — and any row whose signal id is among `signals`."""
 
@@ -106,7 +132,7 @@ class SubjectSelector:
             self._seen[actor] = hit
         return hit
 
-    def row_mask(self, table: pa.Table, signal_type: str | None = None, collect: bool = False) -> np.ndarray:
+    def _table_hits(self, table: pa.Table, signal_type: str | None) -> np.ndarray:
         mask = np.zeros(table.num_rows, dtype=bool)
         if "signal_id" in table.column_names:
             mask |= _isin(table.column("signal_id"), self.signals)
@@ -114,20 +140,12 @@ class SubjectSelector:
             if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
                 values = pc.unique(table.column(name)).drop_null().to_pylist()
                 mask |= _isin(table.column(name), [v for v in values if self.actor_matches(v)])
-        if collect and "signal_id" in table.column_names:
-            self.signals.update(s for s in table.column("signal_id").filter(pa.array(mask)).to_pylist()
-                                if isinstance(s, str))
         return mask
 
-    def record_matches(self, row: Any, collect: bool = False) -> bool:
-        if not isinstance(row, dict):
-            return False
+    def _row_hit(self, row: dict[str, Any]) -> bool:
         signal_id = row.get("signal_id")
-        hit = (isinstance(signal_id, str) and signal_id in self.signals) or any(
+        return (isinstance(signal_id, str) and signal_id in self.signals) or any(
             self.actor_matches(row.get(name)) for name in ACTOR_FIELDS)
-        if hit and collect and isinstance(signal_id, str):
-            self.signals.add(signal_id)
-        return hit
 
     def line_matches(self, line: str) -> bool:
         for field, value in _FIELD_IN_TEXT.findall(line):
@@ -153,7 +171,7 @@ class SubjectSelector:
         return {"kind": "subject", "aliases": sorted(self.aliases), "signals": sorted(self.signals)}
 
 
-class ExpirySelector:
+class ExpirySelector(_Selecting):
     """Rows older than their signal type's retention period (`days`, else `default_days`) at `now`."""
 
     def __init__(self, days: dict[str, int], default_days: int, now: datetime, signals: Iterable[str] = ()) -> None:
@@ -175,30 +193,22 @@ class ExpirySelector:
         return pa.chunked_array([pa.array([_time_or_none(v) for v in column.to_pylist()],
                                           pa.timestamp("ms", tz="UTC"))])
 
-    def row_mask(self, table: pa.Table, signal_type: str | None = None, collect: bool = False) -> np.ndarray:
+    def _table_hits(self, table: pa.Table, signal_type: str | None) -> np.ndarray:
         times = self._times(table)
+        mask = np.zeros(table.num_rows, dtype=bool)
         if times is None:
-            return np.zeros(table.num_rows, dtype=bool)
+            return mask
         types = (table.column("signal_type").to_pylist() if signal_type is None and "signal_type" in table.column_names
                  else [signal_type] * table.num_rows)
-        mask = np.zeros(table.num_rows, dtype=bool)
         for kind in set(types):
             cutoff = pa.scalar(self.cutoff(kind), type=pa.timestamp("ms", tz="UTC"))
             older = _mask(pc.less(pc.cast(times, pa.timestamp("ms", tz="UTC")), cutoff))
             mask |= older & np.array([t == kind for t in types], dtype=bool)
-        if collect and "signal_id" in table.column_names:
-            self.signals.update(s for s in table.column("signal_id").filter(pa.array(mask)).to_pylist()
-                                if isinstance(s, str))
         return mask
 
-    def record_matches(self, row: Any, collect: bool = False) -> bool:
-        if not isinstance(row, dict):
-            return False
+    def _row_hit(self, row: dict[str, Any]) -> bool:
         moment = _time_or_none(row.get("event_time"))
-        hit = moment is not None and moment < self.cutoff(row.get("signal_type"))
-        if hit and collect and isinstance(row.get("signal_id"), str):
-            self.signals.add(row["signal_id"])
-        return hit
+        return moment is not None and moment < self.cutoff(row.get("signal_type"))
 
     def line_matches(self, line: str) -> bool:
         return False  # a line that is not JSON has no event time to judge
