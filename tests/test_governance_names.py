@@ -206,3 +206,9 @@ def test_pii_section_defaults_to_the_recognizers_only() -> None:
     masker = section.masker()
     assert masker.ner is None
     assert masker.mask("TCK-12 from Zorblat\n-- Zorblat")[0] == "<TICKET> from <PERSON>\n-- <PERSON>"
+
+
+def test_no_placeholder_is_a_cue() -> None:
+    """`PiiMasker` computes the cues once per round, before the digit and email passes put placeholders in."""
+    placeholders = " ".join(f"<{kind.upper()}>" for kind in ("email", "ipv6", "card", "ipv4", "phone", "national_id"))
+    assert triggered(placeholders) == frozenset()

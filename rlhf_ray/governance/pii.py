@@ -220,6 +220,8 @@ class PiiMasker:
         """
         if not isinstance(text, str):
             raise TypeError(f"PiiMasker.mask expects str, got {type(text).__name__}")
+        context = self.fast_path and not self.kinds.isdisjoint(CONTEXT_KINDS)
+        active = triggered(text) if context else None
         if (
             self.fast_path
             and self.ner is None
@@ -227,12 +229,14 @@ class PiiMasker:
             and "@" not in text
             and ":" not in text
             and _ANY_DIGIT.search(text) is None
-            and (self.kinds.isdisjoint(CONTEXT_KINDS) or not triggered(text))
+            and not active
         ):
             return text, Counter()  # no pass could match: the common case for prose
         counts: Counter[str] = Counter()
         for round_number in range(MAX_ROUNDS):
-            text, found = self._mask_once(text)
+            if round_number and context:
+                active = triggered(text)
+            text, found = self._mask_once(text, active)
             if round_number == 0 and self.ner is not None:
                 text = self._mask_entities(text, found)
             if not found:
@@ -240,7 +244,10 @@ class PiiMasker:
             counts.update(found)
         return text, counts
 
-    def _mask_once(self, text: str) -> tuple[str, Counter[str]]:
+    def _mask_once(self, text: str, active: frozenset[str] | None) -> tuple[str, Counter[str]]:
+        """One round of every pass. `active`: the recognizers `triggered` by the text at the start of the round
+        (None: run them all). The digit and email passes before them only put placeholders in, whose words are
+        never cues, so the cues of the text the recognizers see are among those."""
         found: Counter[str] = Counter()
         kinds = self.kinds
         fast = self.fast_path
@@ -263,12 +270,10 @@ class PiiMasker:
                 text, n = _NATIONAL_ID.subn("<NATIONAL_ID>", text)
                 if n:
                     found[NATIONAL_ID] += n
-        if not kinds.isdisjoint(CONTEXT_KINDS):
-            active = triggered(text) if fast else None
-            if active is None or active:
-                names: list[str] = []
-                text = apply_recognizers(text, kinds, found, names, active)
-                text = mask_known_names(text, names, found)
+        if not kinds.isdisjoint(CONTEXT_KINDS) and (active is None or active):
+            names: list[str] = []
+            text = apply_recognizers(text, kinds, found, names, active)
+            text = mask_known_names(text, names, found)
         for name, pattern, token in self._custom:  # type: ignore[attr-defined]
             text = pattern.sub(_custom_replacement(name, token, found), text)
         return text, found
