@@ -590,3 +590,23 @@ def test_names_and_addresses_in_free_text_are_masked_in_accepted_rows(processor:
     assert out["status"] == ACCEPTED
     assert json.loads(out["record"])["rationale"] == "Please ship it to <ADDRESS>.\nThanks,\n<PERSON>"
     assert json.loads(out["pii_counts"]) == {"address": 1, "person": 1}
+
+
+@pytest.mark.parametrize(("signal_type", "field", "value"),
+                         [("pairwise", "choice", "Zorblat"), ("rating", "scale", "stars"), ("implicit", "event", "x"),
+                          ("safety_flag", "category", "Quenby"), ("task_success", "source", "robot")])
+def test_a_value_outside_a_closed_vocabulary_is_kept_only_as_a_digest(processor: FeedbackProcessor, signal_type: str,
+                                                                     field: str, value: str) -> None:
+    out = processor.process(raw(clean(signal_type) | {field: value}))
+    assert out["status"] == QUARANTINED and out["reason"] == f"unknown_enum:{field}"
+    assert json.loads(out["record"])[field] == PSEUDONYMS.digest(value)
+    assert repr(value) not in _all_text(out)
+
+
+def test_an_unknown_rubric_criterion_is_kept_only_as_a_digest(processor: FeedbackProcessor) -> None:
+    row = clean("rating")
+    row["scores"] = [{"criterion": "Zorblat", "score": 3.0}]
+    out = processor.process(raw(row))
+    assert out["status"] == QUARANTINED and out["reason"] == "unknown_enum:scores.criterion"
+    assert json.loads(out["record"])["scores"] == [{"criterion": PSEUDONYMS.digest("Zorblat"), "score": 3.0}]
+    assert "Zorblat" not in _all_text(out)

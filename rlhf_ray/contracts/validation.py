@@ -46,7 +46,7 @@ MAX_SESSION_POSITION = 1_000_000
 MAX_EXACT_INTEGER = 2**53
 _PREVIEW_CHARS = 40
 
-_ENUMS: dict[str, frozenset[str]] = {
+ENUMS: dict[str, frozenset[str]] = {
     "source": frozenset(s.value for s in Source),
     "choice": frozenset(c.value for c in PairwiseChoice),
     "scale": frozenset(s.value for s in RatingScale),
@@ -222,7 +222,7 @@ def _check_envelope(row: Mapping[str, Any], now: datetime) -> None:
     if row["schema_version"] not in SUPPORTED_SCHEMA_VERSIONS:
         raise _fail("unsupported_schema_version", "schema_version",
                     f"one of {sorted(SUPPORTED_SCHEMA_VERSIONS)}", row["schema_version"])
-    for name, allowed in _ENUMS.items():
+    for name, allowed in ENUMS.items():
         if name in row and row[name] is not None and row[name] not in allowed:
             raise _fail("unknown_enum", name, f"one of {sorted(allowed)}", row[name])
     try:

@@ -7,9 +7,11 @@ whatever the row holds and however it broke its contract:
     identifier fields              kept when they are well-formed ids with no PII in them, else `dig_<16 hex>`
                                    (a keyed digest: whoever holds the key can check a candidate value)
     free text and labels           masked (`MASKED_FIELDS`, in lists too)
-    every other field              (enums, region, versions, times, numbers, scores, unknown fields): numbers,
-                                   booleans and null kept; a string kept when it is a short code with no PII
-                                   in it (`stars`, `2026-13-45T25:61:00Z`), else `dig_<16 hex>`; containers walked
+    closed vocabularies            (enums, signal type, schema version, rubric criteria) kept when the value is
+                                   one of them, else `dig_<16 hex>`
+    every other field              (region, times, numbers, scores, unknown fields): numbers, booleans and null
+                                   kept; a string kept when it is a short code with no PII in it
+                                   (`mars`, `2026-13-45T25:61:00Z`), else `dig_<16 hex>`; containers walked
     field names                    contract names and plain snake_case names kept, any other `dig_<16 hex>`
     text that did not parse        each JSON string literal as above by its key, the text between masked; a
                                    value cut off at the end loses its last, partial word (and digit groups before it)
@@ -27,11 +29,33 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlhf_ray.contracts import IDENTIFIER_FIELDS, MASKED_FIELDS, PSEUDONYMIZED_FIELDS, SIGNAL_SCHEMAS
-from rlhf_ray.contracts.validation import NO_VALUE, Rejection, describe, identifier_problem, preview
+from rlhf_ray.contracts import (
+    IDENTIFIER_FIELDS,
+    MASKED_FIELDS,
+    PSEUDONYMIZED_FIELDS,
+    RUBRIC_CRITERIA,
+    SIGNAL_SCHEMAS,
+    SignalType,
+)
+from rlhf_ray.contracts.validation import (
+    ENUMS,
+    NO_VALUE,
+    SUPPORTED_SCHEMA_VERSIONS,
+    Rejection,
+    describe,
+    identifier_problem,
+    preview,
+)
 from rlhf_ray.governance import PiiMasker, Pseudonymizer
 
 KNOWN_FIELDS = frozenset(name for schema in SIGNAL_SCHEMAS.values() for name in schema.names)
+# Closed vocabularies: a value outside one is not a code to keep but whatever the producer put there.
+VOCABULARIES: dict[str, frozenset[str]] = {
+    **ENUMS,
+    "signal_type": frozenset(t.value for t in SignalType),
+    "schema_version": SUPPORTED_SCHEMA_VERSIONS,
+    "criterion": frozenset((*RUBRIC_CRITERIA, "overall")),
+}
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,39}")
 _PLAIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}(?:\[[0-9]{1,4}\])?(?:\.[a-z][a-z0-9_]{0,39})?")
 # A JSON string literal, possibly cut off at the end of the text (a truncated line).
@@ -92,7 +116,16 @@ class Redactor:
             return self.identifier(value)
         if name in MASKED_FIELDS:
             return self.value(value, counts)
+        if name in VOCABULARIES and value is not None:
+            return self.choice(name, value)
         return self.data(value)
+
+    def choice(self, name: str, value: Any) -> Any:
+        """A value of a closed vocabulary (enum, schema version, rubric criterion): kept when it is one of them,
+        else a keyed digest (an unknown value may be anything a producer typed)."""
+        if isinstance(value, str) and value in VOCABULARIES[name]:
+            return value
+        return self.pseudonymizer.digest(value if isinstance(value, str) else canonical_text(value))
 
     def value(self, value: Any, counts: Counter[str]) -> Any:
         """Free text: strings masked, containers walked (their keys as field names), other scalars kept."""
@@ -115,7 +148,8 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.data(item) for item in value]
         if isinstance(value, Mapping):
-            return {self.field_name(key): self.data(item) for key, item in value.items()}
+            return {self.field_name(key): self.choice(key, item) if key in VOCABULARIES else self.data(item)
+                    for key, item in value.items()}
         return value
 
     # --- whole rows ----------------------------------------------------------------------------------
@@ -171,10 +205,14 @@ class Redactor:
         return self.masker.mask(describe(name, rejection.expected, shown))[0]
 
     def _shown(self, name: str | None, value: Any) -> str:
+        """The offending value as its field stores it (`scores.criterion` as a criterion, `responses[2]` as text)."""
         kind = type(value).__name__
-        if name is None or name not in KNOWN_FIELDS:
-            return f"{preview(self.data(value))} ({kind})"
-        return f"{preview(self.field(name, value, Counter()))} ({kind}, stored as its field is)"
+        path = re.split(r"[.\[]", name) if name else []
+        if path and path[-1] in VOCABULARIES:
+            return f"{preview(self.choice(path[-1], value))} ({kind}, stored as its field is)"
+        if path and path[0] in KNOWN_FIELDS:
+            return f"{preview(self.field(path[0], value, Counter()))} ({kind}, stored as its field is)"
+        return f"{preview(self.data(value))} ({kind})"
 
 
 def canonical_text(value: Any) -> str:
