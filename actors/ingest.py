@@ -45,7 +45,7 @@ from rlhf_ray.dataplane.versions import (
     read_curated,
     read_manifest,
 )
-from rlhf_ray.governance import PiiMasker, Pseudonymizer, PseudonymSection
+from rlhf_ray.governance import PiiMasker, PiiSection, Pseudonymizer, PseudonymSection
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.lineage.forward import ForwardIndex, dataset_entries
 from rlhf_ray.lineage.jobs import lineage_for, lineage_root
@@ -58,10 +58,6 @@ SUMMARY_COLUMNS = ["status", "reason", "signal_id", "content_hash", "source_file
 
 class IngestError(ValueError):
     """The input cannot be ingested at all (as opposed to bad rows, which are quarantined)."""
-
-
-class PiiSection(StrictModel):
-    custom_patterns: dict[str, str] = Field(default_factory=dict, description="extra {name: regex} to mask")
 
 
 class ResidencySection(StrictModel):
@@ -94,6 +90,14 @@ def _shard_files(config: IngestConfig) -> tuple[StorageRoot, list[str]]:
         raise IngestError(f"input {config.input!r} holds no .parquet or .jsonl shards"
                           + (" among `files`" if config.files is not None else ""))
     return root, files
+
+
+def _masker(section: PiiSection) -> PiiMasker:
+    """The configured masker; a bad pattern or NER model folder is an input error naming the setting."""
+    try:
+        return section.masker()
+    except ValueError as error:
+        raise IngestError(f"pii: {error}") from None
 
 
 def pseudonymizer_for(section: PseudonymSection) -> Pseudonymizer:
@@ -184,7 +188,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
     ingested_at = config.now or datetime.now(timezone.utc)
     root, files = _shard_files(config)
     processor = FeedbackProcessor(
-        PiiMasker(custom_patterns=config.pii.custom_patterns),
+        _masker(config.pii),
         pseudonymizer_for(config.pseudonyms),
         frozenset(config.residency.regions),
         ingested_at,

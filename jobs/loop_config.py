@@ -14,6 +14,7 @@ from jobs import canary, curate, dpo, evaluate, init_model, ppo, sft, sweep_conf
 from jobs.training import ScalingSection
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.evaluation.drift import DriftThresholds
+from rlhf_ray.governance import PiiSection, PseudonymSection
 from rlhf_ray.inputs.world import ShardConfig, WorldConfig
 from rlhf_ray.serving.config import ServingSections
 from rlhf_ray.training.config import TrainSection
@@ -167,8 +168,8 @@ class LoopConfig(JobConfig):
     world: WorldConfig = WorldConfig()
     shards: ShardConfig = ShardConfig()
     model: init_model.ModelSection = init_model.ModelSection()
-    pii: ingest.PiiSection = ingest.PiiSection()
-    pseudonyms: ingest.PseudonymSection = ingest.PseudonymSection()
+    pii: PiiSection = PiiSection()
+    pseudonyms: PseudonymSection = PseudonymSection()
     residency: ingest.ResidencySection = ingest.ResidencySection()
     consensus: curate.ConsensusSection = curate.ConsensusSection()
     adjudication: curate.AdjudicationSection = curate.AdjudicationSection()
