@@ -24,7 +24,7 @@ from rlhf_ray.governance import PiiMasker, PseudonymSection
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.lineage.forward import ForwardIndex, find_pseudonymizer, subject_aliases
 from rlhf_ray.reporting import write_report
-from rlhf_ray.telemetry.sink import sink_for
+from rlhf_ray.telemetry.sink import MetricsSink
 
 NAME = "erase"
 HELP = ("erase a subject's rows from every store (shards, dataset versions, quarantine, pairs, index); "
@@ -96,7 +96,10 @@ def erase(config: EraseConfig) -> dict[str, Any]:
 
 
 def run(config: EraseConfig) -> dict[str, Any]:
-    sink = sink_for(NAME, config)
+    # No wandb run: it would keep the command line (the subject) in its metadata, a log nobody erases from.
+    private = {"subject", "user", "reason"}
+    sink = MetricsSink(NAME, config.wandb.model_copy(update={"mode": "disabled"}), config.output_dir,
+                       run_config=config.model_dump(mode="json", exclude=private))
     figures = erase(config)
     sink.log({f"removed/{k}": v for k, v in figures["removed"].items()})
     return sink.close(figures)

@@ -127,7 +127,8 @@ def _artifact(registry: LineageRegistry, artifact_id: str) -> dict[str, Any]:
               "it no longer holds the erased rows", file=sys.stderr)
     for entry in summary["events"] + [e for d in summary["deployments"] for e in d["events"]]:
         print(f"  {entry['time']} {entry['event']}: " + ", ".join(f"{k}={v}" for k, v in entry.items()
-                                                                if k in ("verdict", "gate", "action", "reason")),
+                                                                if k in ("verdict", "gate", "action", "reason",
+                                                                         "erasure_id")),
               file=sys.stderr)
     return summary
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from jobs.common import add_config_arguments, resolve_config
 from jobs.curate import pairs_version
 from rlhf_ray.config import JobConfig
-from rlhf_ray.dataplane.erasure import Stores, discover_stores, erase_rows
+from rlhf_ray.dataplane.erasure import discover_stores, erase_rows
 from rlhf_ray.dataplane.selectors import ExpirySelector
 from rlhf_ray.dataplane.versions import read_manifest, resolve_version
 from rlhf_ray.lineage import LineageRegistry
@@ -58,8 +58,7 @@ def apply_retention(config: RetentionConfig) -> dict[str, Any]:
     manifest = read_manifest(data, start)
     root = lineage_root(config, manifest.get("lineage_root"))
     registry = LineageRegistry(root)
-    stores = discover_stores(registry, config.workbench_dirs, config.shard_dirs)
-    stores = Stores(stores.shards, sorted({*stores.datasets, config.output_dir}), stores.curated)
+    stores = discover_stores(registry, config.workbench_dirs, config.shard_dirs).with_dataset_root(config.output_dir)
     selector = ExpirySelector(config.days, config.default_days, now)
     policy = {"days": config.days, "default_days": config.default_days, "now": now.isoformat()}
     result = erase_rows(root, stores, selector, NAME, "retention period passed", pairs_version,

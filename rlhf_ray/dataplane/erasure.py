@@ -28,6 +28,7 @@ Assumes no ingest, curate or workbench writes the same stores while it runs.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections import Counter
@@ -73,6 +74,15 @@ class Stores:
     datasets: list[str] = field(default_factory=list)
     curated: list[str] = field(default_factory=list)
 
+    def with_dataset_root(self, folder: str) -> Stores:
+        """These stores and one more dataset root (once, however its path is spelled)."""
+        return Stores(self.shards, sorted({*self.datasets, _location(folder)}), self.curated)
+
+
+def _location(folder: str) -> str:
+    """One spelling per folder: local paths absolute, without a trailing slash; URIs as given."""
+    return folder.rstrip("/") if "://" in folder else os.path.abspath(folder)
+
 
 def discover_stores(registry: LineageRegistry, workbench_dirs: Iterable[str] = (),
                     shard_dirs: Iterable[str] = ()) -> Stores:
@@ -91,11 +101,12 @@ def discover_stores(registry: LineageRegistry, workbench_dirs: Iterable[str] = (
         elif record.kind == "pairs" and "/pairs/" in record.uri:
             stores.curated.append(record.uri.rsplit("/pairs/", 1)[0])
     for folder in shard_dirs:
-        stores.shards[folder.rstrip("/")] = RAW
+        stores.shards[_location(folder)] = RAW
     for folder in workbench_dirs:
-        stores.shards[f"{folder.rstrip('/')}/shards"] = WORKBENCH
-    stores.datasets = sorted(set(stores.datasets))
-    stores.curated = sorted(set(stores.curated))
+        stores.shards[f"{_location(folder)}/shards"] = WORKBENCH
+    stores.shards = {_location(folder): store for folder, store in stores.shards.items()}
+    stores.datasets = sorted({_location(folder) for folder in stores.datasets})
+    stores.curated = sorted({_location(folder) for folder in stores.curated})
     return stores
 
 
@@ -561,13 +572,29 @@ class ErasureRun:
                                         "agreement.json")
 
     def _mark_models(self) -> list[str]:
-        """`trained_on_erased_data` on every non-data artifact downstream of a superseded one."""
-        records = self.registry.records()
-        downstream = descendants(self.successors, children_map(records))
+        """`trained_on_erased_data` on every non-data artifact downstream of a superseded version or of any version
+        it had itself superseded earlier (those held the rows too)."""
+        records = {r.id: r for r in self.registry.records()}
+        current = {}  # every superseded version and its predecessors → the successor written now
+        for old, new in self.successors.items():
+            for version in _predecessors(old, records):
+                current[version] = new
+        downstream = descendants(current, children_map(records.values()))
         for artifact_id, origins in sorted(downstream.items()):
             self._event_once(MARK_EVENT, artifact_id, {"via": origins,
-                                                       "successors": [self.successors[o] for o in origins]})
+                                                       "successors": sorted({current[o] for o in origins})})
         return sorted(downstream)
+
+
+def _predecessors(artifact_id: str, records: dict[str, ArtifactRecord]) -> list[str]:
+    """The artifact and the versions an earlier erasure or retention replaced with it, newest first."""
+    chain = [artifact_id]
+    while (record := records.get(chain[-1])) is not None and "erasure_id" in record.config and record.parents:
+        same_kind = [p for p in record.parents if records.get(p) is not None and records[p].kind == record.kind]
+        if not same_kind or same_kind[-1] in chain:
+            break
+        chain.append(same_kind[-1])
+    return chain
 
 
 def pending_journals(lineage_root: str) -> list[Plan]:
