@@ -204,8 +204,7 @@ class PPOController:
     def _start_policy_groups(self, policy_path: str, resume: Path | None) -> None:
         """The actors holding the policy being trained: learner ranks, critic ranks and rollout workers."""
         config, rollout = self.config, self.config.rollout
-        learner_settings = {**self._optimizer_settings(config.learner),
-                            "kl_loss_coef": self.kl.value if KL_PLACEMENT[self.estimator] == "loss" else 0.0}
+        learner_settings = {**self._optimizer_settings(config.learner), "kl_loss_coef": self._kl_loss_coef()}
         learner_group = "learner+rollout" if rollout.colocate_with_learner else "learner"
         self.learners = self._group(PolicyLearner, config.learner, policy_path, learner_settings,
                                     reserve=colocation_reserve(config), within=self._within(learner_group))
@@ -229,6 +228,12 @@ class PPOController:
             if self.critic:
                 ray.get(self.critic.call("load_optimizer", str(resume / "critic")))
         self.rollout.ready()
+
+    def _kl_loss_coef(self) -> float:
+        """β of the KL term in the policy loss (GRPO): the controller's current value, 0 where the KL goes into
+        the reward instead. Passed with every update, so an adaptive β reaches the loss, and a resumed or
+        recovered run trains with the β an uninterrupted one would."""
+        return self.kl.value if KL_PLACEMENT[self.estimator] == "loss" else 0.0
 
     def _optimizer_settings(self, section: Any) -> dict[str, Any]:
         """A section's settings plus what the update engine needs: the seed, the per-rank minibatch size
@@ -351,10 +356,11 @@ class PPOController:
                                              self.estimator, settings, self.kl.value, config.kl.kind)
         timings["timing/advantages"] = time.perf_counter() - advantage_started
         updates = {"policy_update": self.learners.call_sharded(
-            "train", [(shard,) for shard in shard_rows(experience, len(self.learners))])}
+            "train", [(shard, self.iteration, self._kl_loss_coef())
+                      for shard in shard_rows(experience, len(self.learners))])}
         if self.critic:
             updates["critic_update"] = self.critic.call_sharded(
-                "train", [(shard,) for shard in shard_rows(experience, len(self.critic))])
+                "train", [(shard, self.iteration) for shard in shard_rows(experience, len(self.critic))])
         trained, seconds = gather_timed(updates)
         timings.update({f"timing/{name}": value for name, value in seconds.items()})
         timings.update(self.sync_weights())

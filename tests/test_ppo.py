@@ -204,19 +204,37 @@ def test_a_rollout_worker_killed_at_a_random_point_is_restarted_and_resynced(ray
 
 
 @pytest.mark.ray
-def test_resume_continues_the_iteration_count(ray_cluster, policy: str, tmp_path: Path) -> None:
+def test_resume_continues_the_iteration_count_and_matches_an_uninterrupted_run(ray_cluster, policy: str,
+                                                                              tmp_path: Path) -> None:
+    """GRPO with an adaptive β on its in-loss KL: 2 iterations, then resumed to 3, train exactly as 3 in one go —
+    the same β reaches the loss at every update (not the one the learner started with) and the same weights come
+    out."""
+    from safetensors.torch import load_file
+
     from jobs.ppo import run
 
-    first = run(_config(policy, tmp_path, advantage={"estimator": "grpo"}, learner={"num_workers": 1}))
+    grpo = {"advantage": {"estimator": "grpo"}, "learner": {"num_workers": 1},
+            "kl": {"coef": 0.1, "target": 0.01, "horizon": 16}}
+    first = run(_config(policy, tmp_path / "resumed", **grpo))
     assert first["iterations"] == 2 and Path(first["policy_dir"], "config.json").exists()
-    resumed = run(_config(policy, tmp_path, iterations=3, resume=True, advantage={"estimator": "grpo"},
-                          learner={"num_workers": 1}))
+    resumed = run(_config(policy, tmp_path / "resumed", iterations=3, resume=True, **grpo))
     assert resumed["iterations"] == 3 and resumed["iterations_this_run"] == 1
-    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [h["iteration"] for h in history] == [0, 1, 2, 3]  # the start's held-out figures, then each iteration
     assert "eval/true_utility" in history[0] and "reward/rm" not in history[0]
     assert {"timing/generate", "timing/reward", "timing/reference", "timing/policy_update",
             "timing/sync"} <= set(history[-1])
+
+    whole = run(_config(policy, tmp_path / "whole", iterations=3, **grpo))
+    uninterrupted = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    betas = [h["kl_coef"] for h in uninterrupted[1:]]
+    assert len(set(betas)) == 3, betas  # the adaptive controller moved β every iteration
+    assert [h["kl_coef"] for h in history[1:]] == betas
+    for key in ("policy/loss", "policy/kl_loss", "reward/total", "kl"):
+        assert [h[key] for h in history[1:]] == pytest.approx([h[key] for h in uninterrupted[1:]], rel=1e-5), key
+    weights = [load_file(Path(run["policy_dir"], "model.safetensors")) for run in (resumed, whole)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
 
 
 @pytest.mark.ray

@@ -161,7 +161,9 @@ ONE_PPO_ITERATION = '''
         "process_group": torch.distributed.is_initialized(), "kl": stats["kl"],
         "sft": [float(sft_loss), sft_before, sft_after],
         "ray_loaded": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")),
-        "deepspeed_loaded": "deepspeed" in sys.modules}))
+        "deepspeed_loaded": "deepspeed" in sys.modules,
+        # last (it moves the weights): β of the in-loss KL comes with an update, not only from the settings
+        "with_beta": learner.train(experience, 1, 0.5)}))
 '''
 
 
@@ -172,6 +174,7 @@ def test_roles_generate_score_and_train_without_ray() -> None:
     for figures in (result["policy"], result["value"]):
         assert figures and all(math.isfinite(value) for value in figures.values())
     assert {"loss", "clip_fraction", "approx_kl", "entropy"} <= set(result["policy"])
+    assert "kl_loss" not in result["policy"] and math.isfinite(result["with_beta"]["kl_loss"])
     assert result["policy_changed"] and result["critic_changed"]
     assert result["synced"] and result["weights_version"] == 1
     assert not result["process_group"]  # world_size 1 without DeepSpeed trains in this process

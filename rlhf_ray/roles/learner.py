@@ -88,9 +88,11 @@ class GroupMember:
     def minibatch_loss(self, minibatch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def train(self, experience: dict[str, Tensor]) -> dict[str, float]:
+    def train(self, experience: dict[str, Tensor], update: int | None = None) -> dict[str, float]:
         """`epochs` passes over this rank's shard, each in `num_minibatches` shuffled minibatches; returns the
-        mean of every figure over the steps."""
+        mean of every figure over the steps. The shuffle is a function of (seed, `update`): the caller's update
+        index (PPO's iteration), so a group restarted from a checkpoint shuffles as an uninterrupted one would;
+        None counts this member's own updates."""
         if self.engine is None:
             raise RuntimeError("init_group must run before train")
         rows = experience["input_ids"].shape[0]
@@ -98,6 +100,8 @@ class GroupMember:
         if rows < chunks:
             raise ValueError(f"rank {self.rank} got {rows} rows for num_minibatches={chunks}; every rank needs at "
                              f"least one row per minibatch (raise prompts_per_iteration or lower num_minibatches)")
+        if update is not None:
+            self.updates = update
         generator = torch.Generator().manual_seed(self.settings["seed"] * 1000 + self.updates)
         figures: dict[str, list[float]] = defaultdict(list)
         self.model.train()
@@ -132,6 +136,14 @@ class PolicyLearner(GroupMember):
         super().__init__(world_size, settings, num_threads)
         self.model = load_causal_lm(model_path)
         self.tokenizer = load_tokenizer(model_path)
+
+    def train(self, experience: dict[str, Tensor], update: int | None = None,
+              kl_loss_coef: float | None = None) -> dict[str, float]:
+        """As `GroupMember.train`; `kl_loss_coef` is β of the in-loss KL for this update (GRPO: the controller's
+        current coefficient, which an adaptive controller moves every iteration); None keeps the setting."""
+        if kl_loss_coef is not None:
+            self.settings = {**self.settings, "kl_loss_coef": float(kl_loss_coef)}
+        return super().train(experience, update)
 
     def logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """[B, T−1] token log-probs under the current weights: the "old" log-probs of PPO's ratio."""
