@@ -48,6 +48,7 @@ from jobs.loop_stages import (
     stage_configs,
 )
 from jobs.loop_state import LoopState, fingerprint, shard_listing
+from rlhf_ray.dataplane.erasure import MARK_EVENT
 from rlhf_ray.evaluation.stage_gates import StageGate, data_gate, reward_model_gate
 from rlhf_ray.evaluation.triggers import TriggerDecision, retraining_trigger
 from rlhf_ray.lineage import LineageRegistry
@@ -268,6 +269,17 @@ class LoopRun:
         return self.sink.close({**self.summary, **where})
 
     # ---- --watch ------------------------------------------------------------------------------------------
+    def erased_models(self, iteration: int) -> list[str]:
+        """The models in use when `iteration` starts (the serving policy, the last reward model and PPO policy)
+        that `rlhf-ray erase` or `retention` marked as trained on rows since removed."""
+        serving = incumbent_at(self.state, iteration) or {}
+        last = iteration - 1
+        current = {serving.get("policy_id"), (self.state.stage_figures(last, "ppo") or {}).get("policy_id"),
+                   (self.state.stage_figures(last, "train-rm") or {}).get("reward_model_id"),
+                   (self.state.stage_figures(1, "sft") or {}).get("sft_model_id")}
+        return sorted(model for model in current - {None} if self.registry.has(model)
+                      and any(entry.event == MARK_EVENT for entry in self.registry.events(model)))
+
     def judge_new_feedback(self, iteration: int) -> TriggerDecision:
         """Ingest the feedback there is now as `iteration`'s first stage, then judge the retraining triggers
         against the dataset the previous iteration trained on; the verdict is a lineage event on the new dataset."""
@@ -283,7 +295,7 @@ class LoopRun:
                 output_dir=f"{iteration_dir(self.out, iteration)}/trigger", thresholds=watch.drift_thresholds))
             alerts = report["alerts"]
         decision = retraining_trigger(fresh["accepted_rows"] - trained.get("accepted_rows", 0), watch.min_new_rows,
-                                      alerts)
+                                      alerts, self.erased_models(iteration))
         self.registry.record_event(TRIGGER_EVENT, fresh["dataset_id"], {"iteration": iteration, **decision.to_dict()})
         verdict = "; ".join(decision.reasons) if decision.fired else (
             f"not yet: {decision.new_rows} new accepted rows (need {watch.min_new_rows}), "
