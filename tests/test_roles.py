@@ -16,6 +16,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs first in every subprocess: `import ray` then fails with ModuleNotFoundError, as when it is not installed.
@@ -183,3 +185,109 @@ def test_roles_generate_score_and_train_without_ray() -> None:
     assert math.isfinite(sft_loss) and sft_after < sft_before  # a step at lr 1e-2 lowers the loss it trained on
     assert result["ray_loaded"] == [] and not result["deepspeed_loaded"]
 
+
+
+DEEPSPEED_RESUME = '''
+    import json, os, tempfile
+
+    import torch
+
+    from rlhf_ray.roles.engines import DeepSpeedEngine
+    from rlhf_ray.roles.learner import LOOPBACK, free_port
+
+    port = free_port()  # a one-rank group, as a learner's init_group builds it
+    os.environ.update(MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{port}", rank=0, world_size=1)
+    settings = {"batch_size": 4, "max_grad_norm": 1.0, "lr": 1e-2, "weight_decay": 0.01, "use_gpu": False,
+                "deepspeed": {"zero_stage": 1, "bf16": False, "overrides": {}}}
+
+
+    def engine():
+        torch.manual_seed(0)
+        return DeepSpeedEngine(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)),
+                               settings)
+
+
+    def flat(value, prefix=""):
+        """Every leaf of a (nested) state dict by path; objects (the loss scaler) by their attributes."""
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}/{key}").items()}
+        if isinstance(value, (list, tuple)):
+            return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}/{i}").items()}
+        if hasattr(value, "__dict__") and not isinstance(value, torch.Tensor):
+            return flat(vars(value), f"{prefix}.{type(value).__name__}")
+        return {prefix: value}
+
+
+    inputs = torch.randn(4, 8)
+    saved, directory = engine(), tempfile.mkdtemp()
+    for _ in range(3):
+        saved.step(saved.model(inputs).pow(2).mean())
+    saved.save(directory, 0)
+    restored = engine()
+    fresh = flat(restored.optimizer.state_dict())
+    restored.load(directory)
+    before, after = flat(saved.optimizer.state_dict()), flat(restored.optimizer.state_dict())
+
+
+    def same(a, b):
+        if torch.is_tensor(a) or torch.is_tensor(b):
+            return torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+        return a == b
+
+
+    tensors = [k for k, v in before.items() if torch.is_tensor(v)]
+    differ = sorted(k for k in before.keys() | after.keys() if not same(before.get(k), after.get(k)))
+    moved = [k for k in tensors if not same(fresh.get(k), before[k])]
+    for each in (saved, restored):  # one more step from the same state lands on the same weights
+        each.step(each.model(inputs).pow(2).mean())
+    same = all(torch.equal(a, b) for a, b in zip(saved.model.parameters(), restored.model.parameters()))
+    print(json.dumps({"tensors": tensors, "differ": differ, "moved": moved, "next_step_same": same}))
+'''
+
+
+def test_deepspeed_resume_restores_the_optimizer_state_tensor_for_tensor() -> None:
+    """ZeRO-1 on one CPU rank: after `load`, every tensor of the optimizer state (Adam moments, fp32 partition,
+    step) equals the saved engine's, as do the other entries, and the next step agrees; the load is weights-only."""
+    result = run_without_ray(DEEPSPEED_RESUME)
+    assert any("exp_avg_sq" in k for k in result["tensors"]) and any("fp32" in k for k in result["tensors"])
+    assert result["moved"], "a fresh engine's state must differ from the trained one, or the check proves nothing"
+    assert result["differ"] == [] and result["next_step_same"]
+
+
+class _RunsCode:
+    """Pickles as a call that creates `marker`: what a tampered checkpoint would smuggle in."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Path.touch, (self.marker,)
+
+
+def test_checkpoints_load_weights_only_and_a_tampered_one_runs_no_code(tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+
+    from rlhf_ray.roles.engines import OPTIMIZER_FILE, TorchEngine
+    from rlhf_ray.training.checkpoint import LEGACY_STATE_FILE, load_trainer_state
+
+    settings = {"lr": 1e-2, "weight_decay": 0.0, "max_grad_norm": 1.0}
+    torch.manual_seed(0)
+    saved = TorchEngine(torch.nn.Linear(4, 1), settings)
+    saved.step(saved.model(torch.randn(3, 4)).sum())
+    saved.save(str(tmp_path), 0)
+    restored = TorchEngine(torch.nn.Linear(4, 1), settings)
+    restored.load(str(tmp_path))
+    for mine, theirs in zip(saved.optimizer.state.values(), restored.optimizer.state.values(), strict=True):
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+    marker = tmp_path / "code-ran"
+    torch.save({"state": {}, "param_groups": [], "payload": _RunsCode(marker)}, tmp_path / OPTIMIZER_FILE)
+    torch.save({"step": 1, "epoch": 0, "payload": _RunsCode(marker)}, tmp_path / LEGACY_STATE_FILE)
+    with pytest.raises(pickle.UnpicklingError):
+        restored.load(str(tmp_path))
+    with pytest.raises(pickle.UnpicklingError):
+        load_trainer_state(str(tmp_path))
+    assert not marker.exists()

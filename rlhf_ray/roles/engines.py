@@ -7,19 +7,22 @@ installed. Nothing here needs Ray: a Ray Train worker passes `ray.train.torch.pr
 
 Checkpointing differs: the DDP optimizer state is whole on every rank, so rank 0 saves it; ZeRO partitions
 the optimizer state, so every rank saves its shard and Ray Train merges the workers' files into one
-checkpoint directory.
+checkpoint directory. Either way a checkpoint is read weights-only (tensors and plain containers, plus the
+few DeepSpeed types its optimizer state holds): a tampered checkpoint cannot run code when loaded.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
 
 OPTIMIZER_FILE = "optimizer.pt"
 DEEPSPEED_TAG = "deepspeed"
+FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch's switch: every torch.load is weights-only
 
 
 class UpdateEngine(Protocol):
@@ -56,7 +59,7 @@ class TorchEngine:
             torch.save(self.optimizer.state_dict(), os.path.join(directory, OPTIMIZER_FILE))
 
     def load(self, directory: str) -> None:
-        self.optimizer.load_state_dict(torch.load(os.path.join(directory, OPTIMIZER_FILE), weights_only=False))
+        self.optimizer.load_state_dict(torch.load(os.path.join(directory, OPTIMIZER_FILE), weights_only=True))
 
 
 def deepspeed_config(config: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
@@ -76,6 +79,27 @@ def deepspeed_config(config: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
         "steps_per_print": 10**9,
     }
     return {**generated, **settings["overrides"]}
+
+
+@contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Every `torch.load` inside is weights-only, DeepSpeed's own too (it asks for full unpickling): besides
+    tensors and plain containers it may build only the DeepSpeed types a ZeRO optimizer state holds (loss
+    scalers, the ZeRO stage, parameter fragment addresses), never call arbitrary code."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    before = os.environ.get(FORCE_WEIGHTS_ONLY)
+    os.environ[FORCE_WEIGHTS_ONLY] = "1"
+    try:
+        with torch.serialization.safe_globals([LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(FORCE_WEIGHTS_ONLY, None)
+        else:
+            os.environ[FORCE_WEIGHTS_ONLY] = before
 
 
 class DeepSpeedEngine:
@@ -99,7 +123,8 @@ class DeepSpeedEngine:
         self.model.save_checkpoint(directory, tag=DEEPSPEED_TAG)
 
     def load(self, directory: str) -> None:
-        self.model.load_checkpoint(directory, tag=DEEPSPEED_TAG, load_optimizer_states=True)
+        with weights_only_loads():
+            self.model.load_checkpoint(directory, tag=DEEPSPEED_TAG, load_optimizer_states=True)
 
 
 def make_engine(model: torch.nn.Module, config: dict[str, Any], wrap: Wrap | None = None) -> UpdateEngine:

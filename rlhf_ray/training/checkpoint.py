@@ -4,6 +4,7 @@ Train worker resumes anywhere, and `jobs.training` can publish its model directo
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -13,7 +14,8 @@ from rlhf_ray.roles.engines import UpdateEngine
 from rlhf_ray.training.steps import unwrap_model
 
 MODEL_DIR = "model"
-STATE_FILE = "trainer_state.pt"
+STATE_FILE = "trainer_state.json"
+LEGACY_STATE_FILE = "trainer_state.pt"  # checkpoints written before the state was JSON
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer: Any, engine: UpdateEngine, state: dict[str, Any],
@@ -23,11 +25,18 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, engine: UpdateEngine
     if rank == 0:
         unwrap_model(model).save_pretrained(os.path.join(directory, MODEL_DIR))
         tokenizer.save_pretrained(os.path.join(directory, MODEL_DIR))
-        torch.save(state, os.path.join(directory, STATE_FILE))
+        with open(os.path.join(directory, STATE_FILE), "w") as stream:
+            json.dump(state, stream)
     engine.save(directory, rank)
 
 
 def load_trainer_state(directory: str) -> tuple[str, dict[str, Any]]:
-    """The model directory inside a checkpoint and the trainer state saved beside it (step, epoch)."""
-    state = torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
+    """The model directory inside a checkpoint and the trainer state saved beside it (step, epoch): JSON, or in
+    an older checkpoint a torch file, read weights-only (plain values; nothing in it can run code)."""
+    path = os.path.join(directory, STATE_FILE)
+    if os.path.exists(path):
+        with open(path) as stream:
+            state = json.load(stream)
+    else:
+        state = torch.load(os.path.join(directory, LEGACY_STATE_FILE), weights_only=True)
     return os.path.join(directory, MODEL_DIR), state
