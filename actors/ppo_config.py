@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from actors.ppo_resources import config_problems
 from rlhf_ray.algos.advantages import GRPO_SCALES
-from rlhf_ray.algos.penalties import DEFAULT_CANNED_PHRASES
+from rlhf_ray.algos.phrases import load_phrase_list
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.config.resources import ClusterSection
 from rlhf_ray.training.config import DeepSpeedSection
@@ -78,12 +78,25 @@ class RewardSection(StrictModel):
     normalize: bool = True
     verbosity_target_words: int = Field(60, ge=1)
     verbosity_coef: float = Field(0.0, ge=0, description="penalty per target-length of excess words")
-    canned_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_CANNED_PHRASES))
+    canned_phrases: list[str] = Field(default_factory=list, description="phrases penalised (with the file's)")
+    canned_phrases_file: str | None = Field(None, description="a JSON list of phrases, or a folder of them with a "
+                                            "LATEST file: the list `rlhf-ray curate` learns (<output_dir>/phrases) "
+                                            "or your own")
     canned_coef: float = Field(0.0, ge=0, description="penalty per canned phrase")
     repetition_coef: float = Field(0.0, ge=0, description="penalty per repeated sentence")
     max_length: int = Field(256, ge=8)
     num_cpus: float = Field(0.25, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+
+    def phrases(self) -> list[str]:
+        """`canned_phrases` and the phrases of `canned_phrases_file`; a missing or malformed file is a PPOError
+        naming the field."""
+        if self.canned_phrases_file is None:
+            return list(self.canned_phrases)
+        try:
+            return [*self.canned_phrases, *load_phrase_list(self.canned_phrases_file)]
+        except (OSError, ValueError) as error:
+            raise PPOError(f"reward.canned_phrases_file={self.canned_phrases_file!r}: {error}") from error
 
 
 class KLSection(StrictModel):

@@ -133,6 +133,7 @@ class PPOController:
         self.estimator = config.advantage.estimator
         self.base_policy = str(resolve_model_path(config.model_path))
         self.reward_model = str(resolve_model_path(config.reward.model_path)) if config.reward.model_path else None
+        self.canned_phrases = tuple(config.reward.phrases())  # before any Ray work: a bad file fails here
         resume = self._latest_checkpoint() if config.resume else None
         if config.resume and resume is None:
             raise PPOError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
@@ -185,7 +186,7 @@ class PPOController:
         config = self.config
         reward = config.reward
         penalties = RulePenaltySettings(reward.verbosity_target_words, reward.verbosity_coef,
-                                        tuple(reward.canned_phrases), reward.canned_coef, reward.repetition_coef)
+                                        self.canned_phrases, reward.canned_coef, reward.repetition_coef)
         self.scorer = self._single(RewardScorer, "reward", reward.num_cpus, reward.num_gpus).remote(
             self.reward_model, penalties, reward.max_length, reward.normalize,
             {"keywords": reward.rule_keywords} if not self.reward_model else None)

@@ -7,6 +7,8 @@ the adjudication queue and active-learning picks, and writes under `output_dir`:
     pairs/<pairs version>/part-00000.parquet    prompt, chosen, rejected, weight, source, source_signal_ids
     adjudication/<pairs version>.parquet        items for an expert, with every label and rationale
     active_learning/<pairs version>.parquet     what to label next, by disagreement, per topic × segment
+    phrases/<pairs version>.json, phrases/LATEST  canned phrases learned from rejected vs chosen answers
+                                                (`rlhf_ray.algos.phrases`), for PPO's `reward.canned_phrases_file`
     annotators.parquet, agreement.json          annotator table (pseudonymous ids) and the QA report
 """
 
@@ -19,11 +21,12 @@ import time
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from actors.runtime import ensure_ray
 from jobs.common import add_config_arguments, resolve_config
-from rlhf_ray.annotation.active import ActiveSettings
+from rlhf_ray.algos.phrases import LATEST, PhraseSettings, learn_canned_phrases, phrase_list_json
+from rlhf_ray.annotation.active import ActiveSettings, reward_model_scorers
 from rlhf_ray.annotation.answers import read_answers
 from rlhf_ray.annotation.curate import CurateSettings, curate
 from rlhf_ray.annotation.health import HealthSettings
@@ -80,6 +83,27 @@ class ActiveSection(StrictModel):
     budget: int = Field(200, ge=0)
     disagreement_weight: float = 1.0
     uncertainty_weight: float = 1.0
+    reward_models: list[str] = Field(default_factory=list, description="reward model dirs (`rlhf-ray train-rm`) "
+                                     "whose uncertainty joins the disagreement: one gives its margin "
+                                     "exp(−|r_a − r_b|), several an ensemble's spread of margins")
+
+    @field_validator("reward_models", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class PhrasesSection(StrictModel):
+    """The canned-phrase list learned from the pairs (`rlhf_ray.algos.phrases.learn_canned_phrases`)."""
+
+    enabled: bool = True
+    ngram_min: int = Field(2, ge=1)
+    ngram_max: int = Field(4, ge=1)
+    top_k: int = Field(30, ge=1, description="phrases kept, highest z first")
+    min_z: float = Field(2.0, description="least log-odds z (rejected vs chosen) of a phrase")
+    min_doc_freq: int = Field(5, ge=1, description="least rejected responses a phrase occurs in")
+    absorb: float = Field(0.8, gt=0, le=1, description="drop a phrase inside a longer one holding this share of it")
+    prior_scale: float = Field(0.1, gt=0, description="Dirichlet prior: this times the pooled counts")
 
 
 class CurateConfig(JobConfig):
@@ -92,6 +116,7 @@ class CurateConfig(JobConfig):
     health: HealthSection = HealthSection()
     pairs: PairsSection = PairsSection()
     active: ActiveSection = ActiveSection()
+    phrases: PhrasesSection = PhrasesSection()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +137,7 @@ def settings_for(config: CurateConfig) -> CurateSettings:
         kappa_floor=config.adjudication.kappa_floor, batch_by=config.adjudication.batch_by,
         health=HealthSettings(**config.health.model_dump()),
         pairs=PairSettings(**config.pairs.model_dump()),
-        active=ActiveSettings(**config.active.model_dump()),
+        active=ActiveSettings(**config.active.model_dump(exclude={"reward_models"})),
     )
 
 
@@ -146,9 +171,10 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
     source = StorageRoot.from_uri(config.input)
     version = resolve_version(source, config.version)
     answers = {**read_answers(config.gold, "gold"), **read_answers(config.adjudication.resolved, "adjudication")}
+    rewards = reward_model_scorers(config.active.reward_models)  # a missing model fails before any Ray work
     ensure_ray(config.ray)
     tables = _read_version(source, version)
-    result = curate(tables, answers, settings_for(config))
+    result = curate(tables, answers, settings_for(config), rewards)
     out = StorageRoot.from_uri(config.output_dir)
     pairs_id = pairs_version(result.pairs)
     ray.data.from_arrow(result.pairs).repartition(1).write_parquet(out.join("pairs", pairs_id), filesystem=out.fs)
@@ -164,8 +190,9 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
         uri=out.join("pairs", pairs_id),
     )
     ForwardIndex(registry_root).write(artifact.id, pair_entries(result.pairs, tables))  # signal → pair, by subject
+    phrases = _learn_phrases(config, result.pairs, out, LineageRegistry(registry_root), artifact.id, pairs_id)
     report = {**result.report, "dataset_version": version, "pairs_version": pairs_id, "pairs_id": artifact.id,
-              "lineage_root": registry_root, "gold_answers": len(answers)}
+              "lineage_root": registry_root, "gold_answers": len(answers), **phrases}
     out.write_bytes_atomic(json.dumps(report, indent=2, sort_keys=True, default=str).encode(), "agreement.json")
     pairwise = result.report.get("pairwise", {})
     agreement = result.report["agreement"].get("pairwise", {}).get("overall", {})
@@ -179,8 +206,28 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
         "dawid_skene_iterations": pairwise.get("dawid_skene_iterations"),
         "adjudication_queue": result.adjudication.num_rows, "active_learning_picks": result.active.num_rows,
         "flagged_annotators": len(result.report["flagged_annotators"]),
+        **{k: v for k, v in phrases.items() if k != "top_phrases"},
         "report": out.join("agreement.json"), "timing/curate": round(time.perf_counter() - started, 2),
     }
+
+
+def _learn_phrases(config: CurateConfig, pairs: pa.Table, out: StorageRoot, registry: LineageRegistry,
+                   pairs_artifact: str, pairs_id: str) -> dict[str, Any]:
+    """Learn the canned-phrase list from the pairs, write it as `phrases/<pairs version>.json` (+ `LATEST`) and
+    register it (kind `phrase-list`, parent: the pairs)."""
+    if not config.phrases.enabled:
+        return {}
+    settings = config.phrases.model_dump(exclude={"enabled"})
+    learned = learn_canned_phrases(pairs.column("rejected").to_pylist(), pairs.column("chosen").to_pylist(),
+                                   PhraseSettings(**settings))
+    data = phrase_list_json([p["phrase"] for p in learned])
+    path = out.write_bytes_atomic(data, "phrases", f"{pairs_id}.json")
+    out.write_bytes_atomic(f"{pairs_id}.json".encode(), "phrases", LATEST)
+    record = registry.register("phrase-list", f"phrases-{pairs_id}", hashlib.sha256(data).hexdigest()[:16],
+                               parents=(pairs_artifact,), config={"settings": settings},
+                               metrics={"phrases": len(learned)}, uri=path)
+    return {"phrase_list": path, "phrase_list_id": record.id, "phrases": len(learned),
+            "top_phrases": [{k: round(v, 3) if isinstance(v, float) else v for k, v in p.items()} for p in learned]}
 
 
 def run(config: CurateConfig) -> dict[str, Any]:

@@ -176,6 +176,7 @@ class LoopConfig(JobConfig):
     health: curate.HealthSection = curate.HealthSection()
     pairs: curate.PairsSection = curate.PairsSection()
     active: curate.ActiveSection = curate.ActiveSection()
+    phrases: curate.PhrasesSection = curate.PhrasesSection()
     sft: SFTStage = SFTStage()
     reward_model: RewardModelStage = RewardModelStage()
     dpo: DPOStage = DPOStage()

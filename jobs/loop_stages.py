@@ -72,6 +72,9 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
     candidate = f"{here}/ppo/policy"  # where `ppo` exports its policy
     ppo_settings = config.ppo.model_dump()
     ppo_settings["reward"]["model_path"] = reward_model
+    reward = ppo_settings["reward"]
+    if config.phrases.enabled and not reward["canned_phrases"] and not reward["canned_phrases_file"]:
+        reward["canned_phrases_file"] = f"{curated}/phrases"  # no list of the user's: the one curate learns
     ppo_config = ppo.PPOConfig(
         model_path=serving, reference_path=sft_model, output_dir=f"{here}/ppo", world=config.world,
         resume=StorageRoot.from_uri(f"{here}/ppo").exists("checkpoints", "latest"),  # after a crash
@@ -93,7 +96,8 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
                             **common),
         curate.CurateConfig(input=f"{out}/dataset", gold=f"{out}/feedback/gold/gold_items.jsonl",
                             output_dir=curated, consensus=config.consensus, adjudication=config.adjudication,
-                            health=config.health, pairs=config.pairs, active=config.active, **common),
+                            health=config.health, pairs=config.pairs, active=config.active,
+                            phrases=config.phrases, **common),
         model,
         sft.SFTConfig(model_path=model.model_dir, output_dir=f"{out}/sft", world=config.world,
                       **config.sft.model_dump(), **common),

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import JOBS, main
+from rlhf_ray.algos.phrases import load_phrase_list
 from rlhf_ray.lineage import LineageRegistry
 
 TINY = ["world.num_prompts=60", "world.population.num_users=30", "world.population.num_annotators=6",
@@ -344,6 +345,11 @@ def test_standalone_jobs_chain_into_one_lineage(ray_cluster, tmp_path: Path, cap
     assert main(["lineage", curated["pairs_id"], "--root", str(feedback / "lineage"), "--verify"]) == 0
     chain = _last_json_line(capsys.readouterr().out)
     assert [a.split("-")[0] for a in chain["ancestors"]] == ["dataset", "shards"] and chain["log_ok"]
+    # the canned-phrase list learned from the pairs: a JSON list, current in phrases/LATEST, child of the pairs
+    assert load_phrase_list(qa / "phrases") == json.loads(Path(curated["phrase_list"]).read_text())
+    assert len(load_phrase_list(qa / "phrases")) == curated["phrases"]
+    assert main(["lineage", curated["phrase_list_id"], "--root", str(feedback / "lineage"), "--verify"]) == 0
+    assert _last_json_line(capsys.readouterr().out)["ancestors"][0] == curated["pairs_id"]
 
 
 def test_curate_without_input_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,6 @@ import torch
 from actors.scoring import ReferenceModel, RewardScorer
 from rlhf_ray.algos.logprobs import token_logprobs
 from rlhf_ray.algos.penalties import (
-    DEFAULT_CANNED_PHRASES,
     RulePenaltySettings,
     canned_phrase_hits,
     canned_phrase_penalty,
@@ -20,7 +19,6 @@ from rlhf_ray.algos.penalties import (
 )
 from rlhf_ray.models import init_model, load_causal_lm, load_tokenizer
 from rlhf_ray.sim import World, WorldConfig
-from rlhf_ray.sim.catalog import CANNED_PHRASES, TOPICS
 from rlhf_ray.training.encoding import encode_chat
 from rlhf_ray.training.reward_model import RewardModel
 
@@ -122,10 +120,10 @@ def test_settings_are_frozen_and_compute_all_terms() -> None:
     assert terms["canned_penalty"].tolist() == [0.5, 0.0]
 
 
-def test_default_phrases_catch_the_worlds_boilerplate_but_not_its_facts() -> None:
-    assert all(hits >= 1 for hits in canned_phrase_hits(list(CANNED_PHRASES), DEFAULT_CANNED_PHRASES))
-    facts = [s for topic in TOPICS for intent in topic.intents for f in intent.facts for s in f.sentences]
-    assert sum(canned_phrase_hits(facts, DEFAULT_CANNED_PHRASES)) == 0
+def test_default_settings_penalise_nothing() -> None:
+    terms = RulePenaltySettings().penalties(["great question ! " + "word " * 500])
+    assert RulePenaltySettings().canned_phrases == ()
+    assert [float(terms[k].sum()) for k in ("verbosity_penalty", "canned_penalty", "repetition_penalty")] == [0.0] * 3
 
 
 # ---------------------------------------------------------------- scorer configuration (no model needed)
@@ -145,7 +143,8 @@ def test_scorer_needs_exactly_one_reward() -> None:
 
 
 def test_rule_reward_scorer_without_a_model() -> None:
-    scorer = RewardScorer(None, {"verbosity_target_words": 4, "verbosity_coef": 1.0, "canned_coef": 0.5},
+    scorer = RewardScorer(None, {"verbosity_target_words": 4, "verbosity_coef": 1.0, "canned_coef": 0.5,
+                                 "canned_phrases": ["great question"]},
                           max_length=64, rule_reward={"keywords": ["settings", "reset link"], "scale": 2.0})
     out = scorer.score(["q", "q"], ["Great question! Open settings and use the reset link.", "open settings"])
     assert out["rm"] == [2.0, 1.0]

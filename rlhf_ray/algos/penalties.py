@@ -6,7 +6,8 @@ learned reward:
     total[b] = rm[b] − verbosity_penalty[b] − canned_phrase_penalty[b]
 
 They are configured from settings and a phrase list only; nothing here looks at the simulated world's hidden
-utility (that stays an evaluation signal, never a training reward).
+utility (that stays an evaluation signal, never a training reward). There is no built-in phrase list: it is
+learned from the preference data (`rlhf_ray.algos.phrases`, written by `rlhf-ray curate`) or supplied by the user.
 
 Text matching convention (`normalize_text`): lower-case, every run of characters that is neither a letter, a
 digit nor an apostrophe becomes one space. "Great question!", "great  question !" and "GREAT QUESTION." all
@@ -24,54 +25,6 @@ import torch
 from torch import Tensor
 
 _NON_WORD = re.compile(r"[^\w']+")
-
-# Generic assistant boilerplate: text that carries no answer whatever the question. Written lower-case and
-# without punctuation (see `normalize_text`); no entry contains another, so one span of text is counted once.
-#
-# Sources:
-# - common LLM-assistant filler (openers, sign-offs, self-reference);
-# - the boilerplate the simulated world's responses use (`rlhf_ray/sim/catalog.py`: CANNED_PHRASES and the
-#   content-free FILLER_SENTENCES), taken as *examples of generic filler*, not read at run time. Two of the
-#   world's hedges ("this may vary", "please check with an expert") are deliberately left out: short and
-#   sometimes the right thing to say (safety advice), so penalising them would teach the policy to drop
-#   legitimate caveats.
-DEFAULT_CANNED_PHRASES: tuple[str, ...] = (
-    # openers
-    "great question",
-    "what a great question",
-    "that's a great question",
-    "thanks for asking",
-    "certainly here is",
-    "sure here is",
-    "i'd be happy to help",
-    "i would be happy to help",
-    "i am happy to help",
-    "i'm happy to help",
-    # self-reference
-    "as an ai language model",
-    "as an ai assistant",
-    "as a large language model",
-    # sign-offs
-    "i hope this helps",
-    "hope this helps",
-    "let me know if you have any other questions",
-    "let me know if you have any questions",
-    "let me know if you need anything else",
-    "feel free to ask",
-    "don't hesitate to ask",
-    "happy to help further",
-    # content-free filler and self-hedging
-    "there are many ways to think about this",
-    "many people ask about this",
-    "every case is a little different",
-    "this is a common problem",
-    "it depends on your situation",
-    "i might be wrong about this",
-    "it is important to note that",
-    "it's important to note that",
-    "in conclusion",
-)
-
 
 def normalize_text(text: str) -> str:
     """Lower-case; each run of non-word characters (apostrophes kept) becomes one space; ends stripped."""
@@ -192,14 +145,14 @@ def keyword_coverage(texts: Sequence[str], keywords: Sequence[str], scale: float
 class RulePenaltySettings:
     """The rule penalties' knobs; a coefficient of 0 switches a penalty off.
 
-    Defaults: 80 free words (a complete support answer in the simulated world is ~20–40 words, so only real
-    padding pays), half a reward unit per further 80 words, 0.1 per canned phrase.
+    Defaults: every penalty off and no phrases (a scorer built without settings, e.g. a judge, applies none);
+    the PPO config chooses the coefficients and the phrase list.
     """
 
     verbosity_target_words: int = 80
-    verbosity_coef: float = 0.5
-    canned_phrases: tuple[str, ...] = DEFAULT_CANNED_PHRASES
-    canned_coef: float = 0.1
+    verbosity_coef: float = 0.0
+    canned_phrases: tuple[str, ...] = ()
+    canned_coef: float = 0.0
     repetition_coef: float = 0.0
 
     def __post_init__(self) -> None:
