@@ -6,7 +6,8 @@ the adjudication queue and active-learning picks, and writes under `output_dir`:
 
     pairs/<pairs version>/part-00000.parquet    prompt, chosen, rejected, weight, source, source_signal_ids
     adjudication/<pairs version>.parquet        items for an expert, with every label and rationale
-    active_learning/<pairs version>.parquet     what to label next, by disagreement, per topic × segment
+    active_learning/<pairs version>.parquet     what to label next, by disagreement (+ reward-model
+                                                uncertainty with `active.reward_models`), per topic × segment
     phrases/<pairs version>.json, phrases/LATEST  canned phrases learned from rejected vs chosen answers
                                                 (`rlhf_ray.algos.phrases`), for PPO's `reward.canned_phrases_file`
     annotators.parquet, agreement.json          annotator table (pseudonymous ids) and the QA report
@@ -205,6 +206,7 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
         "estimated_label_accuracy": pairwise.get("estimated_label_accuracy"),
         "dawid_skene_iterations": pairwise.get("dawid_skene_iterations"),
         "adjudication_queue": result.adjudication.num_rows, "active_learning_picks": result.active.num_rows,
+        "active_learning_uncertainty": result.report["active_learning_uncertainty"],
         "flagged_annotators": len(result.report["flagged_annotators"]),
         **{k: v for k, v in phrases.items() if k != "top_phrases"},
         "report": out.join("agreement.json"), "timing/curate": round(time.perf_counter() - started, 2),

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from rlhf_ray.annotation.active import ActiveSettings, select_for_labeling
+from rlhf_ray.annotation.active import ActiveSettings, reward_uncertainty, select_for_labeling
 from rlhf_ray.annotation.curate import CurateSettings, curate, item_consensus
-from rlhf_ray.annotation.labels import pairwise_labels
+from rlhf_ray.annotation.labels import pairwise_labels, top_choice_labels
+from rlhf_ray.annotation.pairs import PairSettings, correction_pairs, ranking_pairs
 from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
 from rlhf_ray.sim import PopulationConfig, ShardConfig, ShardSpec, World, WorldConfig
 from rlhf_ray.sim.shards import build_shard_rows
@@ -142,3 +143,57 @@ def test_active_learning_is_stratified_and_prefers_disagreement() -> None:
     with_model = candidates.append_column("uncertainty", pa.array(np.linspace(0, 5, 400)))
     assert set(select_for_labeling(with_model, ActiveSettings(budget=40)).column("item_id").to_pylist()) != set(
         picked.column("item_id").to_pylist())
+
+
+def _words_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    """A stand-in reward model: a tenth of a point per word."""
+    return [len(response.split()) / 10 for response in responses]
+
+
+def test_reward_uncertainty_is_the_margin_of_one_model_or_the_spread_of_an_ensemble() -> None:
+    items = [("p", ["a b", "a b c d"]), ("q", ["x", "y y", "z z z"])]
+    # one model: u = exp(−|r(y₁) − r(y₂)|) over the item's two best responses
+    assert reward_uncertainty(items, [_words_reward]) == pytest.approx(np.exp([-0.2, -0.1]))
+    # two models that disagree completely (one the other's negative): the spread of their margins
+    opposite = lambda prompts, responses: [-r for r in _words_reward(prompts, responses)]  # noqa: E731
+    assert reward_uncertainty(items, [_words_reward, opposite]) == pytest.approx([0.2, 0.1])
+    assert reward_uncertainty(items, [_words_reward, _words_reward]) == pytest.approx([0.0, 0.0])
+
+
+def test_active_learning_uses_the_reward_models_uncertainty(spammy) -> None:
+    tables, _, gold, _ = spammy
+    settings = CurateSettings(active=ActiveSettings(budget=30, disagreement_weight=0.0))
+    result = curate(tables, gold, settings, rewards=[_words_reward])
+    assert result.report["active_learning_uncertainty"] == "margin"
+    picks = result.active.to_pylist()
+    assert len(picks) == 30 and all(p["score"] == pytest.approx(p["uncertainty"], abs=1e-5) for p in picks)
+    responses = {row["item_id"]: row.get("responses") or [row["response_a"], row["response_b"]]
+                 for signal_type in ("pairwise", "ranking") for row in tables[signal_type].to_pylist()}
+    for pick in picks:  # the item's two best responses by word count, as the stand-in model scores them
+        best, second = sorted((len(r.split()) for r in responses[pick["item_id"]]), reverse=True)[:2]
+        assert pick["uncertainty"] == pytest.approx(np.exp(-(best - second) / 10), abs=1e-5), pick
+    assert "uncertainty" not in curate(tables, gold, settings).active.column_names
+
+
+def test_correction_pairs_prefer_the_edit_and_ranking_pairs_follow_the_rank(spammy) -> None:
+    tables, _, _, _ = spammy
+    corrections = {row["signal_id"]: row for row in tables["correction"].to_pylist()}
+    pairs = correction_pairs(tables["correction"], PairSettings())
+    assert len(pairs) > 100
+    for pair in pairs:
+        (signal,) = pair["source_signal_ids"]
+        assert (pair["chosen"], pair["rejected"]) == (corrections[signal]["edited_response"],
+                                                      corrections[signal]["response"])
+
+    # One ranked item: three reliable annotators rank the responses last-to-first, an unreliable one the other way.
+    ranked = tables["ranking"].filter(pc.equal(tables["ranking"].column("source"), "annotator"))
+    row = next(r for r in ranked.to_pylist() if len(set(r["responses"])) == len(r["responses"]) >= 3)
+    order = list(reversed(range(len(row["responses"]))))  # best first
+    rows = [{**row, "actor_id": actor, "signal_id": f"{row['signal_id']}-{actor}", "ranking": ranking}
+            for actor, ranking in (("a1", order), ("a2", order), ("a3", order), ("a4", order[::-1]))]
+    table = pa.Table.from_pylist(rows, schema=tables["ranking"].schema)
+    pairs = ranking_pairs(top_choice_labels(table), {"a1": 1.0, "a2": 1.0, "a3": 1.0, "a4": 0.1}, set())
+    texts = row["responses"]
+    expected = {(texts[order[i]], texts[order[j]]) for i in range(len(order)) for j in range(i + 1, len(order))}
+    assert {(p["chosen"], p["rejected"]) for p in pairs} == expected and len(pairs) == len(expected)
+    assert all(p["weight"] == pytest.approx(3.0 / 3.1) for p in pairs)

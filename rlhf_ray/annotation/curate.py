@@ -4,14 +4,14 @@ and what to label next. Pure: typed tables in, tables and a JSON-ready report ou
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from rlhf_ray.annotation.active import ActiveSettings, select_for_labeling
+from rlhf_ray.annotation.active import ActiveSettings, Reward, reward_uncertainty, select_for_labeling
 from rlhf_ray.annotation.adjudication import QUEUE_SCHEMA, adjudication_queue
 from rlhf_ray.annotation.agreement import agreement_report, agreement_with_reference
 from rlhf_ray.annotation.consensus import dawid_skene, majority_vote
@@ -113,13 +113,20 @@ def _vs_consensus(consensus: ItemConsensus) -> dict[str, Any]:
             for a, r in result.items()}
 
 
-def _candidates(consensus: ItemConsensus) -> list[dict[str, Any]]:
+def _candidates(consensus: ItemConsensus) -> tuple[list[dict[str, Any]], list[tuple[str, list[str]]]]:
+    """Each item once (its first label row): the active-learning candidate, and its prompt and responses."""
     labels = consensus.labels
-    first = {int(item): position for position, item in reversed(list(enumerate(labels.item_index.tolist())))}
+    first = sorted({int(item): position for position, item in
+                    reversed(list(enumerate(labels.item_index.tolist())))}.items())
     topics, segments = labels.rows.column("topic").to_pylist(), labels.rows.column("segment").to_pylist()
-    return [{"item_id": labels.item_ids[item], "signal_type": labels.signal_type, "topic": topics[row],
-             "segment": segments[row], "disagreement": float(1 - consensus.posterior[item].max())}
-            for item, row in sorted(first.items())]
+    prompts = labels.rows.column("prompt").to_pylist()
+    responses = (labels.rows.column("responses").to_pylist() if labels.signal_type == "ranking" else
+                 [list(pair) for pair in zip(labels.rows.column("response_a").to_pylist(),
+                                             labels.rows.column("response_b").to_pylist(), strict=True)])
+    return ([{"item_id": labels.item_ids[item], "signal_type": labels.signal_type, "topic": topics[row],
+              "segment": segments[row], "disagreement": float(1 - consensus.posterior[item].max())}
+             for item, row in first],
+            [(prompts[row], responses[row]) for _, row in first])
 
 
 def _counts(table: pa.Table, column: str) -> dict[str, int]:
@@ -127,10 +134,24 @@ def _counts(table: pa.Table, column: str) -> dict[str, int]:
     return {c["values"]: c["counts"] for c in counts}
 
 
-def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings: CurateSettings) -> CurateResult:
-    """Run every QA step over the curated tables; `answers` holds gold and adjudicated answers by item id."""
+def _active_picks(candidates: list[dict[str, Any]], texts: list[tuple[str, list[str]]],
+                  settings: ActiveSettings, rewards: Sequence[Reward]) -> pa.Table:
+    """What to label next; with reward models the candidates carry their `reward_uncertainty` too."""
+    if not candidates:
+        return pa.table({})
+    table = pa.Table.from_pylist(candidates)
+    if rewards:
+        table = table.append_column("uncertainty", pa.array(reward_uncertainty(texts, rewards).round(6)))
+    return select_for_labeling(table, settings)
+
+
+def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings: CurateSettings,
+           rewards: Sequence[Reward] = ()) -> CurateResult:
+    """Run every QA step over the curated tables; `answers` holds gold and adjudicated answers by item id.
+    `rewards` (reward models as `Reward`s, e.g. `reward_model_scorers`): active learning adds their uncertainty
+    to the disagreement — a margin with one model, an ensemble's spread with several."""
     report: dict[str, Any] = {"consensus_method": settings.consensus, "agreement": {}}
-    queues, candidates, pairs = [], [], []
+    queues, candidates, texts, pairs = [], [], [], []
     pairwise = item_consensus(pairwise_labels(tables["pairwise"]), answers, settings) if "pairwise" in tables else None
     ranking = item_consensus(top_choice_labels(tables["ranking"]), answers, settings) if "ranking" in tables else None
     weights: dict[str, float] = {}
@@ -146,7 +167,9 @@ def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings:
         queue = adjudication_queue(labels, consensus.posterior, batches, batch_kappa, settings.min_confidence,
                                    settings.kappa_floor, answered=answers.keys())
         queues.append(queue)
-        candidates.extend(_candidates(consensus))
+        item_candidates, item_texts = _candidates(consensus)
+        candidates.extend(item_candidates)
+        texts.extend(item_texts)
         report[name] = {
             "items": labels.n_items, "labels": int(labels.label.size), "dawid_skene_iterations": consensus.iterations,
             "dawid_skene_converged": consensus.converged,
@@ -176,10 +199,12 @@ def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings:
     merged = merge_pairs(pairs)
     health = annotator_health(pairwise.labels, pairwise.posterior.argmax(axis=1), pairwise.estimated_accuracy,
                               _gold_index(pairwise.labels, answers), settings.health) if pairwise else pa.table({})
-    active = select_for_labeling(pa.Table.from_pylist(candidates), settings.active) if candidates else pa.table({})
+    active = _active_picks(candidates, texts, settings.active, rewards)
     queue = pa.concat_tables(queues) if queues else QUEUE_SCHEMA.empty_table()
     report.update(pairs=merged.num_rows, pairs_by_source=_counts(merged, "source"),
                   pairs_by_objective=_counts(merged, "objective"),
                   adjudication_queue=queue.num_rows, active_learning_picks=active.num_rows,
+                  active_learning_uncertainty=(None if not rewards else "margin" if len(rewards) == 1
+                                               else "ensemble"),
                   flagged_annotators={row["annotator"]: row["flags"] for row in health.to_pylist() if row["flags"]})
     return CurateResult(merged, queue, health, active, report)
