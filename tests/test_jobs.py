@@ -334,14 +334,29 @@ def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.C
 
 @pytest.mark.ray
 def test_standalone_jobs_chain_into_one_lineage(ray_cluster, tmp_path: Path, capsys, monkeypatch) -> None:
-    """simulate → ingest → curate as separate commands, no lineage root given: one log holds the chain."""
+    """simulate → ingest → curate as separate commands, no lineage root given: one log holds the chain. Curate is
+    given a (tiny, untrained) reward model: active learning adds its margin uncertainty to the disagreement."""
+    from rlhf_ray.models import init_model, load_tokenizer
+    from rlhf_ray.sim import World, WorldConfig
+    from rlhf_ray.training.reward_model import RewardModel
+
     monkeypatch.setenv("RLHF_RAY_PSEUDONYM_KEY", "1f" * 32)
     feedback, dataset, qa = tmp_path / "feedback", tmp_path / "dataset", tmp_path / "qa"
     assert main(["simulate", "--out", str(feedback), "--rows", "1200", *TINY]) == 0
     assert main(["ingest", "--input", str(feedback / "shards"), "--out", str(dataset), "wandb.mode=disabled"]) == 0
-    assert main(["curate", "--input", str(dataset), "--gold", str(feedback / "gold" / "gold_items.jsonl"),
-                 "--out", str(qa), "wandb.mode=disabled"]) == 0
+    card = init_model(World(WorldConfig(num_prompts=60), 0).corpus(), tmp_path / "policy", "tiny", seed=0)
+    RewardModel.from_causal_lm(card.path, seed=0).save_pretrained(tmp_path / "rm")
+    load_tokenizer(card.path).save_pretrained(tmp_path / "rm")
+    curate = ["curate", "--input", str(dataset), "--gold", str(feedback / "gold" / "gold_items.jsonl"), "--out",
+              str(qa), "wandb.mode=disabled"]
+    assert main([*curate, f"active.reward_models={tmp_path / 'no-such-rm'}"]) == 1
+    assert "no-such-rm" in capsys.readouterr().err
+    assert main([*curate, f"active.reward_models={tmp_path / 'rm'}"]) == 0
     curated = _last_json_line(capsys.readouterr().out)
+    assert curated["active_learning_uncertainty"] == "margin" and curated["active_learning_picks"] > 0
+    picks = pq.read_table(qa / "active_learning" / f"{curated['pairs_version']}.parquet").to_pylist()
+    assert all(0 < p["uncertainty"] <= 1 and p["score"] == pytest.approx(p["disagreement"] + p["uncertainty"],
+                                                                          abs=1e-5) for p in picks)
     assert main(["lineage", curated["pairs_id"], "--root", str(feedback / "lineage"), "--verify"]) == 0
     chain = _last_json_line(capsys.readouterr().out)
     assert [a.split("-")[0] for a in chain["ancestors"]] == ["dataset", "shards"] and chain["log_ok"]

@@ -10,7 +10,6 @@ With one, `reward_uncertainty` scores every item's responses: one model gives th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -66,12 +65,10 @@ def reward_uncertainty(items: Sequence[tuple[str, Sequence[str]]], rewards: Sequ
 
 
 def reward_model_scorers(paths: Sequence[str], max_length: int = 512, batch_size: int = 16) -> list[Reward]:
-    """Each reward model directory (`rlhf-ray train-rm`) as a `Reward`: its normalised score, in this process."""
+    """Each reward model directory (`rlhf-ray train-rm`) as a `Reward`: its normalised score, in this process. A
+    path that is no model directory raises `ModelNotFoundError` naming it."""
     if not paths:
         return []
-    missing = [path for path in paths if not os.path.isdir(path)]
-    if missing:
-        raise ValueError(f"reward model {missing[0]!r} is not a directory; expected one written by `rlhf-ray train-rm`")
     from rlhf_ray.roles.scoring import RewardScorer  # torch and transformers only when a model is asked for
 
     scorers = [RewardScorer(path, max_length=max_length, batch_size=batch_size) for path in paths]
