@@ -79,12 +79,12 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
         model_path=serving, reference_path=sft_model, output_dir=f"{here}/ppo", world=config.world,
         resume=StorageRoot.from_uri(f"{here}/ppo").exists("checkpoints", "latest"),  # after a crash
         **ppo_settings, **common)
-    sweep_config = None
+    sweep_stage = None
     if "sweep" in config.stages:
         trials = config.sweep.model_dump(exclude={"trial_iterations"})
         trial_ppo = ppo_config.model_copy(update={"iterations": config.sweep.trial_iterations or ppo_config.iterations,
                                                   "resume": False})
-        sweep_config = sweep_config.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
+        sweep_stage = sweep_config.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
     canary_settings = config.canary.model_dump()
     canary_settings["feedback"]["dir"] = f"{feedback_shards(out)}/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
@@ -105,7 +105,7 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
                                world=config.world, **config.reward_model.model_dump(), **common),
         dpo.DPOConfig(model_path=sft_model, reference_path=sft_model, pairs=curated, output_dir=f"{out}/dpo",
                       world=config.world, **config.dpo.model_dump(), **common),
-        sweep_config,
+        sweep_stage,
         ppo_config,
         evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving, output_dir=f"{here}/gate",
                                 world=config.world, **config.gate.model_dump(), **common),

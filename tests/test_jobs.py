@@ -115,13 +115,44 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _operator_promotes_the_canary(port: int, token: str, replies: list[int]) -> None:
+    """An operator watching the canary on `port` promotes it through the admin API once its users have judged a
+    few answers (the loop runs its earlier stages first: until then nothing listens)."""
+    import time
+
+    import requests
+
+    url, deadline = f"http://127.0.0.1:{port}/v1/canary", time.monotonic() + 1500
+    while time.monotonic() < deadline:
+        try:
+            status = requests.get(url, timeout=10).json()
+            judged = sum(variant["judged"] for variant in status["variants"].values())
+        except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+            status, judged = {}, 0
+        if status.get("phase") == "running" and judged >= 4:
+            replies.append(requests.post(f"{url}/promote", json={"reason": "operator: looks good"}, timeout=60,
+                                         headers={"Authorization": f"Bearer {token}"}).status_code)
+            return
+        time.sleep(0.2)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, tmp_path: Path, capsys) -> None:
+    import secrets
+    import threading
+
     out = tmp_path / "quickstart"
+    port, token = _free_port(), secrets.token_hex(16)
+    (tmp_path / "admin.token").write_text(token)
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
-            *TINY_TRAINING, *LENIENT_GATE, f"canary.serve.port={_free_port()}", "wandb.mode=offline"]
+            *TINY_TRAINING, *LENIENT_GATE, f"canary.serve.port={port}", "wandb.mode=offline",
+            f"canary.admin.token_file={tmp_path / 'admin.token'}"]
+    promoted: list[int] = []
+    operator = threading.Thread(target=_operator_promotes_the_canary, args=(port, token, promoted), daemon=True)
+    operator.start()
     assert main([*args, "iterations=1"]) == 0
+    operator.join(timeout=60)
     logs = capsys.readouterr()
     summary = _last_json_line(logs.out)
     assert summary["job"] == "loop"
@@ -193,8 +224,10 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     gate_events = [e for e in LineageRegistry(summary["lineage_root"]).events(summary["ppo_policy_id"])
                    if e.event == "gate"]
     assert gate_events and gate_events[-1].payload["verdict"] == "pass"
-    assert summary["canary_decision"] in ("promote", "rollback", "undecided")
-    assert summary["canary_requests_sent"] >= 40
+    # The operator promoted the canary (the admin API, the thread above): the candidate is the incumbent now.
+    assert promoted == [200], promoted
+    assert (summary["canary_decision"], summary["canary_decision_source"]) == ("promote", "admin")
+    assert summary["canary_requests_sent"] > 0 and summary["incumbent_policy_id"] == summary["ppo_policy_id"]
     captured = sorted((out / "feedback" / "shards" / "canary-iter-1").glob("*.jsonl"))
     assert captured and "stopped" not in summary
 
@@ -207,13 +240,40 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     assert second["iter2/input_rows"] == summary["input_rows"] + sum(
         len(path.read_text().splitlines()) for path in captured)
     assert second["iter2/ppo_policy_dir"] == str(out / "iter-2" / "ppo" / "policy")
-    assert second["iter2/gate_verdict"] == "pass" and "iter2/canary_decision" in second
-    # The iteration-2 dataset traces back through the captured feedback to the deployment that served it.
+    assert second["iter2/gate_verdict"] == "pass"
+    # Iteration 2 starts from the promoted policy: PPO trains from it, the gate and the canary compare with it.
     registry = LineageRegistry(summary["lineage_root"])
+    incumbent = summary["ppo_policy_id"]
+    assert second["iter2/incumbent_at_start"] == incumbent
+    assert registry.get(second["iter2/ppo_policy_id"]).parents[0] == incumbent
+    assert second["iter2/gate_incumbent_id"] == incumbent == second["iter2/canary_policies"]["incumbent"]
+    # Its canary runs on the seed alone: 40 requests, a quarter routed to the canary, reach neither the sequential
+    # test's 20 judged answers per arm nor the guardrails' 20 canary requests. Undecided: the incumbent stays.
+    assert second["iter2/canary_decision"] == "undecided" and second["incumbent_policy_id"] == incumbent
+    # The iteration-2 dataset traces back through the captured feedback to the deployment that served it.
     assert registry.get(second["iter2/dataset_id"]).parents == (summary["shards_id"], summary["canary_feedback_id"])
     assert registry.get(summary["canary_feedback_id"]).parents == (summary["canary_deployment_id"],)
     data_gates = [e for e in registry.events(second["iter2/pairs_id"]) if e.event == "gate"]
     assert data_gates and data_gates[-1].payload["gate"] == "data"
+
+    # Each gate, when it fails, stops the loop naming its failed checks, and the incumbent keeps serving. Rerun on
+    # the finished run, a stricter gate re-judges without retraining: iteration 1 stops at that gate's stage.
+    for strict, stage, gate, checks, skipped in (
+            (["gates.max_quarantine_rate=0.0", "gates.min_fleiss_kappa=1.0"], "curate", "data",
+             ["quarantine_rate", "fleiss_kappa"], 3),
+            (["gates.min_rm_accuracy=1.0", "gates.max_rm_length_correlation=-1.0"], "train-rm", "reward_model",
+             ["length_correlation_at_equal_utility"], 6),
+            (["gate.thresholds.min_win_rate_lower=1.0"], "gate", "offline", ["win_rate"], 8)):
+        assert main([*args, "iterations=2", *strict]) == 0
+        logs = capsys.readouterr()
+        stopped = _last_json_line(logs.out)
+        assert stopped["stopped"].startswith(f"{stage}: {gate} gate failed"), stopped["stopped"]
+        assert all(check in stopped["stopped"] for check in checks), stopped["stopped"]
+        assert stopped["stopped_iteration"] == 1 and not [key for key in stopped if key.startswith("iter2/")]
+        assert logs.err.count("inputs unchanged: skipped") == skipped and "the incumbent keeps serving" in logs.err
+        assert stopped["incumbent_policy_id"] == incumbent
+    gate_events = [e for e in LineageRegistry(summary["lineage_root"]).events(incumbent) if e.event == "gate"]
+    assert gate_events[-1].payload["verdict"] == "fail"  # the stricter offline gate's own event
 
 
 def _another_day_of_feedback(shards: Path, folder: str) -> int:
@@ -281,20 +341,29 @@ def test_loop_watch_runs_an_iteration_when_new_feedback_fires_a_trigger(ray_clus
 @pytest.mark.slow
 def test_loop_sweep_stage_chooses_the_ppo_settings_and_is_a_lineage_parent_of_the_policy(ray_cluster, tmp_path: Path,
                                                                                          capsys) -> None:
-    """With `sweep` listed, Ray Tune tries the search space on the iteration's reward model, PPO trains with the
-    chosen settings, and the policy's lineage names the sweep (and through it, every trial)."""
+    """With `sweep` listed, Ray Tune tries the search space on the iteration's reward model under ASHA, PPO trains
+    with the chosen settings, and the policy's lineage names the sweep (and through it, every trial).
+
+    The trials run one after the other, held-out figures every iteration, and answer at eval temperature 50
+    (random tokens): the first, in 4 tokens, scores ≈ 0 true utility; the second, in up to 128, pays the
+    verbosity cost far beyond any prompt's ideal length, so ASHA stops it at its first rung (iteration 1 of 2)."""
     out = tmp_path / "loop"
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
             *TINY_TRAINING, "stages=[simulate,ingest,curate,init-model,sft,train-rm,sweep,ppo]", "iterations=1",
-            "sweep.search_space={kl.coef: {grid: [0.01, 0.5]}}", "sweep.scheduler.kind=fifo",
-            "sweep.trial_iterations=2", "sweep.hacking.disqualify=[]"]
+            "sweep.search_space={rollout.max_new_tokens: {grid: [4, 128]}, eval_temperature: {grid: [50.0]}}",
+            "sweep.scheduler.kind=asha", "sweep.scheduler.grace_period=1", "sweep.max_concurrent_trials=1",
+            "ppo.eval_every=1", "sweep.trial_iterations=2", "sweep.hacking.disqualify=[]"]
     assert main(args) == 0
     summary = _last_json_line(capsys.readouterr().out)
     assert summary["sweep_num_trials"] == 2 and Path(summary["sweep_best_config"]).exists()
-    chosen = summary["sweep_chosen_params"]["kl.coef"]
+    trials = {t["param/rollout.max_new_tokens"]: t
+              for t in json.loads((out / "sweep" / "report.json").read_text())["trials"]}
+    assert (trials[4]["status"], trials[4]["iterations"]) == ("completed", 2), trials
+    assert (trials[128]["status"], trials[128]["iterations"]) == ("stopped", 1), trials  # ASHA stopped it early
+    assert summary["sweep_chosen_params"] == {"rollout.max_new_tokens": 4, "eval_temperature": 50.0}
     registry = LineageRegistry(summary["lineage_root"])
     policy = registry.get(summary["ppo_policy_id"])
-    assert policy.config["kl"]["coef"] == chosen and summary["sweep_id"] in policy.parents
+    assert policy.config["rollout"]["max_new_tokens"] == 4 and summary["sweep_id"] in policy.parents
     assert main(["lineage", summary["ppo_policy_id"], "--root", summary["lineage_root"]]) == 0
     chain = _last_json_line(capsys.readouterr().out)
     assert {summary["sweep_id"], summary["reward_model_id"], summary["pairs_id"]} <= set(chain["ancestors"])
@@ -325,6 +394,8 @@ def test_loop_stages_read_the_outputs_of_their_input_stages() -> None:
     assert stages.reward_model.pairs == stages.dpo.pairs == stages.curate.output_dir
     assert {s.lineage.root for s in stages if s is not None} == {"runs/x/lineage"}
     assert stages.sweep is None  # not listed
+    swept = stage_configs(LoopConfig(output_dir="runs/x", stages=[*STAGES]))
+    assert swept.sweep.output_dir == "runs/x/sweep" and swept.sweep.ppo.model_path == swept.ppo.model_path
 
 
 def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
