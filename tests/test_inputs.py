@@ -33,7 +33,7 @@ def test_prompt_files_give_each_split_with_stable_ids(tmp_path: Path) -> None:
     again = FilePromptSource({"train": train}).split("train")[0]
     assert again.prompt_id == first.prompt_id  # a content hash: the same in every run
     assert [p.text for p in source.split("test")] == ["Can I change my plan?"]
-    with pytest.raises(PromptFileError, match="no prompt file for the 'validation' split: set prompts.validation"):
+    with pytest.raises(PromptFileError, match=r"no prompt file for the .validation. split: set prompts\.validation"):
         source.split("validation")
 
 
@@ -54,7 +54,7 @@ def test_unreadable_prompt_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(PromptFileError, match="does not exist"):
         FilePromptSource({"train": str(tmp_path / "missing.jsonl")}).split("train")
     (tmp_path / "p.csv").write_text("prompt\nhi\n")
-    with pytest.raises(PromptFileError, match="expected a .jsonl or .parquet file"):
+    with pytest.raises(PromptFileError, match=r"expected a \.jsonl or \.parquet file"):
         FilePromptSource({"train": str(tmp_path / "p.csv")}).split("train")
 
 
@@ -76,7 +76,7 @@ def test_the_world_adapter_is_a_prompt_source_and_an_oracle() -> None:
 
 def test_ppo_takes_prompt_files_or_the_world(tmp_path: Path) -> None:
     train = _jsonl(tmp_path / "train.jsonl", [{"prompt": "hello"}])
-    with pytest.raises(ValueError, match="eval_split='validation' needs prompts.validation"):
+    with pytest.raises(ValueError, match=r"eval_split='validation' needs prompts\.validation"):
         PPOConfig(prompts={"train": train})
     files = PPOConfig(prompts={"train": train, "validation": train})
     source, evaluators = inputs_for(files)
