@@ -173,7 +173,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.mark.ray
 def test_reward_scorer_actor_scores_with_the_reward_model(ray_cluster, models: dict[str, str]) -> None:
-    settings = RulePenaltySettings(verbosity_target_words=8, verbosity_coef=0.5, canned_coef=1.0)
+    settings = RulePenaltySettings(verbosity_target_words=8, verbosity_coef=0.5, canned_coef=1.0,
+                                   canned_phrases=("great question", "i hope this helps", "feel free to ask"))
     scorer = ray_cluster.remote(num_cpus=0.25)(RewardScorer).remote(models["rm"], settings, 128, batch_size=2,
                                                                     num_threads=1)
     assert ray_cluster.get(scorer.ready.remote())
