@@ -33,7 +33,7 @@ def test_prompt_files_give_each_split_with_stable_ids(tmp_path: Path) -> None:
     again = FilePromptSource({"train": train}).split("train")[0]
     assert again.prompt_id == first.prompt_id  # a content hash: the same in every run
     assert [p.text for p in source.split("test")] == ["Can I change my plan?"]
-    with pytest.raises(PromptFileError, match="no prompt file for the 'validation' split: set prompts.validation"):
+    with pytest.raises(PromptFileError, match=r"no prompt file for the 'validation' split: set prompts.validation"):
         source.split("validation")
 
 
@@ -54,7 +54,7 @@ def test_unreadable_prompt_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(PromptFileError, match="does not exist"):
         FilePromptSource({"train": str(tmp_path / "missing.jsonl")}).split("train")
     (tmp_path / "p.csv").write_text("prompt\nhi\n")
-    with pytest.raises(PromptFileError, match="expected a .jsonl or .parquet file"):
+    with pytest.raises(PromptFileError, match=r"expected a .jsonl or .parquet file"):
         FilePromptSource({"train": str(tmp_path / "p.csv")}).split("train")
 
 
@@ -63,8 +63,12 @@ def test_the_world_adapter_is_a_prompt_source_and_an_oracle() -> None:
     world = World(config, 3)
     source = WorldPromptSource(config, 3)
     assert [p.prompt_id for p in source.split("train")] == [p.prompt_id for p in world.split("train")]
-    assert source.split("validation") == source.split("test")  # the world has one held-out split
-    assert {p.prompt_id for p in source.split("test")} == {p.prompt_id for p in world.split("heldout")}
+    for name in ("validation", "test"):  # the world's own splits; the novel-intent slice is read apart
+        assert [p.prompt_id for p in source.split(name)] == [p.prompt_id for p in world.split(name)]
+        assert [p.prompt_id for p in source.novel_intent(name)] == [p.prompt_id
+                                                                    for p in world.split(name, "novel_intent")]
+    assert not {p.prompt_id for p in source.split("validation")} & {p.prompt_id for p in source.split("test")}
+    assert not source.novel_intent("train")
     oracle = pickle.loads(pickle.dumps(WorldOracle(config, 3)))  # travels to Tune trials and tasks small
     prompt = source.split("test")[0]
     answer = "thanks for asking ! " * 3
@@ -76,7 +80,7 @@ def test_the_world_adapter_is_a_prompt_source_and_an_oracle() -> None:
 
 def test_ppo_takes_prompt_files_or_the_world(tmp_path: Path) -> None:
     train = _jsonl(tmp_path / "train.jsonl", [{"prompt": "hello"}])
-    with pytest.raises(ValueError, match="eval_split='validation' needs prompts.validation"):
+    with pytest.raises(ValueError, match=r"eval_split='validation' needs prompts.validation"):
         PPOConfig(prompts={"train": train})
     files = PPOConfig(prompts={"train": train, "validation": train})
     source, evaluators = inputs_for(files)
