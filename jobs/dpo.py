@@ -74,7 +74,7 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     dataset = read_pairs(pairs_dir, [PREFERENCE])
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": policy,
                    "reference_path": reference,
-                   "heldout": truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt)}
+                   "heldout": truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt, "validation")}
     result = fit(dpo_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     model_dir = export_model(result.checkpoint.path, os.path.join(config.output_dir, "policy"))
     registry, parents = preference_lineage(config, curate_report, policy)

@@ -152,7 +152,7 @@ def probe_rewards(config: DriftConfig) -> dict[str, list[float]]:
 
     probe = reference_examples(config.world, config.seed, "validation", config.probe_per_prompt)
     if not probe:
-        raise DriftError("the world has no held-out prompts for the probe set (world.heldout_fraction is 0)")
+        raise DriftError("the world has no held-out prompts for the probe set (world.validation_fraction is 0)")
     off = RulePenaltySettings(verbosity_coef=0.0, canned_coef=0.0, repetition_coef=0.0)
     scorers = {side: ray.remote(RewardScorer).options(num_cpus=config.rm_num_cpus).remote(
         str(resolve_model_path(path)), off) for side, path in zip(SIDES, (config.reference_rm, config.current_rm),

@@ -197,8 +197,8 @@ def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
     paths = _paths(config)
     rows = list(WorldPromptSource(config.world, config.seed).split("validation")[: config.prompts])
     if not rows:
-        raise EvaluateError(f"the world (seed {config.seed}, world.heldout_fraction={config.world.heldout_fraction}) "
-                            "has no held-out prompts to evaluate on")
+        raise EvaluateError(f"the world (seed {config.seed}, world.validation_fraction="
+                            f"{config.world.validation_fraction}) has no validation prompts to evaluate on")
     timer = StageTimer()
     ensure_ray(config.ray)
     outputs = _answer(config, paths, rows, timer)

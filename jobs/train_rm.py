@@ -93,7 +93,7 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     started = time.perf_counter()
     base = str(resolve_model_path(config.model_path))
     pairs_dir, curate_report = locate_pairs(config.pairs)
-    heldout = truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt)
+    heldout = truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt, "validation")
     ensure_ray(config.ray)
     dataset = read_pairs(pairs_dir, config.train.objectives)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": base, "heldout": heldout}

@@ -21,14 +21,15 @@ CLEAN = ShardConfig(rows=100, malformed_fraction=0.0, duplicate_fraction=0.0, pi
 ROWS = {"pairwise": 4500, "ranking": 900, "rating": 1200, "correction": 200}
 
 
-def _simulate(population: PopulationConfig, seed: int = 5, tire: str | None = None) -> tuple[dict, dict, dict, World]:
+def _simulate(population: PopulationConfig, seed: int = 5, tire: str | None = None,
+              rows: dict[str, int] = ROWS) -> tuple[dict, dict, dict, World]:
     world = World(WorldConfig(num_prompts=250, population=population), seed=seed)
     if tire is not None:  # one annotator tires fast; the world is otherwise unchanged
         world.__dict__["annotators"] = tuple(
             replace(a, fatigue_halflife=25.0) if a.annotator_id == tire else a for a in world.annotators)
     tables, truth, gold = {}, {}, {}
-    for signal_type, rows in ROWS.items():
-        built, result = build_shard_rows(world, CLEAN, ShardSpec(signal_type, 0, rows, "parquet"))
+    for signal_type, count in rows.items():
+        built, result = build_shard_rows(world, CLEAN, ShardSpec(signal_type, 0, count, "parquet"))
         tables[signal_type] = pa.Table.from_pylist(built, schema=SIGNAL_SCHEMAS[SignalType(signal_type)])
         truth.update({item["item_id"]: item for item in result.items})
         gold.update({g["item_id"]: g["answer"] if signal_type == "pairwise" else str(g["answer"][0])
@@ -103,7 +104,11 @@ def test_queued_items_make_no_pairs_until_adjudicated(spammy) -> None:
 
     resolved = {item: "a" if truth[item]["true_order"][0] == 0 else "b" for item in sorted(queued)[:50]}
     second = curate(tables, {**gold, **resolved}, CurateSettings())
-    assert second.report["pairwise"]["adjudication_queue"] <= first.report["pairwise"]["adjudication_queue"] - 50
+    # The resolved items leave the queue. The queue as a whole shrinks by less than 50: with their answers clamped,
+    # Dawid–Skene re-estimates every annotator, and a few other items cross the confidence line either way.
+    still_queued = second.adjudication.filter(pc.equal(second.adjudication.column("signal_type"), "pairwise"))
+    assert not set(resolved) & set(still_queued.column("item_id").to_pylist())
+    assert second.report["pairwise"]["adjudication_queue"] < first.report["pairwise"]["adjudication_queue"]
     adjudicated = second.pairs.filter(pc.equal(second.pairs.column("source"), "pairwise")).to_pylist()
     resolved_rows = tables["pairwise"].filter(pc.is_in(tables["pairwise"].column("item_id"),
                                                        value_set=pa.array(sorted(resolved)))).to_pylist()
@@ -118,10 +123,14 @@ def test_the_fatigued_annotator_is_flagged() -> None:
     steady = PopulationConfig(num_annotators=8, spammer_fraction=0.0, accuracy_range=(0.85, 0.95),
                               verbosity_bias_range=(0.0, 0.05), fatigue_halflife_range=(1e9, 1e9),
                               session_length_range=(60, 60))
-    fatigued = {a: flags for a, flags in curate(_simulate(steady, tire="annotator-003")[0], {}, CurateSettings())
-                .report["flagged_annotators"].items() if "fatigue" in flags}
+    # Pairwise labels only, twice the usual: fatigue compares ~10 early labels per session with the late ones, and
+    # with ~10 sessions per annotator a steady annotator's drop has a spread of ~0.05 against the 0.1 threshold.
+    rows = {"pairwise": 2 * ROWS["pairwise"]}
+    fatigued = {a: flags for a, flags in curate(_simulate(steady, tire="annotator-003", rows=rows)[0], {},
+                                                CurateSettings()).report["flagged_annotators"].items()
+                if "fatigue" in flags}
     assert set(fatigued) == {"annotator-003"}
-    assert not any("fatigue" in f for f in curate(_simulate(steady)[0], {}, CurateSettings())
+    assert not any("fatigue" in f for f in curate(_simulate(steady, rows=rows)[0], {}, CurateSettings())
                    .report["flagged_annotators"].values())
 
 

@@ -124,7 +124,7 @@ def test_gate_thresholds_reject_unknown_flags_and_keys() -> None:
 
 def test_answers_are_judged_by_the_user_model_and_a_rubric() -> None:
     world = World(WorldConfig(num_prompts=60), 0)
-    spec = next(p for p in world.split("heldout") if not p.refusal)
+    spec = next(p for p in world.split("validation") if not p.refusal)
     complete = " ".join(fact.sentences[0] for fact in spec.facts)
     assert rubric_acceptance(world.utility(spec.prompt_id, complete)) == 1.0
     assert rubric_acceptance(world.utility(spec.prompt_id, "ok .")) == 0.0

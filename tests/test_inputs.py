@@ -63,8 +63,12 @@ def test_the_world_adapter_is_a_prompt_source_and_an_oracle() -> None:
     world = World(config, 3)
     source = WorldPromptSource(config, 3)
     assert [p.prompt_id for p in source.split("train")] == [p.prompt_id for p in world.split("train")]
-    assert source.split("validation") == source.split("test")  # the world has one held-out split
-    assert {p.prompt_id for p in source.split("test")} == {p.prompt_id for p in world.split("heldout")}
+    for name in ("validation", "test"):  # the world's own splits; the novel-intent slice is read apart
+        assert [p.prompt_id for p in source.split(name)] == [p.prompt_id for p in world.split(name)]
+        assert [p.prompt_id for p in source.novel_intent(name)] == [p.prompt_id
+                                                                    for p in world.split(name, "novel_intent")]
+    assert not {p.prompt_id for p in source.split("validation")} & {p.prompt_id for p in source.split("test")}
+    assert not source.novel_intent("train")
     oracle = pickle.loads(pickle.dumps(WorldOracle(config, 3)))  # travels to Tune trials and tasks small
     prompt = source.split("test")[0]
     answer = "thanks for asking ! " * 3

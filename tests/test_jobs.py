@@ -67,8 +67,11 @@ def test_simulate_is_byte_identical_for_a_seed(ray_cluster, tmp_path: Path, caps
         assert main(["simulate", "--out", str(tmp_path / name), "--rows", "1500", "--seed", "5", *TINY]) == 0
         outputs.append(_last_json_line(capsys.readouterr().out))
     first, second = (tmp_path / "first", tmp_path / "second")
-    files = sorted(p.relative_to(first) for p in (first / "shards").rglob("*") if p.is_file())
-    assert files and files == sorted(p.relative_to(second) for p in (second / "shards").rglob("*") if p.is_file())
+    files = sorted(p.relative_to(first) for folder in ("shards", "judge/shards")
+                   for p in (first / folder).rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for folder in ("shards", "judge/shards")
+                           for p in (second / folder).rglob("*") if p.is_file())
+    assert any(p.parts[0] == "judge" and p.suffix == ".parquet" for p in files)
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
     assert outputs[0]["shards_id"] == outputs[1]["shards_id"]
@@ -81,6 +84,17 @@ def test_simulate_is_byte_identical_for_a_seed(ray_cluster, tmp_path: Path, caps
     truth = (first / "ground_truth" / "malformed.jsonl").read_text().splitlines()
     assert len(truth) == manifest["malformed_rows"] == outputs[0]["malformed_rows"] > 0
 
+    # The judge set (annotator pairs on validation prompts) is a shard set of its own, outside `shards/`.
+    judge = json.loads((first / "judge" / "manifest.json").read_text())
+    assert judge["rows"] == outputs[0]["judge_rows"] == 1000 == sum(f["rows"] for f in judge["files"])
+    assert all((first / "judge" / f["path"]).is_file() for f in judge["files"])
+    assert judge["artifact_id"] == outputs[0]["judge_shards_id"] != outputs[0]["shards_id"]
+    # The leakage report: what must be 0 is 0, per split and slice.
+    leakage = outputs[0]["leakage"]
+    for split in ("validation", "test"):
+        for counts in leakage[split].values():
+            assert counts["shared_texts"] == counts["shared_pairs"] == 0
+
 
 @pytest.mark.ray
 def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Path) -> None:
@@ -89,6 +103,8 @@ def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Pat
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     on_disk = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "shards").rglob("*") if p.is_file())
     assert on_disk == sorted(f["path"] for f in manifest["files"])
+    assert main(["simulate", "--out", str(tmp_path), "--rows", "400", "shards.judge_rows=0", *TINY]) == 0
+    assert not list((tmp_path / "judge" / "shards").rglob("*.parquet"))
 
 
 # The loop's training stages at their cheapest: one short epoch each, small batches and sequences, few

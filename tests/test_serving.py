@@ -460,9 +460,11 @@ def test_a_canary_that_raises_errors_is_rolled_back_automatically(serve_instance
 # ---------------------------------------------------------------------------------------------- simulation
 
 
-def _memorize(base: str, out: Path, steps: int = 70) -> str:
+def _memorize(base: str, out: Path, steps: int = 120) -> str:
     """A truly better policy, cheaply: fine-tune the tiny base model on good answers to the simulation's
-    prompts until it reproduces them (its generations score high true utility; the base model's do not)."""
+    prompts until it reproduces them (its generations score high true utility; the base model's do not).
+    The simulation's 8 train prompts ask 7 distinct intents (seed 0): 70 steps leave a mean true utility of 0.25
+    on them, 100 or more reach 1.49."""
     import torch
 
     from rlhf_ray.algos.sft import sft_loss

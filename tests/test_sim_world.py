@@ -42,8 +42,10 @@ def test_segments_and_splits_follow_the_configured_mix() -> None:
     assert abs(segments.count("edge") / len(prompts) - 0.15) < 0.03
     assert all(p.refusal for p in prompts if p.segment == "edge")
     assert all(len(p.intents) == 2 for p in prompts if p.segment == "model_confused")
-    heldout = sum(p.split == "heldout" for p in prompts) / len(prompts)
-    assert abs(heldout - 0.1) < 0.02
+    splits = [p.split for p in prompts]
+    assert splits.count("validation") == splits.count("test") == round(0.12 * len(prompts))
+    novel = [p for p in prompts if p.slice == "novel_intent"]
+    assert len(novel) == 2 * round(0.15 * round(0.12 * len(prompts)))
 
 
 def test_complete_plain_answer_is_a_task_success(world: World) -> None:
@@ -109,8 +111,11 @@ def test_corrections_improve_flawed_answers(world: World) -> None:
     for spec in world.prompts:
         answer = compose_response(spec, STYLES["verbose"], rng)
         before = world.utility(spec.prompt_id, answer)
-        after = world.utility(spec.prompt_id, corrected_response(spec, answer, rng))
-        if not before.task_success or before.verbosity_cost > 0:
+        corrected = corrected_response(spec, answer, rng)
+        after = world.utility(spec.prompt_id, corrected)
+        # A complete answer of only the longer fact sentences can run a little past the ideal length: nothing in
+        # it is wrong to edit out, so a correction leaves it as it is.
+        if (not before.task_success or before.verbosity_cost > 0) and corrected != answer:
             flawed += 1
             improved += after.total > before.total
     assert flawed > 20 and improved == flawed

@@ -5,7 +5,10 @@ for SFT, a tokenizer corpus, shards for demos — and, simulation only, the worl
 utility) and the truth-labelled held-out pairs that measure a reward model. Engines never import the simulator;
 a job that runs on the world builds these here and hands them over.
 
-The world has two prompt splits, "train" and "heldout"; both the validation and the test split read "heldout".
+The world's train, validation and test splits are the engine's, disjoint by construction (no shared prompt text,
+no shared (intent, item) pair with train). Validation and test hand out their seen-intent prompts, the ones a
+policy trained on train can be measured on; the novel-intent slice (intents train never asks) is read apart,
+through `WorldPromptSource.novel_intent`, and reported on its own.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ __all__ = ["ShardConfig", "WorldConfig", "WorldOracle", "WorldPromptSource", "co
            "shard_rows", "truth_pairs"]
 
 AcceptanceModel = Literal["user_model", "rubric"]
-WORLD_SPLITS: dict[SplitName, str] = {"train": "train", "validation": "heldout", "test": "heldout"}
 
 
 def _world_split(name: SplitName) -> str:
     if name not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {name!r}")
-    return WORLD_SPLITS[name]
+    return name
 
 
 class _WorldBacked:
@@ -53,6 +55,10 @@ class WorldPromptSource(_WorldBacked):
 
     def split(self, name: SplitName) -> Sequence[Prompt]:
         return tuple(Prompt(p.prompt_id, p.text) for p in self.world.split(_world_split(name)))
+
+    def novel_intent(self, name: SplitName) -> Sequence[Prompt]:
+        """The validation or test prompts that ask an intent train never asks (none in train)."""
+        return tuple(Prompt(p.prompt_id, p.text) for p in self.world.split(_world_split(name), "novel_intent"))
 
 
 class WorldOracle(_WorldBacked):
@@ -90,14 +96,18 @@ def reference_examples(config: WorldConfig, seed: int, split: SplitName, per_pro
     return [{"prompt_id": e.prompt_id, "prompt": e.prompt, "response": e.response} for e in examples]
 
 
-def truth_pairs(config: WorldConfig, seed: int, per_prompt: int) -> list[dict[str, Any]]:
+def truth_pairs(config: WorldConfig, seed: int, per_prompt: int,
+                split: Literal["validation", "test"] = "validation") -> list[dict[str, Any]]:
     """Held-out answer pairs ordered by the hidden utility: ground truth for measuring a reward model or DPO
-    (simulation only, never a training input)."""
-    return _truth_pairs(World(config, seed), per_prompt)
+    (simulation only, never a training input). "validation" for what chooses (epochs, normalisation), "test" for
+    what is reported once every choice is made."""
+    if split not in ("validation", "test"):
+        raise ValueError(f"truth pairs come from 'validation' or 'test'; got {split!r}")
+    return _truth_pairs(World(config, seed), per_prompt, split=split)
 
 
 def corpus(config: WorldConfig, seed: int, samples_per_prompt: int) -> Iterator[str]:
-    """Text a tokenizer for the world should cover."""
+    """Text a tokenizer for the world should cover, from train only."""
     return World(config, seed).corpus(samples_per_prompt)
 
 

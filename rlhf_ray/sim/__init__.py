@@ -4,8 +4,9 @@ A pure function of its seed, so RLHF's effects can be measured against ground tr
 """
 
 from rlhf_ray.sim.config import PopulationConfig, SegmentMix, ShardConfig, SignalMix, UtilityWeights, WorldConfig
+from rlhf_ray.sim.leakage import leakage_figures, leakage_report
 from rlhf_ray.sim.prompts import PromptSpec
-from rlhf_ray.sim.shards import ShardResult, ShardSpec, plan_shards, write_shard
+from rlhf_ray.sim.shards import ShardResult, ShardSpec, plan_judge_shards, plan_shards, write_shard
 from rlhf_ray.sim.utility import UtilityBreakdown, true_utility
 from rlhf_ray.sim.world import ReferenceExample, World
 
@@ -22,6 +23,9 @@ __all__ = [
     "UtilityWeights",
     "World",
     "WorldConfig",
+    "leakage_figures",
+    "leakage_report",
+    "plan_judge_shards",
     "plan_shards",
     "true_utility",
     "write_shard",

@@ -58,7 +58,15 @@ class WorldConfig(StrictModel):
     """The synthetic world: a pure function of `seed` and these settings."""
 
     num_prompts: int = Field(600, ge=10)
-    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    validation_fraction: float = Field(0.12, ge=0.0, lt=1.0, description="share of prompts in the validation "
+                                       "split (what sweeps, gates and early stopping choose on)")
+    test_fraction: float = Field(0.12, ge=0.0, lt=1.0, description="share of prompts in the test split (what is "
+                                 "reported, after every choice is made)")
+    novel_intents: int = Field(2, ge=0, le=4, description="ordinary intents (from distinct topics) held out of "
+                               "train entirely: the validation and test prompts that ask them are the novel-intent "
+                               "slice, reported on its own")
+    novel_intent_fraction: float = Field(0.15, ge=0.0, le=1.0, description="share of validation and test prompts "
+                                         "in the novel-intent slice (when novel_intents > 0)")
     segments: SegmentMix = SegmentMix()
     population: PopulationConfig = PopulationConfig()
     utility: UtilityWeights = UtilityWeights()
@@ -67,6 +75,13 @@ class WorldConfig(StrictModel):
     start_time: datetime = datetime(2026, 1, 5, tzinfo=timezone.utc)
     span_days: int = Field(28, ge=1)
     guideline_versions: tuple[str, ...] = ("gl-1.0", "gl-1.1")
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> WorldConfig:
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"validation_fraction + test_fraction must leave prompts for train; got "
+                             f"{self.validation_fraction} + {self.test_fraction}")
+        return self
 
 
 class SignalMix(StrictModel):
@@ -90,6 +105,8 @@ class ShardConfig(StrictModel):
     """How many rows to write, in which formats, and how dirty."""
 
     rows: int = Field(10_000, ge=1)
+    judge_rows: int = Field(1_000, ge=0, description="annotator pairwise rows on validation prompts (the judge "
+                            "set, written apart under judge/): to train and score judges, never a policy's reward")
     rows_per_shard: int = Field(5_000, ge=1)
     formats: tuple[str, ...] = Field(("parquet", "jsonl"), min_length=1)
     signal_mix: SignalMix = SignalMix()

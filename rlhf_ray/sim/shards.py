@@ -2,8 +2,10 @@
 
 Layout under the output root::
 
-    shards/<signal_type>/part-<index>.<parquet|jsonl>    the feedback, in the contract format
+    shards/<signal_type>/part-<index>.<parquet|jsonl>    the feedback, in the contract format (train prompts)
     gold/gold_items.jsonl                                the labeling platform's answer key for gold questions
+    judge/shards/pairwise/part-<index>.parquet           the judge set: annotator pairs on validation prompts,
+    judge/gold/gold_items.jsonl, judge/manifest.json     to train and score judges only, never a policy's reward
     ground_truth/{malformed,duplicates,planted_pii,items,annotators}.jsonl
                                                          simulation-only answers for tests and audits
 
@@ -35,16 +37,24 @@ _PII_TEXT_FIELDS = ("prompt", "rationale", "edited_response", "response")
 _TYPE_CODES = {t.value: i for i, t in enumerate(SignalType)}
 
 
+JUDGE_DIR = "judge"
+JUDGE_SIGNAL = "pairwise"
+
+
 @dataclass(frozen=True)
 class ShardSpec:
+    """One shard: policy feedback on train prompts (`split="train"`) or the judge set's (`"validation"`)."""
+
     signal_type: str
     index: int
     rows: int
     fmt: str
+    split: str = "train"
 
     @property
     def relative_path(self) -> str:
-        return f"shards/{self.signal_type}/part-{self.index:05d}.{self.fmt}"
+        folder = "shards" if self.split == "train" else f"{JUDGE_DIR}/shards"
+        return f"{folder}/{self.signal_type}/part-{self.index:05d}.{self.fmt}"
 
 
 @dataclass
@@ -84,11 +94,18 @@ def plan_shards(config: ShardConfig) -> list[ShardSpec]:
     return specs
 
 
+def plan_judge_shards(config: ShardConfig) -> list[ShardSpec]:
+    """The judge set: `judge_rows` annotator pairwise rows on validation prompts, in Parquet shards."""
+    return [ShardSpec(JUDGE_SIGNAL, index, min(config.rows_per_shard, config.judge_rows - first), "parquet",
+                      "validation") for index, first in enumerate(range(0, config.judge_rows, config.rows_per_shard))]
+
+
 def build_shard_rows(world: World, config: ShardConfig, spec: ShardSpec) -> tuple[list[Row], ShardResult]:
     """Clean rows; then, row by row, maybe a corruption, maybe planted PII, maybe a redelivered copy."""
-    rng = rng_for(world.seed, STREAM_SHARDS, _TYPE_CODES[spec.signal_type], spec.index)
+    judge = () if spec.split == "train" else (1,)
+    rng = rng_for(world.seed, STREAM_SHARDS, _TYPE_CODES[spec.signal_type], spec.index, *judge)
     num_duplicates = round(spec.rows * config.duplicate_fraction)
-    factory = RowFactory(world, spec.signal_type, spec.index, rng, config.gold_fraction)
+    factory = RowFactory(world, spec.signal_type, spec.index, rng, config.gold_fraction, spec.split)
     clean = factory.rows(spec.rows - num_duplicates)
     result = ShardResult(spec.relative_path, spec.rows, 0, items=factory.item_truth)
     rows: list[Row] = []

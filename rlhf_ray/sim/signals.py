@@ -3,6 +3,10 @@
 User and evaluator signals are one row per interaction. Annotator signals come from labeling
 *items* (a prompt with candidate responses) that several annotators label, in sessions, so that
 agreement, consensus and fatigue can be measured downstream.
+
+Policy feedback comes from train prompts only. The judge set (`split="validation"`: annotator labels on validation
+prompts) exists to train and score judges, never the policy's reward; its ids carry a `judge` mark so they never
+collide with the policy feedback's.
 """
 
 from __future__ import annotations
@@ -83,14 +87,15 @@ class RowFactory:
     """Builds the clean rows of one shard; `rng` is the shard's own stream."""
 
     def __init__(self, world: World, signal_type: str, shard_index: int, rng: np.random.Generator,
-                 gold_fraction: float = 0.0) -> None:
+                 gold_fraction: float = 0.0, split: str = "train") -> None:
         self.world = world
         self.gold_fraction = gold_fraction
         self.item_truth: list[dict[str, Any]] = []
         self.signal_type = signal_type
         self.shard_index = shard_index
         self.rng = rng
-        self._train = world.split("train")
+        self._prompts = world.split(split)
+        self._mark = "" if split == "train" else "judge-"
         self._row_index = 0
         self._start: datetime = world.config.start_time
         self._span_seconds = world.config.span_days * 86_400.0
@@ -111,7 +116,7 @@ class RowFactory:
 
     def _next_id(self) -> str:
         self._row_index += 1
-        return signal_id(self.world.seed, self.signal_type, self.shard_index, self._row_index)
+        return signal_id(self.world.seed, self._mark + self.signal_type, self.shard_index, self._row_index)
 
     def _random_time(self, duration_seconds: float = 0.0) -> datetime:
         offset = self.rng.uniform(0.0, max(1.0, self._span_seconds - duration_seconds))
@@ -131,7 +136,7 @@ class RowFactory:
         return str(self.rng.choice(list(POLICY_STYLE_MIX)))
 
     def _spec(self) -> PromptSpec:
-        return self._train[int(self.rng.integers(len(self._train)))]
+        return self._prompts[int(self.rng.integers(len(self._prompts)))]
 
     def _envelope(self, spec: PromptSpec, source: str, actor_id: str, region: str, when: datetime, **extra: Any) -> Row:
         return {
@@ -173,7 +178,7 @@ class RowFactory:
             for session_number, first in enumerate(range(0, len(queue), annotator.session_length)):
                 session = queue[first : first + annotator.session_length]
                 start = self._random_time(len(session) * SECONDS_PER_LABEL)
-                session_id = f"{annotator.annotator_id}/s{self.shard_index}-{session_number}"
+                session_id = f"{annotator.annotator_id}/{self._mark}s{self.shard_index}-{session_number}"
                 for position, item in enumerate(session):
                     when = start + timedelta(seconds=position * SECONDS_PER_LABEL)
                     rows.append(label(Assignment(item, annotator, position, when, session_id)))
@@ -184,7 +189,7 @@ class RowFactory:
         spec = self._spec()
         version = self._policy_version()
         answers = tuple(self._answer(spec, version) for _ in range(answers_per_item))
-        item = Item(f"item-{self.signal_type}-{self.shard_index}-{number}", spec, answers)
+        item = Item(f"{self._mark}item-{self.signal_type}-{self.shard_index}-{number}", spec, answers)
         utilities = [a.breakdown.total for a in answers]
         order = [int(i) for i in np.argsort(utilities, kind="stable")[::-1]]
         clear = len(answers) > 1 and utilities[order[0]] - utilities[order[1]] >= TIE_MARGIN

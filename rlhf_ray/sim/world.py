@@ -11,12 +11,12 @@ import numpy as np
 from rlhf_ray.sim.catalog import CANNED_PHRASES, FILLER_SENTENCES, HEDGES, SYSTEM_PROMPT, TOPICS
 from rlhf_ray.sim.config import WorldConfig
 from rlhf_ray.sim.population import AnnotatorProfile, UserProfile, build_annotators, build_users
-from rlhf_ray.sim.prompts import PromptSpec, build_prompts
+from rlhf_ray.sim.prompts import SEEN_INTENT, SLICES, SPLITS, PromptSpec, SplitPlan, build_prompts, plan_splits
 from rlhf_ray.sim.responses import REFERENCE_STYLE_MIX, STYLES, compose_response, draw_style
 from rlhf_ray.sim.utility import UtilityBreakdown, true_utility
 
 # Independent random streams, so that e.g. adding a user never changes the prompt catalogue.
-STREAM_PROMPTS, STREAM_USERS, STREAM_ANNOTATORS, STREAM_REFERENCES, STREAM_CORPUS = range(5)
+STREAM_PROMPTS, STREAM_USERS, STREAM_ANNOTATORS, STREAM_REFERENCES, STREAM_CORPUS, STREAM_SPLITS = range(6)
 STREAM_SHARDS = 100
 
 
@@ -41,8 +41,13 @@ class World:
         self.seed = seed
 
     @cached_property
+    def plan(self) -> SplitPlan:
+        """Which intents, items and phrasings each split may use (hidden, like the facts)."""
+        return plan_splits(self.config, rng_for(self.seed, STREAM_SPLITS))
+
+    @cached_property
     def prompts(self) -> tuple[PromptSpec, ...]:
-        return build_prompts(self.config, rng_for(self.seed, STREAM_PROMPTS))
+        return build_prompts(self.config, rng_for(self.seed, STREAM_PROMPTS), self.plan)
 
     @cached_property
     def _by_id(self) -> dict[str, PromptSpec]:
@@ -62,9 +67,15 @@ class World:
         except KeyError:
             raise KeyError(f"prompt_id {prompt_id!r} is not in this world (seed {self.seed})") from None
 
-    def split(self, name: str) -> tuple[PromptSpec, ...]:
-        """Prompts of the "train" or "heldout" split; feedback shards only ever use "train"."""
-        return tuple(p for p in self.prompts if p.split == name)
+    def split(self, name: str, slice: str = SEEN_INTENT) -> tuple[PromptSpec, ...]:
+        """Prompts of the "train", "validation" or "test" split in one slice: "seen_intent" (the default: what
+        is measured) or "novel_intent" (validation and test only, reported on its own). Policy feedback, SFT
+        references and the tokenizer corpus only ever use "train"."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {name!r}")
+        if slice not in SLICES:
+            raise ValueError(f"slice must be one of {SLICES}; got {slice!r}")
+        return tuple(p for p in self.prompts if p.split == name and p.slice == slice)
 
     def utility(self, prompt_id: str, response: str) -> UtilityBreakdown:
         """Hidden ground truth, for evaluation only (see `rlhf_ray.sim.utility`)."""
@@ -82,14 +93,16 @@ class World:
         return examples
 
     def corpus(self, samples_per_prompt: int = 3) -> Iterator[str]:
-        """Text a tokenizer should cover: prompts, answers in every style, and the catalogue itself."""
+        """Text a tokenizer should cover, from train only: its prompts, answers in every style, and the catalogue's
+        style and unsafe sentences of the intents train asks."""
         rng = rng_for(self.seed, STREAM_CORPUS)
         yield SYSTEM_PROMPT
         yield from CANNED_PHRASES + HEDGES + FILLER_SENTENCES
         for topic in TOPICS:
             for intent in topic.intents:
-                yield from intent.unsafe
-        for spec in self.prompts:
+                if intent.name not in self.plan.novel:
+                    yield from intent.unsafe
+        for spec in self.split("train"):
             yield spec.text
             for _ in range(samples_per_prompt):
                 yield compose_response(spec, STYLES[str(rng.choice(list(STYLES)))], rng)
