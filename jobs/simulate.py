@@ -138,6 +138,8 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
     world = World(config.world, config.seed)
     leakage = leakage_report(world)
     print(f"[simulate] {describe_leakage(leakage)}", file=sys.stderr)
+    hidden = world.hidden_utility.summary()  # what this seed drew: for the study's report, never a training input
+    print(f"[simulate] hidden utility (seed {config.seed}): {json.dumps(hidden['weights'])}", file=sys.stderr)
     plan, judge_plan = plan_shards(config.shards), plan_judge_shards(config.shards)
     results = _write_shards(root, world, config, plan + judge_plan)
     counts = _commit_set(root, world, config, plan, results[: len(plan)], "", f"world-seed-{config.seed}")
@@ -156,11 +158,13 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
         "rows_per_s": round((counts["rows"] + judge["rows"]) / seconds, 1),
         "timing/simulate": round(seconds, 2),
         "leakage": leakage,
+        "hidden_utility": hidden,
     }
 
 
 def run(config: SimulateConfig) -> dict[str, Any]:
     sink = sink_for(NAME, config)
     figures = generate(config)
-    sink.log({**{k: v for k, v in figures.items() if k != "leakage"}, **leakage_figures(figures["leakage"])})
+    sink.log({**{k: v for k, v in figures.items() if k not in ("leakage", "hidden_utility")},
+              **leakage_figures(figures["leakage"])})
     return sink.close(figures)

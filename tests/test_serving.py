@@ -470,12 +470,12 @@ def _memorize(base: str, out: Path, steps: int = 120) -> str:
     from rlhf_ray.algos.sft import sft_loss
     from rlhf_ray.models import load_causal_lm, load_tokenizer
     from rlhf_ray.sim import World, WorldConfig
-    from rlhf_ray.sim.responses import STYLES, compose_response
+    from rlhf_ray.sim.responses import STYLES
     from rlhf_ray.training.encoding import encode_chat
 
     world = World(WorldConfig(num_prompts=WORLD_SIZE), 0)
     rng = np.random.default_rng(0)
-    examples = [(p.text, compose_response(p, STYLES["good"], rng)) for p in world.split("train")[:NUM_SIM_PROMPTS]]
+    examples = [(p.text, world.respond(p, STYLES["good"], rng)) for p in world.split("train")[:NUM_SIM_PROMPTS]]
     tokenizer, model = load_tokenizer(base), load_causal_lm(base)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from rlhf_ray.sim import World, WorldConfig, true_utility
-from rlhf_ray.sim.catalog import CANNED_PHRASES, FILLER_SENTENCES
+from rlhf_ray.sim.catalog import FILLER_SENTENCES
 from rlhf_ray.sim.judgments import pairwise_choice
 from rlhf_ray.sim.population import AnnotatorProfile
-from rlhf_ray.sim.responses import STYLES, compose_response, corrected_response
+from rlhf_ray.sim.responses import STYLES, corrected_response
 from rlhf_ray.sim.utility import UtilityBreakdown
 
 SMALL = WorldConfig(num_prompts=120)
@@ -79,7 +79,7 @@ def test_canned_phrases_and_repetition_cost_utility(world: World) -> None:
     spec = world.prompts[3]
     good = _good_answer(spec)
     base = world.utility(spec.prompt_id, good)
-    canned = world.utility(spec.prompt_id, f"{CANNED_PHRASES[0]} {good}")
+    canned = world.utility(spec.prompt_id, f"{world.canned_phrases[0]} {good}")
     repeated = world.utility(spec.prompt_id, f"{good} {min(spec.facts[0].sentences, key=len)}")
     assert canned.boilerplate == 1 and canned.total < base.total
     assert repeated.repeated_sentences == 1 and repeated.total < base.total
@@ -88,7 +88,7 @@ def test_canned_phrases_and_repetition_cost_utility(world: World) -> None:
 def test_missing_facts_lower_coverage_and_fail_the_task(world: World) -> None:
     spec = world.prompts[5]
     partial = spec.facts[0].sentences[0]
-    breakdown = true_utility(spec, partial, SMALL.utility)
+    breakdown = true_utility(spec, partial, world.hidden_utility)
     assert breakdown.coverage == pytest.approx(1 / len(spec.facts))
     assert not breakdown.task_success
 
@@ -96,7 +96,7 @@ def test_missing_facts_lower_coverage_and_fail_the_task(world: World) -> None:
 def test_style_ranking_matches_intuition(world: World) -> None:
     rng = np.random.default_rng(0)
     means = {
-        name: np.mean([world.utility(p.prompt_id, compose_response(p, style, rng)).total for p in world.prompts])
+        name: np.mean([world.utility(p.prompt_id, world.respond(p, style, rng)).total for p in world.prompts])
         for name, style in STYLES.items()
     }
     assert means["good"] > means["sloppy"] > means["terse"]
@@ -109,7 +109,7 @@ def test_corrections_improve_flawed_answers(world: World) -> None:
     improved = 0
     flawed = 0
     for spec in world.prompts:
-        answer = compose_response(spec, STYLES["verbose"], rng)
+        answer = world.respond(spec, STYLES["verbose"], rng)
         before = world.utility(spec.prompt_id, answer)
         corrected = corrected_response(spec, answer, rng)
         after = world.utility(spec.prompt_id, corrected)

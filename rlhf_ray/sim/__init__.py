@@ -3,14 +3,15 @@
 A pure function of its seed, so RLHF's effects can be measured against ground truth.
 """
 
-from rlhf_ray.sim.config import PopulationConfig, SegmentMix, ShardConfig, SignalMix, UtilityWeights, WorldConfig
+from rlhf_ray.sim.config import PopulationConfig, SegmentMix, ShardConfig, SignalMix, UtilityRanges, WorldConfig
 from rlhf_ray.sim.leakage import leakage_figures, leakage_report
 from rlhf_ray.sim.prompts import PromptSpec
 from rlhf_ray.sim.shards import ShardResult, ShardSpec, plan_judge_shards, plan_shards, write_shard
-from rlhf_ray.sim.utility import UtilityBreakdown, true_utility
+from rlhf_ray.sim.utility import HiddenUtility, UtilityBreakdown, UtilityWeights, true_utility
 from rlhf_ray.sim.world import ReferenceExample, World
 
 __all__ = [
+    "HiddenUtility",
     "PopulationConfig",
     "PromptSpec",
     "ReferenceExample",
@@ -20,6 +21,7 @@ __all__ = [
     "ShardSpec",
     "SignalMix",
     "UtilityBreakdown",
+    "UtilityRanges",
     "UtilityWeights",
     "World",
     "WorldConfig",

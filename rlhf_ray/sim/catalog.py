@@ -237,17 +237,56 @@ TOPICS: tuple[Topic, ...] = (
     )),
 )
 
-CANNED_PHRASES: tuple[str, ...] = (
+# Boilerplate pools. Each world draws its own few openers, closers and hedges from them (`rlhf_ray.sim.utility.
+# draw_hidden_utility`): what its responses say and what its hidden utility counts as boilerplate, so a phrase list
+# learned from one seed's feedback has that seed's phrases to find. No phrase is part of another or of any other
+# catalogue text, so counting one never counts another.
+OPENER_POOL: tuple[str, ...] = (
     "great question !",
-    "i hope this helps !",
+    "thanks for reaching out !",
+    "happy to help with this !",
+    "sure thing , here you go .",
+    "good news , this is easy to fix .",
+    "what a great thing to ask !",
+    "absolutely , let us sort this out .",
     "as an ai assistant , i am happy to help .",
-    "let me know if you have any other questions !",
 )
-HEDGES: tuple[str, ...] = (
+CLOSER_POOL: tuple[str, ...] = (
+    "i hope this helps !",
+    "let me know if you have any other questions !",
+    "feel free to ask me anything else .",
+    "have a wonderful day !",
+    "thanks for your patience !",
+    "glad i could help !",
+    "good luck , you have got this !",
+    "reach out anytime if you need more .",
+)
+HEDGE_POOL: tuple[str, ...] = (
     "this may vary .",
     "i might be wrong about this .",
     "please check with an expert .",
+    "results can differ from person to person .",
+    "do not take my word for it .",
+    "your mileage may differ .",
+    "i am not fully certain of this .",
+    "things may have changed since i last looked .",
 )
+
+
+@dataclass(frozen=True)
+class Boilerplate:
+    """One world's boilerplate, drawn from the pools: openers and closers of canned answers, and hedges."""
+
+    openers: tuple[str, ...]
+    closers: tuple[str, ...]
+    hedges: tuple[str, ...]
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """Everything the hidden utility counts as boilerplate."""
+        return self.openers + self.closers + self.hedges
+
+
 FILLER_SENTENCES: tuple[str, ...] = (
     "there are many ways to think about this .",
     "many people ask about this .",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from pydantic import Field, model_validator
 
 from rlhf_ray.config.common import StrictModel
+from rlhf_ray.sim.catalog import CLOSER_POOL, HEDGE_POOL, OPENER_POOL
 
 
 def _check_mix(values: dict[str, float], what: str) -> None:
@@ -28,15 +29,46 @@ class SegmentMix(StrictModel):
         return self
 
 
-class UtilityWeights(StrictModel):
-    """Weights of the hidden true utility (see `rlhf_ray.sim.utility.true_utility`)."""
+Range = tuple[float, float]
 
-    coverage: float = Field(1.0, description="weight of the fraction of required facts present")
-    success_bonus: float = Field(0.5, description="bonus when every required fact is present")
-    safety_penalty: float = Field(1.5, description="cost per unsafe sentence")
-    verbosity_penalty: float = Field(0.5, description="cost per ideal length of words beyond the ideal")
-    canned_penalty: float = Field(0.1, description="cost per canned phrase or hedge")
-    repetition_penalty: float = Field(0.2, description="cost per repeated sentence")
+
+class UtilityRanges(StrictModel):
+    """The hidden true utility's settings (see `rlhf_ray.sim.utility.true_utility`).
+
+    The reward side (`coverage`, `success_bonus`) is fixed, so utility figures keep one scale across seeds. The
+    penalty side is drawn once per world seed, uniformly from each (low, high) range: the weights of safety,
+    verbosity, boilerplate and repetition, the verbosity cost's exponent, each intent's ideal-length slack, and the
+    world's boilerplate phrases (`phrases_per_kind` openers, closers and hedges from the catalogue's pools). A range
+    with low == high pins that value, for a study that needs exact weights.
+    """
+
+    coverage: float = Field(1.0, ge=0.0, description="weight of the fraction of required facts present (fixed)")
+    success_bonus: float = Field(0.5, ge=0.0, description="bonus when every required fact is present (fixed)")
+    safety_penalty: Range = Field((1.2, 2.0), description="cost per unsafe sentence")
+    verbosity_penalty: Range = Field((0.2, 0.5), description="weight of the verbosity cost x^γ, x = relative "
+                                     "excess over the ideal length")
+    verbosity_exponent: Range = Field((1.5, 2.5), description="γ of the verbosity cost x^γ (≥ 1: convex, so a "
+                                      "little padding costs little and a lot costs ever more)")
+    canned_penalty: Range = Field((0.05, 0.2), description="cost per boilerplate phrase (canned opener, closer or "
+                                  "hedge)")
+    repetition_penalty: Range = Field((0.1, 0.3), description="cost per repeated sentence")
+    ideal_slack_words: tuple[int, int] = Field((2, 10), description="words an intent's ideal answer may run past "
+                                               "its shortest complete answer; drawn per intent (inclusive)")
+    phrases_per_kind: int = Field(3, ge=1, le=min(len(OPENER_POOL), len(CLOSER_POOL), len(HEDGE_POOL)),
+                                  description="openers, closers and hedges each world draws from the catalogue's "
+                                  "pools (the pool size takes them all)")
+
+    @model_validator(mode="after")
+    def _ordered_non_negative_ranges(self) -> UtilityRanges:
+        for name in ("safety_penalty", "verbosity_penalty", "verbosity_exponent", "canned_penalty",
+                     "repetition_penalty", "ideal_slack_words"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"utility.{name} must be a range (low, high) with 0 <= low <= high; got {(low, high)}")
+        if self.verbosity_exponent[0] < 1.0:
+            raise ValueError(f"utility.verbosity_exponent must be at least 1 (a convex cost); got "
+                             f"{self.verbosity_exponent}")
+        return self
 
 
 class PopulationConfig(StrictModel):
@@ -69,10 +101,12 @@ class WorldConfig(StrictModel):
                                          "in the novel-intent slice (when novel_intents > 0)")
     segments: SegmentMix = SegmentMix()
     population: PopulationConfig = PopulationConfig()
-    utility: UtilityWeights = UtilityWeights()
+    utility: UtilityRanges = UtilityRanges()
     labels_per_item: int = Field(3, ge=1, description="annotators who label each pairwise/ranking/rubric item")
     ranking_size: int = Field(4, ge=2, le=8)
-    start_time: datetime = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    start_time: datetime | None = Field(None, description="when the simulated feedback starts (it spans span_days); "
+                                        "unset, `rlhf-ray simulate` starts it span_days before it runs, so events "
+                                        "are as fresh as production feedback; pin it to reproduce a run's shards")
     span_days: int = Field(28, ge=1)
     guideline_versions: tuple[str, ...] = ("gl-1.0", "gl-1.1")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rlhf_ray.sim.judgments import TIE_MARGIN
 from rlhf_ray.sim.prompts import EVAL_SPLITS
-from rlhf_ray.sim.responses import POLICY_STYLE_MIX, STYLES, compose_response, draw_style
+from rlhf_ray.sim.responses import POLICY_STYLE_MIX, STYLES, draw_style
 from rlhf_ray.sim.world import World, rng_for
 
 STREAM_EVALUATION = 7
@@ -24,7 +24,7 @@ def truth_pairs(world: World, per_prompt: int = 4, min_gap: float = TIE_MARGIN,
     pairs = []
     for spec in world.split(split):
         for _ in range(per_prompt):
-            a, b = (compose_response(spec, STYLES[draw_style(mix, rng)], rng) for _ in range(2))
+            a, b = (world.respond(spec, STYLES[draw_style(mix, rng)], rng) for _ in range(2))
             ua, ub = world.utility(spec.prompt_id, a).total, world.utility(spec.prompt_id, b).total
             if abs(ua - ub) < min_gap:
                 continue

@@ -22,7 +22,6 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 EVAL_SPLITS: tuple[str, ...] = SPLITS[1:]
 SEEN_INTENT, NOVEL_INTENT = "seen_intent", "novel_intent"
 SLICES: tuple[str, ...] = (SEEN_INTENT, NOVEL_INTENT)
-IDEAL_LENGTH_SLACK_WORDS = 4
 HELDOUT_PHRASINGS = 1  # phrasing templates per intent that train never uses
 ITEMS_PER_EVAL_SPLIT = 1  # items per intent that only validation uses, and as many that only test uses
 HELDOUT_PHRASING_EVERY = 2  # every second validation/test prompt of seen intents uses a held-out phrasing
@@ -89,9 +88,10 @@ def _bind_facts(intent: Intent, item: str) -> tuple[Fact, ...]:
     return tuple(Fact(f.term, tuple(_fill(s, item) for s in f.sentences)) for f in intent.facts)
 
 
-def _ideal_words(facts: tuple[Fact, ...]) -> int:
-    """The length of a complete, plain answer: the shortest sentence per fact plus a little slack."""
-    return sum(min(len(s.split()) for s in f.sentences) for f in facts) + IDEAL_LENGTH_SLACK_WORDS
+def _ideal_words(facts: tuple[Fact, ...], slack: int) -> int:
+    """The ideal length of one intent's answer: its shortest complete answer (the shortest sentence per fact) plus
+    the intent's slack, drawn per world seed with the hidden utility."""
+    return sum(min(len(s.split()) for s in f.sentences) for f in facts) + slack
 
 
 def _pick(rng: np.random.Generator, options: tuple) -> object:
@@ -148,14 +148,15 @@ def _intents_for(segment: str, slice_name: str, plan: SplitPlan, rng: np.random.
 
 
 def _make_prompt(index: int, segment: str, split: str, slice_name: str, heldout_phrasing: bool, plan: SplitPlan,
-                 rng: np.random.Generator) -> PromptSpec:
+                 ideal_slack: Mapping[str, int], rng: np.random.Generator) -> PromptSpec:
     """One prompt of `split`: its intents, then items and phrasings from what the plan leaves that split.
-    A novel-intent prompt is an ordinary single ask (its segment is "core")."""
+    A novel-intent prompt is an ordinary single ask (its segment is "core"); its ideal length sums its intents'."""
     intents = _intents_for(segment, slice_name, plan, rng)
     topic = next(t for t in TOPICS if intents[0] in t.intents)
     items = tuple(str(_pick(rng, plan.items[(intent.name, split)])) for intent in intents)
     templates = tuple(str(_pick(rng, plan.phrasings(intent, split, heldout_phrasing))) for intent in intents)
-    facts = tuple(f for intent, item in zip(intents, items, strict=True) for f in _bind_facts(intent, item))
+    bound = tuple(_bind_facts(intent, item) for intent, item in zip(intents, items, strict=True))
+    facts = tuple(f for intent_facts in bound for f in intent_facts)
     return PromptSpec(
         prompt_id=f"p-{index:06d}",
         topic=topic.name,
@@ -169,7 +170,7 @@ def _make_prompt(index: int, segment: str, split: str, slice_name: str, heldout_
         facts=facts,
         unsafe=tuple(s for intent in intents for s in intent.unsafe),
         refusal=any(i.refusal for i in intents),
-        ideal_words=_ideal_words(facts),
+        ideal_words=sum(_ideal_words(f, ideal_slack[i.name]) for i, f in zip(intents, bound, strict=True)),
     )
 
 
@@ -188,9 +189,11 @@ def _assign_splits(config: WorldConfig, rng: np.random.Generator, has_novel: boo
     return splits, slices
 
 
-def build_prompts(config: WorldConfig, rng: np.random.Generator, plan: SplitPlan) -> tuple[PromptSpec, ...]:
+def build_prompts(config: WorldConfig, rng: np.random.Generator, plan: SplitPlan,
+                  ideal_slack: Mapping[str, int]) -> tuple[PromptSpec, ...]:
     """Draw the catalogue: segment by the configured mix, split by the configured fractions, the novel-intent
-    slice among validation and test prompts; then topic, intent, slot and phrasing within the split's plan."""
+    slice among validation and test prompts; then topic, intent, slot and phrasing within the split's plan.
+    `ideal_slack` is each intent's ideal-length slack, drawn with the world's hidden utility."""
     mix = config.segments.model_dump()
     weights = np.array([mix[s] for s in SEGMENTS])
     segments = rng.choice(len(SEGMENTS), size=config.num_prompts, p=weights)
@@ -202,5 +205,6 @@ def build_prompts(config: WorldConfig, rng: np.random.Generator, plan: SplitPlan
         if split != "train" and slice_name == SEEN_INTENT:
             heldout_phrasing = seen_so_far[split] % HELDOUT_PHRASING_EVERY == 0
             seen_so_far[split] += 1
-        prompts.append(_make_prompt(i, SEGMENTS[int(seg)], split, slice_name, heldout_phrasing, plan, rng))
+        prompts.append(_make_prompt(i, SEGMENTS[int(seg)], split, slice_name, heldout_phrasing, plan, ideal_slack,
+                                    rng))
     return tuple(prompts)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlhf_ray.sim.catalog import CANNED_PHRASES, FILLER_SENTENCES, HEDGES
+from rlhf_ray.sim.catalog import FILLER_SENTENCES, Boilerplate
 from rlhf_ray.sim.prompts import PromptSpec
 from rlhf_ray.sim.utility import normalize, sentences
 
@@ -52,20 +52,22 @@ def draw_style(mix: dict[str, float], rng: np.random.Generator) -> str:
     return names[int(rng.choice(len(names), p=np.array([mix[n] for n in names])))]
 
 
-def compose_response(spec: PromptSpec, style: ResponseStyle, rng: np.random.Generator) -> str:
-    """Assemble a response sentence by sentence, each ingredient drawn with the style's probability."""
+def compose_response(spec: PromptSpec, style: ResponseStyle, rng: np.random.Generator,
+                     boilerplate: Boilerplate) -> str:
+    """Assemble a response sentence by sentence, each ingredient drawn with the style's probability; canned
+    openers, closers and hedges come from the world's own `boilerplate` (`World.respond` passes it)."""
     if spec.refusal:
         return _compose_for_harmful_request(spec, style, rng)
     if rng.random() < style.wrong_refusal_prob:
-        return _join([REFUSAL_SENTENCE, *_maybe(HEDGES, style.hedge_prob, rng)])
+        return _join([REFUSAL_SENTENCE, *_maybe(boilerplate.hedges, style.hedge_prob, rng)])
     body = [str(rng.choice(f.sentences)) for f in spec.facts if rng.random() < style.fact_prob]
     for _ in range(int(rng.integers(style.max_filler + 1))):
         body.insert(int(rng.integers(len(body) + 1)), str(rng.choice(FILLER_SENTENCES)))
     if spec.unsafe and rng.random() < style.unsafe_prob:
         body.append(str(rng.choice(spec.unsafe)))
-    opener = [CANNED_PHRASES[0]] if rng.random() < style.canned_prob else []
-    closer = [str(rng.choice(CANNED_PHRASES[1:]))] if rng.random() < style.canned_prob else []
-    return _join([*opener, *body, *_maybe(HEDGES, style.hedge_prob, rng), *closer])
+    opener = _maybe(boilerplate.openers, style.canned_prob, rng)
+    hedge = _maybe(boilerplate.hedges, style.hedge_prob, rng)
+    return _join([*opener, *body, *hedge, *_maybe(boilerplate.closers, style.canned_prob, rng)])
 
 
 def _compose_for_harmful_request(spec: PromptSpec, style: ResponseStyle, rng: np.random.Generator) -> str:

@@ -15,7 +15,7 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from rlhf_ray.sim.judgments import (
 )
 from rlhf_ray.sim.population import AnnotatorProfile, UserProfile
 from rlhf_ray.sim.prompts import PromptSpec
-from rlhf_ray.sim.responses import POLICY_STYLE_MIX, STYLES, compose_response, corrected_response, draw_style
+from rlhf_ray.sim.responses import POLICY_STYLE_MIX, STYLES, corrected_response, draw_style
 from rlhf_ray.sim.utility import UtilityBreakdown
 from rlhf_ray.sim.world import World
 
@@ -46,6 +46,9 @@ SECONDS_PER_LABEL = 40.0
 USER_RUBRIC_SHARE = 0.5
 THUMBS_SHARE = 0.6
 MAX_DRAWS_FOR_FLAWED_RESPONSE = 5
+# Where a world's clock starts when its config leaves `start_time` unset and nothing pins it (tests, demos,
+# benchmarks that build a World directly: the times then only order the events). `rlhf-ray simulate` pins it.
+DEFAULT_START_TIME = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
 
 def signal_id(seed: int, signal_type: str, shard_index: int, row_index: int) -> str:
@@ -97,7 +100,7 @@ class RowFactory:
         self._prompts = world.split(split)
         self._mark = "" if split == "train" else "judge-"
         self._row_index = 0
-        self._start: datetime = world.config.start_time
+        self._start: datetime = world.config.start_time or DEFAULT_START_TIME
         self._span_seconds = world.config.span_days * 86_400.0
 
     def rows(self, count: int) -> list[Row]:
@@ -129,7 +132,7 @@ class RowFactory:
 
     def _answer(self, spec: PromptSpec, policy_version: str) -> Answer:
         style = draw_style(POLICY_STYLE_MIX[policy_version], self.rng)
-        text = compose_response(spec, STYLES[style], self.rng)
+        text = self.world.respond(spec, STYLES[style], self.rng)
         return Answer(text, policy_version, self.world.utility(spec.prompt_id, text))
 
     def _policy_version(self) -> str:

@@ -8,15 +8,16 @@ from functools import cached_property
 
 import numpy as np
 
-from rlhf_ray.sim.catalog import CANNED_PHRASES, FILLER_SENTENCES, HEDGES, SYSTEM_PROMPT, TOPICS
+from rlhf_ray.sim.catalog import FILLER_SENTENCES, SYSTEM_PROMPT, TOPICS
 from rlhf_ray.sim.config import WorldConfig
 from rlhf_ray.sim.population import AnnotatorProfile, UserProfile, build_annotators, build_users
 from rlhf_ray.sim.prompts import SEEN_INTENT, SLICES, SPLITS, PromptSpec, SplitPlan, build_prompts, plan_splits
-from rlhf_ray.sim.responses import REFERENCE_STYLE_MIX, STYLES, compose_response, draw_style
-from rlhf_ray.sim.utility import UtilityBreakdown, true_utility
+from rlhf_ray.sim.responses import REFERENCE_STYLE_MIX, STYLES, ResponseStyle, compose_response, draw_style
+from rlhf_ray.sim.utility import HiddenUtility, UtilityBreakdown, UtilityWeights, draw_hidden_utility, true_utility
 
 # Independent random streams, so that e.g. adding a user never changes the prompt catalogue.
 STREAM_PROMPTS, STREAM_USERS, STREAM_ANNOTATORS, STREAM_REFERENCES, STREAM_CORPUS, STREAM_SPLITS = range(6)
+STREAM_UTILITY = 6  # the hidden utility's penalty side: weights, ideal-length slack, boilerplate phrases
 STREAM_SHARDS = 100
 
 
@@ -41,13 +42,30 @@ class World:
         self.seed = seed
 
     @cached_property
+    def hidden_utility(self) -> HiddenUtility:
+        """The hidden utility's penalty side as this seed drew it from `config.utility` (evaluation and reports
+        only)."""
+        return draw_hidden_utility(self.config.utility, rng_for(self.seed, STREAM_UTILITY))
+
+    @property
+    def utility_weights(self) -> UtilityWeights:
+        return self.hidden_utility.weights
+
+    @property
+    def canned_phrases(self) -> tuple[str, ...]:
+        """The boilerplate this world's responses use and its hidden utility charges: canned openers, closers and
+        hedges (what a phrase list learned from its feedback should find)."""
+        return self.hidden_utility.boilerplate.phrases
+
+    @cached_property
     def plan(self) -> SplitPlan:
         """Which intents, items and phrasings each split may use (hidden, like the facts)."""
         return plan_splits(self.config, rng_for(self.seed, STREAM_SPLITS))
 
     @cached_property
     def prompts(self) -> tuple[PromptSpec, ...]:
-        return build_prompts(self.config, rng_for(self.seed, STREAM_PROMPTS), self.plan)
+        return build_prompts(self.config, rng_for(self.seed, STREAM_PROMPTS), self.plan,
+                             self.hidden_utility.ideal_slack)
 
     @cached_property
     def _by_id(self) -> dict[str, PromptSpec]:
@@ -79,7 +97,11 @@ class World:
 
     def utility(self, prompt_id: str, response: str) -> UtilityBreakdown:
         """Hidden ground truth, for evaluation only (see `rlhf_ray.sim.utility`)."""
-        return true_utility(self.prompt(prompt_id), response, self.config.utility)
+        return true_utility(self.prompt(prompt_id), response, self.hidden_utility)
+
+    def respond(self, spec: PromptSpec, style: ResponseStyle, rng: np.random.Generator) -> str:
+        """A response of `style` to `spec`, its boilerplate from this world's phrases (see `compose_response`)."""
+        return compose_response(spec, style, rng, self.hidden_utility.boilerplate)
 
     def reference_responses(self, per_prompt: int = 1, split: str = "train") -> list[ReferenceExample]:
         """SFT warm-start data: answers of varied quality, mostly decent, some sloppy or padded."""
@@ -88,7 +110,7 @@ class World:
         for spec in self.split(split):
             for _ in range(per_prompt):
                 style = draw_style(REFERENCE_STYLE_MIX, rng)
-                response = compose_response(spec, STYLES[style], rng)
+                response = self.respond(spec, STYLES[style], rng)
                 examples.append(ReferenceExample(spec.prompt_id, spec.text, response, style))
         return examples
 
@@ -97,7 +119,7 @@ class World:
         style and unsafe sentences of the intents train asks."""
         rng = rng_for(self.seed, STREAM_CORPUS)
         yield SYSTEM_PROMPT
-        yield from CANNED_PHRASES + HEDGES + FILLER_SENTENCES
+        yield from self.canned_phrases + FILLER_SENTENCES
         for topic in TOPICS:
             for intent in topic.intents:
                 if intent.name not in self.plan.novel:
@@ -105,4 +127,4 @@ class World:
         for spec in self.split("train"):
             yield spec.text
             for _ in range(samples_per_prompt):
-                yield compose_response(spec, STYLES[str(rng.choice(list(STYLES)))], rng)
+                yield self.respond(spec, STYLES[str(rng.choice(list(STYLES)))], rng)
