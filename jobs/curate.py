@@ -1,7 +1,8 @@
 """`rlhf-ray curate`: annotation QA over a curated dataset version → weighted preference pairs.
 
 Reads the version with Ray Data, runs consensus (Dawid–Skene with gold clamped, or majority vote),
-agreement (Fleiss κ, Krippendorff α per guideline version, topic and batch), annotator health,
+agreement (Fleiss κ, Krippendorff α per guideline version, topic and batch; beside the pairwise κ, the κ the
+annotators' gold accuracies predict, `expected_fleiss_kappa`), annotator health,
 the adjudication queue and active-learning picks, and writes under `output_dir`::
 
     pairs/<pairs version>/part-00000.parquet    prompt, chosen, rejected, weight, source, source_signal_ids
@@ -202,6 +203,8 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
         "pairs_by_objective": result.report["pairs_by_objective"],
         "pairs_dir": out.join("pairs", pairs_id), "pairs_id": artifact.id, "pairs_version": pairs_id,
         "consensus_method": config.consensus.method, "fleiss_kappa": agreement.get("fleiss_kappa"),
+        "expected_fleiss_kappa": pairwise.get("expected_fleiss_kappa"),
+        "expected_fleiss_kappa_gold_labels": pairwise.get("gold_labels", 0),
         "krippendorff_alpha": agreement.get("krippendorff_alpha"),
         "estimated_label_accuracy": pairwise.get("estimated_label_accuracy"),
         "dawid_skene_iterations": pairwise.get("dawid_skene_iterations"),

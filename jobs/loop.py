@@ -121,8 +121,8 @@ def _stage_gate(config: LoopConfig, name: str, done: dict[str, Figures]) -> tupl
     """The loop's own gate after `name`, with the artifact id it judges, if `name` has one."""
     gates = config.gates
     if name == "curate" and "ingest" in done:
-        return (data_gate(done["ingest"], done["curate"], gates.max_quarantine_rate, gates.min_fleiss_kappa),
-                done["curate"]["pairs_id"])
+        return (data_gate(done["ingest"], done["curate"], gates.max_quarantine_rate, gates.min_fleiss_kappa,
+                          gates.min_kappa_ratio, gates.min_gold_labels), done["curate"]["pairs_id"])
     if name == "train-rm":
         return (reward_model_gate(done["train-rm"], gates.min_rm_accuracy, gates.max_rm_length_correlation),
                 done["train-rm"]["reward_model_id"])

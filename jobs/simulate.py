@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import Field
@@ -55,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     config = resolve_config(SimulateConfig, args, {"out": "output_dir", "rows": "shards.rows", "seed": "seed"})
     return run(config)
+
+
+def pinned_world(world: WorldConfig, now: datetime) -> WorldConfig:
+    """The world with its clock pinned: an unset `start_time` becomes `now − span_days` (whole seconds), so the
+    simulated feedback ends as the run starts and its ingest latency measures the pipeline, not a calendar."""
+    if world.start_time is not None:
+        return world
+    return world.model_copy(update={"start_time": now.replace(microsecond=0) - timedelta(days=world.span_days)})
 
 
 def _jsonl(records: list[dict[str, Any]]) -> bytes:
@@ -129,12 +138,15 @@ def _commit_set(root: StorageRoot, world: World, config: SimulateConfig, plan: l
 
 def generate(config: SimulateConfig) -> dict[str, Any]:
     """Write every shard, then each set's ground truth, then its manifest last: the manifest commits the set.
-    The policy's feedback (train prompts) and the judge set (annotator pairs on validation prompts) are two sets."""
+    The policy's feedback (train prompts) and the judge set (annotator pairs on validation prompts) are two sets.
+    The world's clock is pinned first (`pinned_world`): the manifests' `world.start_time` and the summary's
+    `world_start_time` say where it started, so `world.start_time=<it>` reproduces the shards byte for byte."""
     started = time.perf_counter()
     root = StorageRoot.from_uri(config.output_dir)
     for folder in ("", JUDGE_FOLDER):
         if root.exists(f"{folder}{SHARD_MANIFEST}"):
             root.fs.delete_file(root.join(f"{folder}{SHARD_MANIFEST}"))
+    config = config.model_copy(update={"world": pinned_world(config.world, datetime.now(timezone.utc))})
     world = World(config.world, config.seed)
     leakage = leakage_report(world)
     print(f"[simulate] {describe_leakage(leakage)}", file=sys.stderr)
@@ -157,6 +169,7 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
         "judge_rows": judge["rows"],
         "rows_per_s": round((counts["rows"] + judge["rows"]) / seconds, 1),
         "timing/simulate": round(seconds, 2),
+        "world_start_time": config.world.start_time.isoformat(),
         "leakage": leakage,
         "hidden_utility": hidden,
     }

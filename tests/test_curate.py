@@ -9,11 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from jobs.loop_config import GatesSection
 from rlhf_ray.annotation.active import ActiveSettings, reward_uncertainty, select_for_labeling
 from rlhf_ray.annotation.curate import CurateSettings, curate, item_consensus
 from rlhf_ray.annotation.labels import pairwise_labels, top_choice_labels
 from rlhf_ray.annotation.pairs import PairSettings, correction_pairs, ranking_pairs
 from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
+from rlhf_ray.evaluation.stage_gates import StageGate, data_gate
 from rlhf_ray.sim import PopulationConfig, ShardConfig, ShardSpec, World, WorldConfig
 from rlhf_ray.sim.shards import build_shard_rows
 
@@ -206,3 +208,43 @@ def test_correction_pairs_prefer_the_edit_and_ranking_pairs_follow_the_rank(spam
     expected = {(texts[order[i]], texts[order[j]]) for i in range(len(order)) for j in range(i + 1, len(order))}
     assert {(p["chosen"], p["rejected"]) for p in pairs} == expected and len(pairs) == len(expected)
     assert all(p["weight"] == pytest.approx(3.0 / 3.1) for p in pairs)
+
+
+def _garbled(table: pa.Table, known: dict, share: float) -> pa.Table:
+    """`share` of the annotator labels on items without a known answer replaced by a coin flip: annotators careful
+    on gold questions and careless elsewhere, or a feed that garbles choices."""
+    rng = np.random.default_rng(0)
+    rows = table.to_pylist()
+    for row in rows:
+        if row["source"] == "annotator" and row["item_id"] not in known and rng.random() < share:
+            row["choice"] = str(rng.choice(["a", "b"]))
+    return pa.Table.from_pylist(rows, schema=table.schema)
+
+
+def _data_gate_on(result) -> StageGate:
+    gates = GatesSection()
+    figures = {"fleiss_kappa": result.report["agreement"]["pairwise"]["overall"]["fleiss_kappa"],
+               "expected_fleiss_kappa": result.report["pairwise"]["expected_fleiss_kappa"],
+               "expected_fleiss_kappa_gold_labels": result.report["pairwise"]["gold_labels"]}
+    return data_gate({"input_rows": 1, "quarantined_rows": 0}, figures, gates.max_quarantine_rate,
+                     gates.min_fleiss_kappa, gates.min_kappa_ratio, gates.min_gold_labels)
+
+
+def test_the_kappa_expected_from_gold_accuracies_gates_labels_noisier_than_gold(spammy) -> None:
+    tables, _, gold, _ = spammy
+    result = curate(tables, gold, CurateSettings())
+    figures = result.report["pairwise"]
+    # Every annotator answered gold questions; the κ their gold accuracies predict is near the observed one
+    # (gold questions are clear-cut, so a little above it).
+    assert figures["annotators_with_gold"] == 20 and figures["gold_labels"] >= 150
+    observed = result.report["agreement"]["pairwise"]["overall"]["fleiss_kappa"]
+    assert 0.4 * figures["expected_fleiss_kappa"] < observed < figures["expected_fleiss_kappa"]
+    assert _data_gate_on(result).passed
+    # With 60% of the other labels coin flips, the gold accuracies (and the expectation) hold, the agreement does not.
+    garbled = curate({**tables, "pairwise": _garbled(tables["pairwise"], gold, 0.6)}, gold, CurateSettings())
+    assert garbled.report["pairwise"]["expected_fleiss_kappa"] == pytest.approx(figures["expected_fleiss_kappa"],
+                                                                                abs=0.05)
+    gate = _data_gate_on(garbled)
+    assert not gate.passed and gate.failures()[0].startswith("fleiss_kappa_vs_expected=0.1")
+    # Without gold answers there is no expectation, and the gate says why it cannot pass.
+    assert curate(tables, {}, CurateSettings()).report["pairwise"]["expected_fleiss_kappa"] is None

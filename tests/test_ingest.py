@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +21,7 @@ from rlhf_ray.sim import PopulationConfig, ShardConfig, WorldConfig
 
 pytestmark = pytest.mark.ray
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # the simulated feedback's clock, pinned before NOW
 KEY = "0f" * 32
 
 
@@ -33,7 +34,8 @@ def feedback(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("feedback")
     generate(SimulateConfig(
         output_dir=str(out), seed=3, wandb=WandbConfig(mode="disabled"),
-        world=WorldConfig(num_prompts=80, population=PopulationConfig(num_users=40, num_annotators=8)),
+        world=WorldConfig(num_prompts=80, population=PopulationConfig(num_users=40, num_annotators=8),
+                          start_time=START),
         shards=ShardConfig(rows=2400, rows_per_shard=400, malformed_fraction=0.05, duplicate_fraction=0.03,
                            pii_fraction=0.1),
     ))
@@ -179,3 +181,26 @@ def test_input_and_output_accept_filesystem_uris(feedback: Path, tmp_path: Path,
     summary = ingest(config)
     assert summary["input_rows"] == 2400
     assert (tmp_path / "out" / "versions" / f"{summary['dataset_version']}.json").exists()
+
+
+def test_a_fresh_simulation_reads_a_signal_latency_of_its_span_not_of_a_calendar(ray_cluster, tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Unpinned, `simulate` starts the world's clock span_days before it runs: simulate → ingest now reads an event →
+    ingest latency within the simulated day plus the pipeline's own seconds (it read ~3e7 s with a fixed 2026-01-05
+    start), and no event lies in the future of the ingest."""
+    monkeypatch.setenv("RLHF_RAY_PSEUDONYM_KEY", KEY)
+    began = datetime.now(timezone.utc)
+    clean = ShardConfig(rows=400, rows_per_shard=400, judge_rows=0, malformed_fraction=0.0, duplicate_fraction=0.0)
+    simulated = generate(SimulateConfig(
+        output_dir=str(tmp_path / "feedback"), seed=3, wandb=WandbConfig(mode="disabled"), shards=clean,
+        world=WorldConfig(num_prompts=60, span_days=1, population=PopulationConfig(num_users=20, num_annotators=6))))
+    start = datetime.fromisoformat(simulated["world_start_time"])
+    assert began - timedelta(days=1, seconds=1) <= start <= began - timedelta(days=1) + timedelta(minutes=5)
+    manifest = json.loads((tmp_path / "feedback" / "manifest.json").read_text())
+    assert datetime.fromisoformat(manifest["world"]["start_time"].replace("Z", "+00:00")) == start  # to pin a rerun
+    summary = ingest(IngestConfig(input=str(tmp_path / "feedback" / "shards"), output_dir=str(tmp_path / "out"),
+                                  wandb=WandbConfig(mode="disabled"), lineage=LineageConfig(root=str(tmp_path))))
+    elapsed = (datetime.now(timezone.utc) - began).total_seconds()
+    assert summary["quarantined_rows"] == 0 and summary["accepted_rows"] == 400
+    p50, worst = summary["signal_latency_seconds/p50"], summary["signal_latency_seconds/max"]
+    assert 0 < p50 < worst <= 86_400 + elapsed, (p50, worst)

@@ -64,7 +64,8 @@ def test_wrong_type_names_key_value_and_type(capsys: pytest.CaptureFixture[str],
 def test_simulate_is_byte_identical_for_a_seed(ray_cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     outputs = []
     for name in ("first", "second"):
-        assert main(["simulate", "--out", str(tmp_path / name), "--rows", "1500", "--seed", "5", *TINY]) == 0
+        assert main(["simulate", "--out", str(tmp_path / name), "--rows", "1500", "--seed", "5", *TINY,
+                     "world.start_time=2026-01-05T00:00:00Z"]) == 0  # unpinned, the clock starts at the run's time
         outputs.append(_last_json_line(capsys.readouterr().out))
     first, second = (tmp_path / "first", tmp_path / "second")
     files = sorted(p.relative_to(first) for folder in ("shards", "judge/shards")
@@ -107,6 +108,8 @@ def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Pat
     assert not list((tmp_path / "judge" / "shards").rglob("*.parquet"))
 
 
+# A few hundred simulated rows hold ~6 gold labels: too few for the data gate to judge κ against the gold accuracies.
+TINY_DATA_GATE = ["gates.min_kappa_ratio=null"]
 # The loop's training stages at their cheapest: one short epoch each, small batches and sequences, few
 # held-out pairs (the reward model keeps its 6 per prompt: fewer leave its length-bias figure undefined).
 TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2",
@@ -115,7 +118,7 @@ TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2"
                  "ppo.iterations=2", "ppo.eval_every=2", "ppo.checkpoint_every=2", "ppo.eval_prompts=4",
                  "ppo.eval_samples_per_prompt=1", "ppo.rollout.max_new_tokens=16",
                  "gate.prompts=4", "gate.generation.max_new_tokens=16", "canary.simulation.max_requests=40",
-                 "canary.simulation.max_tokens=16", "gates.min_rm_accuracy=0.0"]
+                 "canary.simulation.max_tokens=16", "gates.min_rm_accuracy=0.0", *TINY_DATA_GATE]
 # Two PPO iterations cannot beat the SFT model: a gate that only refuses a clearly worse candidate lets the
 # loop reach its canary.
 LENIENT_GATE = ["gate.thresholds.min_win_rate_lower=0.0", "gate.thresholds.max_yield_drop=1.0",
@@ -315,7 +318,8 @@ def test_loop_watch_runs_an_iteration_when_new_feedback_fires_a_trigger(ray_clus
     trigger (a lineage event, nothing trained); enough of it fires the trigger and the refresh stages run on it."""
     out = tmp_path / "loop"
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=600", *TINY,
-            "stages=[simulate,ingest,curate]", "iterations=1", "watch.poll_seconds=0.2", "watch.drift_alert=false"]
+            "stages=[simulate,ingest,curate]", "iterations=1", "watch.poll_seconds=0.2", "watch.drift_alert=false",
+            *TINY_DATA_GATE]
     assert main(args) == 0
     first = _last_json_line(capsys.readouterr().out)
     new_rows = _another_day_of_feedback(out / "feedback" / "shards", "day-2")

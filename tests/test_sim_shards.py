@@ -5,16 +5,19 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.simulate import pinned_world
 from rlhf_ray.contracts import SIGNAL_SCHEMAS, SignalType
 from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig, plan_shards
 from rlhf_ray.sim.corruption import CORRUPTIONS
 from rlhf_ray.sim.pii import luhn_check_digit
 from rlhf_ray.sim.shards import build_shard_rows, encode_jsonl, encode_parquet
+from rlhf_ray.sim.signals import DEFAULT_START_TIME
 
 WORLD = World(WorldConfig(num_prompts=150), seed=11)
 CLEAN = ShardConfig(rows=700, rows_per_shard=400, malformed_fraction=0.0, duplicate_fraction=0.0, pii_fraction=0.0)
@@ -113,3 +116,21 @@ def test_same_seed_same_bytes_different_seed_different_bytes() -> None:
     other = encode_parquet(build_shard_rows(World(WorldConfig(num_prompts=150), seed=12), DIRTY, spec)[0], "pairwise")
     assert first == second
     assert first != other
+
+
+def test_event_times_follow_the_start_time_and_simulate_pins_it_to_its_own_clock() -> None:
+    spec = ShardSpec("implicit", 0, 300, "parquet")
+
+    def event_times(world: World) -> list[datetime]:
+        return [row["event_time"] for row in build_shard_rows(world, CLEAN, spec)[0]]
+
+    # Unset (a World built directly, as here): a fixed epoch, so the shards stay a pure function of the seed.
+    unset = event_times(World(WorldConfig(num_prompts=150, span_days=2), seed=11))
+    assert min(unset) >= DEFAULT_START_TIME and max(unset) <= DEFAULT_START_TIME + timedelta(days=2)
+    start = datetime(2027, 3, 1, 12, tzinfo=timezone.utc)
+    pinned = event_times(World(WorldConfig(num_prompts=150, span_days=2, start_time=start), seed=11))
+    assert [t - start for t in pinned] == [t - DEFAULT_START_TIME for t in unset]  # same draws, shifted
+    # `rlhf-ray simulate` resolves an unset start to span_days before it runs, and keeps a pinned one.
+    now = datetime(2027, 3, 3, 12, 0, 0, 987654, tzinfo=timezone.utc)
+    assert pinned_world(WorldConfig(span_days=2), now).start_time == start
+    assert pinned_world(WorldConfig(span_days=2, start_time=DEFAULT_START_TIME), now).start_time == DEFAULT_START_TIME

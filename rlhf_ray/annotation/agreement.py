@@ -439,6 +439,58 @@ def _reference_codes(item_ids: np.ndarray, ref_items: np.ndarray, ref_label_code
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Expected agreement from annotator accuracies
+# ---------------------------------------------------------------------------------------------------------------
+
+def expected_fleiss_kappa(item_ids: Sequence, annotator_ids: Sequence, labels: Sequence,
+                          accuracy: Mapping[Any, float]) -> float:
+    """The Fleiss κ that these labels would show if each annotator i labelled with accuracy `accuracy[i]`
+    (e.g. measured on gold items), independently of the others given the truth, on binary labels (a wrong label
+    is the other one, so two annotators agree when both are right or both are wrong).
+
+    Over the items with n ≥ 2 labels, pooled over ordered rating pairs as `fleiss_kappa` pools them:
+
+        P̄_exp = Σ_items Σ_{i ≠ j, both labelled it} A_ij / Σ_items n(n − 1),   A_ij = a_i a_j + (1 − a_i)(1 − a_j)
+        P_e  = Σ_c p_c²    (p_c: the observed share of labels in category c, the chance term of `fleiss_kappa`)
+        κ_exp = (P̄_exp − P_e) / (1 − P_e)
+
+    Observed and expected κ share P_e, so they differ only in the pair agreement: observed below expected means
+    the annotators agree less on these items than their accuracies predict. Per item, Σ_{i≠j} a_i a_j =
+    (Σ a)² − Σ a². Returns `nan` when undefined (no item with 2 labels, or P_e = 1). An annotator missing from
+    `accuracy` or an accuracy outside [0, 1] is a ValueError.
+    """
+    cols = _aligned(item_ids=item_ids, annotator_ids=annotator_ids, labels=labels)
+    items, item_code = _factorize(cols["item_ids"])
+    annotators, annotator_code = _factorize(cols["annotator_ids"])
+    _check_one_label_per_pair(item_code, annotator_code, items, annotators)
+    missing = [a for a in annotators.tolist() if a not in accuracy]
+    if missing:
+        raise ValueError(f"accuracy has no value for annotator(s) {missing[:5]!r}; expected one per annotator")
+    outside = [(a, accuracy[a]) for a in annotators.tolist() if not 0.0 <= accuracy[a] <= 1.0]
+    if outside:
+        raise ValueError(f"accuracy of annotator {outside[0][0]!r} must lie in [0, 1], got {outside[0][1]!r}")
+    per_annotator = np.array([float(accuracy[a]) for a in annotators.tolist()])
+    right = per_annotator[annotator_code]
+    n = np.bincount(item_code, minlength=items.size).astype(float)
+    pairable = n >= 2
+    if not pairable.any():
+        return math.nan
+
+    def ordered_pair_products(values: np.ndarray) -> np.ndarray:
+        total = np.bincount(item_code, weights=values, minlength=items.size)
+        return total**2 - np.bincount(item_code, weights=values**2, minlength=items.size)
+
+    agree = (ordered_pair_products(right) + ordered_pair_products(1.0 - right))[pairable].sum()
+    p_bar = float(agree / (n * (n - 1))[pairable].sum())
+    _, label_code = _factorize(cols["labels"])
+    shares = np.bincount(label_code[pairable[item_code]]) / pairable[item_code].sum()
+    p_e = float((shares**2).sum())
+    if p_e >= 1.0:
+        return math.nan
+    return (p_bar - p_e) / (1.0 - p_e)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from rlhf_ray.annotation.active import ActiveSettings, Reward, reward_uncertainty, select_for_labeling
 from rlhf_ray.annotation.adjudication import QUEUE_SCHEMA, adjudication_queue
-from rlhf_ray.annotation.agreement import agreement_report, agreement_with_reference
+from rlhf_ray.annotation.agreement import agreement_report, agreement_with_reference, expected_fleiss_kappa
 from rlhf_ray.annotation.consensus import dawid_skene, majority_vote
 from rlhf_ray.annotation.health import HealthSettings, annotator_health
 from rlhf_ray.annotation.labels import LabelSet, pairwise_labels, rubric_scores, top_choice_labels
@@ -104,6 +104,26 @@ def _named_agreement(report: dict[str, Any], labels: LabelSet) -> dict[str, Any]
     return {**report, "annotators": len(labels.annotators), "items": labels.n_items}
 
 
+def expected_agreement(labels: LabelSet, gold: Mapping[int, int]) -> dict[str, Any]:
+    """The Fleiss κ the labels would show if each annotator labelled every item as accurately as the items whose
+    answer is known (`gold`: gold questions, resolved adjudications), by `expected_fleiss_kappa`, with how many
+    gold labels that rests on. An annotator without gold labels takes the pooled accuracy of all gold labels; with
+    no gold label at all the expectation is undefined (None)."""
+    truth = np.array([gold.get(int(item), -1) for item in labels.item_index], dtype=np.int64)
+    on_gold = truth >= 0
+    counted = np.bincount(labels.annotator_index[on_gold], minlength=labels.n_annotators)
+    right = np.bincount(labels.annotator_index[on_gold], weights=(labels.label == truth)[on_gold],
+                        minlength=labels.n_annotators)
+    figures: dict[str, Any] = {"expected_fleiss_kappa": None, "gold_labels": int(counted.sum()),
+                               "annotators_with_gold": int((counted > 0).sum())}
+    if not counted.sum():
+        return figures
+    pooled = right.sum() / counted.sum()
+    accuracy = {k: right[k] / counted[k] if counted[k] else pooled for k in range(labels.n_annotators)}
+    kappa = expected_fleiss_kappa(labels.item_index, labels.annotator_index, labels.label, accuracy)
+    return {**figures, "expected_fleiss_kappa": None if math.isnan(kappa) else round(kappa, 4)}
+
+
 def _vs_consensus(consensus: ItemConsensus) -> dict[str, Any]:
     labels = consensus.labels
     reference = {i: int(k) for i, k in enumerate(consensus.posterior.argmax(axis=1))}
@@ -179,6 +199,8 @@ def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings:
             "annotator_vs_consensus": _vs_consensus(consensus),
             "adjudication_queue": queue.num_rows,
         }
+        if name == "pairwise":  # binary choices (+ tie): what `expected_fleiss_kappa` models
+            report[name].update(expected_agreement(labels, _gold_index(labels, answers)))
     skip = {item for queue in queues for item in queue.column("item_id").to_pylist()}
     if pairwise is not None:
         pairs += pairwise_pairs(pairwise.labels, pairwise.posterior, skip)
