@@ -59,3 +59,10 @@ def test_targets_need_every_seed():
     assert not figures["rm_accuracy"] and not figures["policy_gain"]
     assert not figures["hacking_without_penalties"] and not figures["no_hacking_with_penalties"]
     assert not learning.targets([good, too_far])["ppo_gain"]
+
+
+def test_the_loop_config_has_every_optional_gate_off(tmp_path):
+    config = learning.loop_config(3, tmp_path, fast=True)
+    assert config.seed == 3 and config.stages == learning.STAGES
+    assert config.gates.max_quarantine_rate is None and config.gates.min_rm_accuracy is None
+    assert all(value is None for name, value in config.gates if f"gates.{name}=null" in learning.gates_off())
