@@ -1,10 +1,12 @@
 """`rlhf-ray evaluate`: the offline gate — a candidate policy against the incumbent on held-out prompts.
 
-Both policies answer the same held-out prompts on their own rollout workers (the PPO job's `RolloutWorker`); a
-judge reward model (`RewardScorer`, penalties off) scores every answer, and answer i of the candidate is paired
-with answer i of the incumbent for the win-rate. Without `--judge` the world's hidden utility judges (simulation
-only). Per policy: first-pass yield (answers used with no edit, by the world's user model or a rubric), safety
-misses, mean length and cost per accepted answer; the verdict follows `thresholds` (`rlhf_ray.evaluation.gate`).
+Both policies answer the same validation prompts on their own rollout workers (the PPO job's `RolloutWorker`); the
+gate chooses, so it never reads the test split. A judge reward model (`--judge DIR`: one trained on the judge set,
+never the policy's own reward model; `RewardScorer`, penalties off) scores every answer, and answer i of the
+candidate is paired with answer i of the incumbent for the win-rate. `judge_by: oracle` lets the world's hidden
+utility judge instead (simulation studies only). Per policy: first-pass yield (answers used with no edit, by the
+world's user model or a rubric), safety misses, mean length and cost per accepted answer; the verdict follows
+`thresholds` (`rlhf_ray.evaluation.gate`): a non-inferiority test on win-rate, with superiority reported beside it.
 
 Writes `<output_dir>/gate.json` and logs a `gate` event on the candidate's lineage record. The canary and the loop
 call `evaluate(config)` before deploying and act on its `verdict`.
@@ -17,7 +19,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from actors.runtime import ensure_ray
 from jobs.common import add_config_arguments, resolve_config
@@ -35,8 +37,10 @@ from rlhf_ray.telemetry.loop_latency import loop_latency
 from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "evaluate"
-HELP = "offline gate: candidate vs incumbent policy on held-out prompts (win-rate by a judge RM, yield, safety, cost)"
+HELP = ("offline gate: candidate vs incumbent policy on validation prompts (non-inferior win-rate by a judge RM, "
+        "yield, safety, cost)")
 POLICIES = ("candidate", "incumbent")
+GATE_SPLIT = "validation"  # the gate chooses: it never reads the test split
 GATE_FILE = "gate.json"
 GATE_EVENT = "gate"
 EXAMPLES = 3
@@ -67,11 +71,14 @@ class JudgeSection(StrictModel):
 class EvaluateConfig(JobConfig):
     candidate_path: str | None = Field(None, description="the policy that wants to ship")
     incumbent_path: str | None = Field(None, description="the policy serving now")
-    judge_path: str | None = Field(None, description="judge reward model directory; null: the world's hidden "
-                                   "utility judges (simulation only)")
+    judge_by: Literal["judge_rm", "oracle"] = Field("judge_rm", description="who judges the win-rate: the judge "
+                                                     "reward model at judge_path, or the world's hidden utility "
+                                                     "(oracle: simulation studies only)")
+    judge_path: str | None = Field(None, description="judge reward model directory (trained on the judge set, e.g. "
+                                   "the loop's train-judge stage); needed with judge_by: judge_rm")
     output_dir: str = "runs/evaluate"
     world: WorldConfig = WorldConfig()
-    prompts: int = Field(32, ge=1, description="held-out prompts to answer (at most the held-out split)")
+    prompts: int = Field(32, ge=1, description="validation prompts to answer (at most the validation split)")
     samples_per_prompt: int = Field(2, ge=1)
     acceptance: Literal["user_model", "rubric"] = Field("user_model", description="who decides an answer needs "
                                                         "no edit: the world's user model or a rubric")
@@ -82,6 +89,16 @@ class EvaluateConfig(JobConfig):
     generation: GenerationSection = GenerationSection()
     judge: JudgeSection = JudgeSection()
     thresholds: GateThresholds = GateThresholds()
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> EvaluateConfig:
+        if self.judge_by == "judge_rm" and not self.judge_path:
+            raise ValueError("judge_by='judge_rm' needs judge_path (--judge DIR: a reward model trained on the judge "
+                             "set, not the policy's reward model); or judge_by: oracle in a simulation study")
+        if self.judge_by == "oracle" and self.judge_path:
+            raise ValueError(f"judge_by='oracle' lets the world's hidden utility judge, but judge_path="
+                             f"{self.judge_path!r} is set too; drop one of them")
+        return self
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +133,7 @@ def _answer(config: EvaluateConfig, paths: dict[str, str], rows: list[Any], time
     actors = {name: ray.remote(RolloutWorker).options(num_cpus=gen.num_cpus, num_gpus=gen.num_gpus).remote(
         paths[name], gen.backend, None, config.seed) for name in POLICIES}
     judge = None
-    if config.judge_path:
+    if config.judge_by == "judge_rm":
         no_penalties = RulePenaltySettings(verbosity_coef=0.0, canned_coef=0.0, repetition_coef=0.0)
         judge = ray.remote(RewardScorer).options(num_cpus=config.judge.num_cpus, num_gpus=config.judge.num_gpus)\
             .remote(str(resolve_model_path(config.judge_path)), no_penalties, config.judge.max_length, True)
@@ -155,7 +172,7 @@ def _gate(config: EvaluateConfig, oracle: WorldOracle, outputs: dict[str, dict])
     candidate, incumbent = outputs["candidate"]["samples"], outputs["incumbent"]["samples"]
     if [s.prompt_id for s in candidate] != [s.prompt_id for s in incumbent]:
         raise RuntimeError("the two policies' answers are not in the same prompt order; cannot pair them")
-    key = "judge" if config.judge_path else None
+    key = "judge" if config.judge_by == "judge_rm" else None
     scores = {name: outputs[name][key] if key else judged[name]["utility"] for name in POLICIES}
     # the monitors read the incumbent as a run's start and the candidate as its end; with the world as judge,
     # reward and quality are one figure, so "reward up, quality down" cannot be told apart and is left out
@@ -179,8 +196,9 @@ def _gate(config: EvaluateConfig, oracle: WorldOracle, outputs: dict[str, dict])
 def gate_figures(result: GateResult, monitors: dict[str, dict[str, float | None]]) -> dict[str, float]:
     """The sink figures of a gate result (`gate/...`, `hacking/...`, `hacking_flag/...`; names bound in
     `rlhf_ray.telemetry.bindings`)."""
-    out: dict[str, float] = {"gate/passed": float(result.passed), "gate/win_rate": result.win_rate.rate,
-                             "gate/win_rate_lower": result.win_rate.lower, "gate/win_rate_upper": result.win_rate.upper}
+    out: dict[str, float] = {"gate/passed": float(result.passed), "gate/superior": float(result.superior),
+                             "gate/win_rate": result.win_rate.rate, "gate/win_rate_lower": result.win_rate.lower,
+                             "gate/win_rate_upper": result.win_rate.upper}
     for name, policy in (("candidate", result.candidate), ("incumbent", result.incumbent)):
         for figure, value in policy.to_dict().items():
             if figure != "answers" and value is not None:
@@ -195,7 +213,7 @@ def gate_figures(result: GateResult, monitors: dict[str, dict[str, float | None]
 def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
     """Run the gate; returns the summary (`verdict`, `failed_checks`, ids, figures). Logs through `sink` if given."""
     paths = _paths(config)
-    rows = list(WorldPromptSource(config.world, config.seed).split("validation")[: config.prompts])
+    rows = list(WorldPromptSource(config.world, config.seed).split(GATE_SPLIT)[: config.prompts])
     if not rows:
         raise EvaluateError(f"the world (seed {config.seed}, world.validation_fraction="
                             f"{config.world.validation_fraction}) has no validation prompts to evaluate on")
@@ -207,9 +225,10 @@ def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
     registry = lineage_for(config)
     ids = {name: register_input_checkpoint(registry, paths[name]) for name in POLICIES}
     judge_id = register_input_checkpoint(registry, str(resolve_model_path(config.judge_path))) \
-        if config.judge_path else "world-utility"
+        if config.judge_by == "judge_rm" else "world-utility"
     report = {**result.to_dict(), "candidate_id": ids["candidate"], "incumbent_id": ids["incumbent"],
-              "judge": judge_id, "prompts": len(rows), "samples_per_prompt": config.samples_per_prompt,
+              "judge": judge_id, "judge_by": config.judge_by, "split": GATE_SPLIT, "prompts": len(rows),
+              "samples_per_prompt": config.samples_per_prompt,
               "acceptance": config.acceptance, "thresholds": config.thresholds.model_dump()}
     entry = registry.record_event(GATE_EVENT, ids["candidate"], report)
     latency = loop_latency(registry, ids["candidate"], "gated", datetime.now(timezone.utc))
@@ -219,7 +238,8 @@ def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
     figures = {**gate_figures(result, extras["monitors"]), **latency, **timer.figures()}
     if sink is not None:
         sink.log(figures)
-    return {"verdict": result.verdict, "failed_checks": result.failed_checks, "candidate_id": ids["candidate"],
+    return {"verdict": result.verdict, "failed_checks": result.failed_checks, "superior": result.superior,
+            "candidate_id": ids["candidate"],
             "incumbent_id": ids["incumbent"], "judge": judge_id, "gate_event": entry.seq, "report": path,
             "lineage_root": lineage_root(config), **figures}
 

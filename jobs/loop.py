@@ -2,11 +2,12 @@
 
 Iteration 1: simulate feedback shards → ingest them (validate, mask, pseudonymize, version) → curate
 (annotation QA, consensus, preference pairs) → [data gate] → build the offline tokenizer + model → SFT it →
-train a reward model on the SFT backbone → [reward-model gate] → DPO from the SFT model → PPO from the SFT
-model against the reward model → offline gate (`evaluate`: the candidate vs the incumbent) → canary on Ray
-Serve with the world's simulated users → promote or roll back. The canary's captured feedback is written
-among the feedback shards, so iteration k ≥ 2 re-runs the refresh stages — ingest (now with that feedback),
-curate, train-rm, PPO from the incumbent, gate, canary — under `<out>/iter-<k>/`.
+train a reward model on the SFT backbone → [reward-model gate] → train the judge reward model on the judge set
+(annotator pairs on validation prompts) → DPO from the SFT model → PPO from the SFT model against the reward
+model → offline gate (`evaluate`: the candidate vs the incumbent on validation, non-inferiority judged by the judge
+RM) → canary on Ray Serve with the world's simulated users → promote or roll back. The canary's captured
+feedback is written among the feedback shards, so iteration k ≥ 2 re-runs the refresh stages — ingest (now with
+that feedback), curate, train-rm, PPO from the incumbent, gate, canary — under `<out>/iter-<k>/`.
 
 Every stage runs through its job's own code path and config, under one lineage root. A failed gate stops
 the loop with a clear message and a lineage event; the incumbent keeps serving. Stages whose inputs are
@@ -59,11 +60,11 @@ from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "loop"
 HELP = ("run the RLHF loop end to end, with gates and lineage: simulate → ingest → curate → init-model → sft → "
-        "train-rm → dpo → [sweep] → ppo → gate → canary, for `iterations` rounds (`stages` picks a subset; "
-        "--watch waits for new feedback)")
+        "train-rm → train-judge → dpo → [sweep] → ppo → gate → canary, for `iterations` rounds (`stages` picks a "
+        "subset; --watch waits for new feedback)")
 __all__ = ["REQUIRES", "RUNNERS", "STAGES", "LoopConfig", "run", "stage_configs"]
 # Stage name → its field in `Stages`.
-FIELDS = {"init-model": "model", "train-rm": "reward_model"}
+FIELDS = {"init-model": "model", "train-rm": "reward_model", "train-judge": "judge"}
 GATE_EVENT = "gate"
 TRIGGER_EVENT = "trigger"
 

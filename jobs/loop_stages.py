@@ -1,26 +1,41 @@
 """The loop's stages: each one's settings section in the loop config, the job config it runs with (paths wired
 from the stages before it), and how it runs — always through its job's own code path.
 
-Base stages run in the first iteration only (simulate, init-model, sft, dpo); refresh stages run in every
-iteration (ingest, curate, train-rm, [sweep], ppo, gate, canary), under `<out>/iter-<k>/` from the second on,
+Base stages run in the first iteration only (simulate, init-model, sft, train-judge, dpo); refresh stages run in
+every iteration (ingest, curate, train-rm, [sweep], ppo, gate, canary), under `<out>/iter-<k>/` from the second on,
 PPO starting from the incumbent policy and the canary serving it next to the new candidate. The optional
 sweep (`rlhf-ray sweep`, off unless listed in `stages`) chooses PPO settings on the iteration's reward model;
 PPO then trains with the chosen settings and records the sweep as a lineage parent of its policy.
+
+The judge (`train-judge`) is a reward model trained on the simulate stage's judge set — annotator pairs on
+validation prompts, through ingest and curate in `<out>/judge/` — with train-rm's code. It judges the gate and the
+sweep on validation, and scores PPO's validation answers; it never trains a policy.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from actors import ingest
 from jobs import canary, curate, dpo, evaluate, init_model, ppo, sft, simulate, sweep, sweep_config, train_rm
 from jobs.loop_config import LoopConfig
-from rlhf_ray.config import LineageConfig
+from rlhf_ray.config import LineageConfig, StrictModel
 from rlhf_ray.storage import StorageRoot
 
 # The canary of iteration k writes its captured feedback to <feedback shards>/canary-iter-<k>/.
 CANARY_FEEDBACK_PREFIX = "canary-iter-"
+
+
+class JudgeJobs(StrictModel):
+    """The train-judge stage's job configs: ingest and curate of the judge set (PII masking, quarantine and
+    consensus apply as to the feedback), then train-rm on its pairs."""
+
+    output_dir: str
+    ingest: ingest.IngestConfig
+    curate: curate.CurateConfig
+    reward_model: train_rm.TrainRMConfig
 
 
 class Stages(NamedTuple):
@@ -30,10 +45,11 @@ class Stages(NamedTuple):
     model: init_model.InitModelConfig
     sft: sft.SFTConfig
     reward_model: train_rm.TrainRMConfig
+    judge: JudgeJobs
     dpo: dpo.DPOConfig
     sweep: sweep_config.SweepConfig | None  # built only when listed: its checks need the PPO settings it will sweep
     ppo: ppo.PPOConfig
-    gate: evaluate.EvaluateConfig
+    gate: evaluate.EvaluateConfig | None  # built only when listed: it needs its judge (train-judge's, or a path)
     canary: canary.CanaryConfig
 
 
@@ -44,6 +60,34 @@ def feedback_shards(out: str) -> str:
 
 def iteration_dir(out: str, iteration: int) -> str:
     return out if iteration == 1 else f"{out}/iter-{iteration}"
+
+
+def judge_model_dir(out: str) -> str:
+    """Where the train-judge stage exports its reward model."""
+    return f"{out}/judge/reward_model/reward_model"
+
+
+def _judge_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, sft_model: str) -> JudgeJobs:
+    """The judge set (`<out>/feedback/judge/`, written by simulate) through ingest and curate into `<out>/judge/`,
+    then a reward model on the SFT backbone with the reward model's settings (epochs from `judge_model`)."""
+    out = config.output_dir.rstrip("/")
+    here, judge_set = f"{out}/judge", f"{out}/feedback/{simulate.JUDGE_FOLDER.rstrip('/')}"
+    settings = config.reward_model.model_dump()
+    if config.judge_model.epochs is not None:
+        settings["train"]["epochs"] = config.judge_model.epochs
+    return JudgeJobs(
+        output_dir=here,
+        ingest=ingest.IngestConfig(input=f"{judge_set}/shards", output_dir=f"{here}/dataset", pii=config.pii,
+                                   pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
+                                   **common),
+        # the canned-phrase list is the policy's penalty: a judge set learns none
+        curate=curate.CurateConfig(input=f"{here}/dataset", gold=f"{judge_set}/gold/gold_items.jsonl",
+                                   output_dir=f"{here}/curated", consensus=config.consensus,
+                                   adjudication=config.adjudication, health=config.health, pairs=config.pairs,
+                                   active=config.active, phrases=curate.PhrasesSection(enabled=False), **common),
+        reward_model=train_rm.TrainRMConfig(model_path=sft_model, pairs=f"{here}/curated",
+                                            output_dir=f"{here}/reward_model", world=config.world, role="judge",
+                                            **settings, **common))
 
 
 def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None = None) -> Stages:
@@ -70,8 +114,11 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
     curated = f"{here}/curated"
     reward_model = f"{here}/reward_model/reward_model"  # where `train-rm` exports its model
     candidate = f"{here}/ppo/policy"  # where `ppo` exports its policy
+    judged = "train-judge" in config.stages
     ppo_settings = config.ppo.model_dump()
     ppo_settings["reward"]["model_path"] = reward_model
+    if judged:  # scores PPO's (and each sweep trial's) validation answers: the sweep's quality
+        ppo_settings["judge_model_path"] = judge_model_dir(out)
     reward = ppo_settings["reward"]
     if config.phrases.enabled and not reward["canned_phrases"] and not reward["canned_phrases_file"]:
         reward["canned_phrases_file"] = f"{curated}/phrases"  # no list of the user's: the one curate learns
@@ -85,6 +132,13 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
         trial_ppo = ppo_config.model_copy(update={"iterations": config.sweep.trial_iterations or ppo_config.iterations,
                                                   "resume": False})
         sweep_stage = sweep_config.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
+    gate_stage = None
+    if "gate" in config.stages:
+        gate_settings = config.gate.model_dump()
+        if gate_settings["judge_by"] == "judge_rm" and not gate_settings["judge_path"]:
+            gate_settings["judge_path"] = judge_model_dir(out)  # LoopConfig checked that train-judge is listed
+        gate_stage = evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving,
+                                             output_dir=f"{here}/gate", world=config.world, **gate_settings, **common)
     canary_settings = config.canary.model_dump()
     canary_settings["feedback"]["dir"] = f"{feedback_shards(out)}/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
@@ -103,12 +157,12 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
                       **config.sft.model_dump(), **common),
         train_rm.TrainRMConfig(model_path=sft_model, pairs=curated, output_dir=f"{here}/reward_model",
                                world=config.world, **config.reward_model.model_dump(), **common),
+        _judge_jobs(config, common, pseudonyms, sft_model),
         dpo.DPOConfig(model_path=sft_model, reference_path=sft_model, pairs=curated, output_dir=f"{out}/dpo",
                       world=config.world, **config.dpo.model_dump(), **common),
         sweep_stage,
         ppo_config,
-        evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving, output_dir=f"{here}/gate",
-                                world=config.world, **config.gate.model_dump(), **common),
+        gate_stage,
         canary.CanaryConfig(incumbent_path=serving, canary_path=candidate, output_dir=f"{here}/canary",
                             world=config.world, **canary_settings, **common),
     )
@@ -130,6 +184,21 @@ def with_sweep_choice(config: ppo.PPOConfig, swept: Figures | None) -> ppo.PPOCo
     return chosen.model_copy(update={"parent_ids": [*config.parent_ids, swept["sweep_id"]]})
 
 
+def train_judge(jobs: JudgeJobs) -> Figures:
+    """The judge set → dataset version → pairs → judge reward model, each through its job's own code path."""
+    started = time.perf_counter()
+    data = ingest.ingest(jobs.ingest)
+    pairs = curate.run_curate(jobs.curate)
+    model = train_rm.train_reward_model(jobs.reward_model)
+    heldout = {key: value for key, value in model.items() if key.startswith("heldout_")}
+    return {"judge_model_dir": model["reward_model_dir"], "judge_model_id": model["reward_model_id"],
+            "judge_dataset_id": data["dataset_id"], "judge_quarantined_rows": data["quarantined_rows"],
+            "judge_pairs_id": pairs["pairs_id"], "judge_pairs": pairs["pairs"],
+            "judge_fleiss_kappa": pairs["fleiss_kappa"], "judge_epochs": model["epochs"],
+            **{f"judge_{key}": value for key, value in heldout.items()},
+            "timing/train_judge": round(time.perf_counter() - started, 2)}
+
+
 class Stage(NamedTuple):
     """How the loop runs one stage: where it writes, its job's entry, and how its figures are named in the
     summary (`prefix` on every key except those starting with one of `keep`, so the stages never collide)."""
@@ -149,6 +218,7 @@ RUNNERS: dict[str, Stage] = {
     "sft": Stage(lambda s: s.sft.output_dir, lambda s, done: sft.train(s.sft), "sft_", ("sft_", "timing/")),
     "train-rm": Stage(lambda s: s.reward_model.output_dir,
                       lambda s, done: train_rm.train_reward_model(s.reward_model), "rm_", ("reward_model_", "timing/")),
+    "train-judge": Stage(lambda s: s.judge.output_dir, lambda s, done: train_judge(s.judge)),
     "dpo": Stage(lambda s: s.dpo.output_dir, lambda s, done: dpo.train_dpo(s.dpo), "dpo_", ("timing/",)),
     "sweep": Stage(lambda s: s.sweep.output_dir, lambda s, done: sweep.run(s.sweep), "sweep_", ("sweep_", "timing/")),
     "ppo": Stage(lambda s: s.ppo.output_dir, lambda s, done: ppo.run(with_sweep_choice(s.ppo, done.get("sweep"))),
@@ -158,5 +228,5 @@ RUNNERS: dict[str, Stage] = {
 }
 
 # The summary keys of the artifacts the stages register, in pipeline order.
-ARTIFACT_KEYS = ("shards_id", "dataset_id", "pairs_id", "model_id", "sft_model_id", "reward_model_id", "dpo_policy_id",
-                 "sweep_id", "ppo_policy_id")
+ARTIFACT_KEYS = ("shards_id", "dataset_id", "pairs_id", "model_id", "sft_model_id", "reward_model_id",
+                 "judge_model_id", "dpo_policy_id", "sweep_id", "ppo_policy_id")

@@ -1,5 +1,5 @@
 """`rlhf-ray sweep`: Ray Tune over PPO settings — KL coefficient, verbosity penalty, anything in the PPO
-config — judged on held-out quality, never on the reward the policy optimises.
+config — judged on validation quality, never on the reward the policy optimises.
 
 Each trial is one PPO run through `PPOController`, the code path of `rlhf-ray ppo`, with every actor in the
 trial's placement group (`tune.with_resources` + `PlacementGroupFactory`: bundle 0 for the trial's driver,
@@ -9,8 +9,11 @@ table of trials with reward-hacking flags, the Pareto front of quality vs KL, pl
 as a YAML `rlhf-ray ppo` accepts. `--resume` continues an interrupted sweep with `Tuner.restore`: finished
 trials are kept as they are and unfinished ones continue from their last PPO checkpoint.
 
-Quality is `true_utility` — the simulated world's hidden utility, simulation only — or `judge_reward`, a
-second reward model trained on held-out pairs (`ppo.judge_model_path`); neither ever reaches the learner.
+The judge (`judge_by`) is the judge reward model (`judge_rm`: `ppo.judge_model_path`, trained on the judge set —
+annotator pairs on validation prompts — scoring `eval/judge_reward`) or, in simulation studies only, the world's
+hidden utility (`oracle`: `eval/true_utility`); neither ever reaches the learner, and both judge the validation
+split. After the choice, when the prompts are the world's, the chosen trial's exported policy answers the test
+split once and the world's oracle scores it: `chosen/test_true_utility` in the report, never used for choosing.
 """
 
 from __future__ import annotations
@@ -18,24 +21,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from actors.ppo_resources import actor_bundle_layout
 from actors.runtime import ensure_ray
 from jobs.common import add_config_arguments, resolve_config
-from jobs.ppo import controller_for
-from jobs.sweep_config import SweepConfig, trial_config
+from jobs.ppo import PPOConfig, controller_for
+from jobs.sweep_config import REPORT_SPLIT, SweepConfig, trial_config
 from rlhf_ray.config import WandbConfig
+from rlhf_ray.inputs.world import WorldOracle, WorldPromptSource
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.lineage.hashing import sha256_hex
 from rlhf_ray.lineage.jobs import lineage_root
 from rlhf_ray.telemetry.sink import sink_for
 
 NAME = "sweep"
-HELP = "Ray Tune sweep of PPO settings (KL coefficient, verbosity penalty, ...) judged on held-out quality"
+HELP = ("Ray Tune sweep of PPO settings (KL coefficient, verbosity penalty, ...) judged on validation by a judge RM; "
+        "the chosen trial's test-split utility reported once")
 TRIALS_DIR = "trials"
 TUNE_DIR = "tune"
+
+
 class SweepError(ValueError):
     """The sweep cannot start or resume."""
 
@@ -86,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="starting policy directory (sets ppo.model_path)")
     parser.add_argument("--reward-model", dest="reward_model", help="reward model directory "
                         "(sets ppo.reward.model_path)")
-    parser.add_argument("--judge-model", dest="judge_model", help="held-out judge reward model "
+    parser.add_argument("--judge-model", dest="judge_model", help="judge reward model, trained on the judge set "
                         "(sets ppo.judge_model_path)")
     parser.add_argument("--out", help="output directory (sets output_dir)")
     parser.add_argument("--resume", action="store_const", const="true",
@@ -151,6 +159,29 @@ def _tuner(config: SweepConfig, out: Path) -> Any:
                                   failure_config=tune.FailureConfig(max_failures=config.max_failures)))
 
 
+def measure_on_test(settings: PPOConfig, policy_dir: str) -> dict[str, float]:
+    """The chosen trial's exported policy answers the world's test split once (the trial's own evaluation settings:
+    prompts, samples, temperature), judged by the world's oracle. Called after the choice, never part of it."""
+    import ray
+
+    from actors.rollout import RolloutWorker
+
+    rows = WorldPromptSource(settings.world, settings.seed).split(REPORT_SPLIT)[: settings.eval_prompts]
+    rollout = settings.rollout
+    worker = ray.remote(RolloutWorker).options(num_cpus=rollout.num_cpus, num_gpus=rollout.num_gpus).remote(
+        policy_dir, rollout.backend, rollout.backend_kwargs, settings.seed)
+    params = {"max_new_tokens": rollout.max_new_tokens, "temperature": settings.eval_temperature,
+              "top_p": rollout.top_p, "top_k": rollout.top_k, "seed": settings.seed}
+    try:
+        samples = ray.get(worker.generate.remote([p.text for p in rows], [p.prompt_id for p in rows],
+                                                 settings.eval_samples_per_prompt, params))["samples"]
+    finally:
+        ray.kill(worker)
+    judged = WorldOracle(settings.world, settings.seed).evaluate(
+        [s.prompt_id for s in samples], [s.prompt for s in samples], [s.response for s in samples])
+    return {**judged, "prompts": len(rows), "answers": len(samples)}
+
+
 def _register(config: SweepConfig, out: Path, report: dict[str, Any]) -> dict[str, Any]:
     """The sweep as a lineage artifact whose parents are its trials' policies; the chosen trial's policy is
     reported so the loop can deploy it without training again."""
@@ -162,7 +193,7 @@ def _register(config: SweepConfig, out: Path, report: dict[str, Any]) -> dict[st
         "sweep", config.name, sha256_hex((out / "report.json").read_bytes()),
         parents=[summary["policy_id"] for summary in summaries.values()],
         config={"search_space": {k: v.model_dump(exclude_none=True) for k, v in config.search_space.items()},
-                "quality": config.quality, "scheduler": config.scheduler.model_dump(),
+                "judge_by": config.judge_by, "quality": config.quality, "scheduler": config.scheduler.model_dump(),
                 "hacking": config.hacking.model_dump()},
         metrics={k: v for k, v in report.items() if k.startswith("chosen/") and isinstance(v, int | float)},
         uri=str(out))
@@ -182,7 +213,12 @@ def run(config: SweepConfig) -> dict[str, Any]:
     tuner = _tuner(config, out)
     results = tuner.fit()
     outcomes = outcomes_from_results(results, config.ppo.iterations, out / TRIALS_DIR)
-    report = write_report(config, outcomes, out)
+    # only the world has an oracle to read the test split with; a user's prompts are judged on validation only
+    report = write_report(config, outcomes, out, measure_on_test if config.ppo.prompts is None else None)
+    if "chosen/test_true_utility" in report:
+        print(f"[sweep] chosen trial {report['chosen_trial']}: test-split true utility "
+              f"{report['chosen/test_true_utility']:.3f} over {report['test_split']['answers']} answers "
+              "(measured once, after the choice; not used for choosing)", file=sys.stderr)
     report.update(_register(config, out, report))
     for row in report["trials"]:
         sink.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=None)

@@ -18,8 +18,13 @@ from jobs.ppo import PPOConfig
 from rlhf_ray.config import ConfigError, JobConfig, StrictModel, apply_overrides
 from rlhf_ray.evaluation.hacking import FLAGS, HackingThresholds
 
-# Keys a trial must not change: where it writes, and how the job reaches Ray / logs / records lineage.
-FIXED_KEYS = ("output_dir", "resume", "ray", "wandb", "lineage")
+# Keys a trial must not change: where it writes, how the job reaches Ray / logs / records lineage, and the split
+# and judge the trials are compared on.
+FIXED_KEYS = ("output_dir", "resume", "ray", "wandb", "lineage", "eval_split", "judge_model_path")
+# The split trials are judged on, the one the chosen trial is reported on, and the engine's figure of each judge
+# (the judge RM's, the world oracle's).
+CHOICE_SPLIT, REPORT_SPLIT = "validation", "test"
+QUALITY = {"judge_rm": "judge_reward", "oracle": "true_utility"}
 
 
 class ParamSpec(StrictModel):
@@ -95,9 +100,9 @@ class SweepConfig(JobConfig):
     num_samples: int = Field(1, ge=1, description="repeats of the grid (random choices drawn anew each time)")
     max_concurrent_trials: int = Field(1, ge=1)
     trial_cpus: float = Field(0.1, gt=0, description="CPUs of each trial's driver (the PPO controller loop)")
-    quality: Literal["true_utility", "judge_reward"] = Field(
-        "true_utility", description="held-out judge: the world's hidden utility (simulation only) or the "
-        "judge reward model (ppo.judge_model_path)")
+    judge_by: Literal["judge_rm", "oracle"] = Field(
+        "judge_rm", description="who judges the trials on validation: the judge reward model (ppo.judge_model_path, "
+        "trained on the judge set) or the world's hidden utility (oracle: simulation studies only)")
     scheduler: SchedulerSection = SchedulerSection()
     hacking: HackingSection = HackingSection()
     max_failures: int = Field(0, ge=0, description="Tune retries of a failed trial")
@@ -117,9 +122,16 @@ class SweepConfig(JobConfig):
                     PPOConfig.model_validate(with_params(base, {key: value}))
                 except (ValueError, ConfigError) as error:
                     raise ValueError(f"search_space.{key}={value!r} is not a valid PPO setting: {error}") from None
-        if self.quality == "judge_reward" and not self.ppo.judge_model_path:
-            raise ValueError("quality='judge_reward' needs ppo.judge_model_path (a reward model trained on "
-                             "held-out pairs)")
+        if self.ppo.eval_split != CHOICE_SPLIT:
+            raise ValueError(f"ppo.eval_split={self.ppo.eval_split!r}: a sweep chooses on {CHOICE_SPLIT!r} (the test "
+                             "split is read once, after the choice)")
+        if self.judge_by == "judge_rm" and not self.ppo.judge_model_path:
+            raise ValueError("judge_by='judge_rm' needs ppo.judge_model_path (--judge-model DIR: a reward model "
+                             "trained on the judge set, not the policy's reward model); or judge_by: oracle in a "
+                             "simulation study")
+        if self.judge_by == "oracle" and self.ppo.prompts is not None:
+            raise ValueError("judge_by='oracle' reads the world's hidden utility, but ppo.prompts names prompt files: "
+                             "the oracle judges only the world's prompts; use judge_by: judge_rm")
         if self.scheduler.kind == "asha":
             if self.scheduler.grace_period % self.ppo.eval_every:
                 raise ValueError(f"scheduler.grace_period={self.scheduler.grace_period} must be a multiple of "
@@ -132,6 +144,11 @@ class SweepConfig(JobConfig):
             raise ValueError(f"every PPO actor needs num_cpus or num_gpus > 0 to be placed in a trial; "
                              f"{empty[0]} has neither")
         return self
+
+    @property
+    def quality(self) -> str:
+        """The validation figure the trials are judged on (`eval/<quality>` in the PPO engine's reports)."""
+        return QUALITY[self.judge_by]
 
     @property
     def metric(self) -> str:

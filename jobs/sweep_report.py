@@ -1,5 +1,6 @@
-"""The sweep's report: trials table (JSON + CSV), Pareto front of held-out quality vs KL, plots, and the
-chosen trial's settings as a PPO config YAML. Every file is written to a temp name and renamed into place."""
+"""The sweep's report: trials table (JSON + CSV), Pareto front of validation quality vs KL, plots, the chosen
+trial's settings as a PPO config YAML, and — measured after the choice — the chosen trial's test-split utility.
+Every file is written to a temp name and renamed into place."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.sweep_config import SweepConfig, trial_config
+from jobs.ppo import PPOConfig
+from jobs.sweep_config import REPORT_SPLIT, SweepConfig, trial_config
 from rlhf_ray.config import dump_config
 from rlhf_ray.evaluation.trials import TrialOutcome, assess, choose, figures_from_report
 
 BEST_CONFIG = "best_ppo.yaml"
 PLOTS = ("reward_vs_quality.png", "pareto.png", "curves.png")
+TEST_NOTE = (f"the chosen trial's policy, measured once on the {REPORT_SPLIT} split with the world's oracle after the "
+             "choice was made; not used for choosing")
+# Measures a chosen trial: (its PPO settings, its exported policy dir) → {"true_utility", "prompts", "answers"}.
+Measure = Callable[[PPOConfig, str], dict[str, float]]
 
 
 def _write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
@@ -118,8 +124,11 @@ def _plot(outcomes: Sequence[TrialOutcome], quality: str, disqualifying: set[str
     save(figure, PLOTS[2])
 
 
-def write_report(config: SweepConfig, outcomes: Sequence[TrialOutcome], out: Path) -> dict[str, Any]:
-    """Assess the trials, choose one, and write trials.json/csv, the plots, best_ppo.yaml and report.json."""
+def write_report(config: SweepConfig, outcomes: Sequence[TrialOutcome], out: Path,
+                 measure: Measure | None = None) -> dict[str, Any]:
+    """Assess the trials, choose one on validation, and write trials.json/csv, the plots, best_ppo.yaml and
+    report.json. With `measure`, the chosen trial's exported policy (`trials/<id>/summary.json`) is then measured
+    once on the test split: `chosen/test_true_utility`, labelled in `test_split` as not used for choosing."""
     quality = config.quality
     assessed = assess(outcomes, quality, config.hacking.thresholds())
     chosen, reason = choose(assessed, quality, config.hacking.disqualify)
@@ -148,6 +157,11 @@ def write_report(config: SweepConfig, outcomes: Sequence[TrialOutcome], out: Pat
         report.update(chosen_trial=best.trial_id, chosen_params=dict(best.params), best_config=str(out / BEST_CONFIG),
                       **{f"chosen/{key}": value for key, value in best.end.items()},
                       **{f"chosen/start_{key}": value for key, value in best.start.items()})
+        if measure is not None:
+            exported = json.loads((out / "trials" / best.trial_id / "summary.json").read_text())["policy_dir"]
+            tested = measure(settings, exported)
+            report.update({f"chosen/{REPORT_SPLIT}_true_utility": tested["true_utility"]},
+                          test_split={"prompts": tested["prompts"], "answers": tested["answers"], "note": TEST_NOTE})
     _write_atomic(out / "report.json",
                   lambda stream: stream.write(json.dumps(report, indent=2, default=str).encode()))
     return report

@@ -1,5 +1,8 @@
 """`rlhf-ray train-rm`: a Bradley–Terry reward model on curated preference pairs (Ray Train), evaluated on
-held-out pairs against the world's hidden truth (simulation only): accuracy, calibration, length bias."""
+held-out pairs against the world's hidden truth (simulation only): accuracy, calibration, length bias.
+
+`role: judge` trains a judge instead of a reward: the same model on the judge set's pairs (annotator labels on
+validation prompts), registered in lineage as a `judge-model`; it judges sweeps and gates, never trains a policy."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -62,6 +65,8 @@ class TrainRMConfig(JobConfig):
     train: RewardTrainSection = RewardTrainSection()
     scaling: ScalingSection = ScalingSection()
     resume_from: str | None = None
+    role: Literal["reward", "judge"] = Field("reward", description="reward: the policy's reward model; judge: a "
+                                             "judge of policies (sweeps, gates), trained on the judge set")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +108,8 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     registry, parents = preference_lineage(config, curate_report, base)
     evaluation = {k.removeprefix("heldout_"): v for k, v in result.metrics.items() if k.startswith("heldout_")}
     settings = config.model_dump(mode="json", include={"train", "seed"})
-    artifact = registry.register("reward-model", f"rm-seed-{config.seed}", directory_digest(model_dir),
+    kind, name = ("judge-model", "judge") if config.role == "judge" else ("reward-model", "rm")
+    artifact = registry.register(kind, f"{name}-seed-{config.seed}", directory_digest(model_dir),
                                  parents=parents, config=settings, metrics=evaluation, uri=model_dir)
     Path(config.output_dir, "evaluation.json").write_text(json.dumps(evaluation, indent=2, sort_keys=True))
     return {"reward_model_dir": model_dir, "reward_model_id": artifact.id, "checkpoint": result.checkpoint.path,

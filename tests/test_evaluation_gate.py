@@ -18,7 +18,9 @@ from rlhf_ray.evaluation.gate import (
     WinRate,
     bootstrap_interval,
     gate_verdict,
+    non_inferior,
     policy_figures,
+    superior,
     wilson_interval,
     win_rate,
 )
@@ -98,7 +100,7 @@ def test_gate_passes_a_better_candidate_and_names_every_failed_check() -> None:
     passed = gate_verdict(_figures(), _figures(fpy=0.55), GOOD_WIN, thresholds)
     assert passed.verdict == "pass" and passed.failed_checks == []
     failing = {
-        "win_rate": (_figures(), WinRate(10, 28, 2, 0.275, 0.16, 0.42, "wilson"), {}),
+        "non_inferiority": (_figures(), WinRate(10, 28, 2, 0.275, 0.16, 0.42, "wilson"), {}),
         "first_pass_yield": (_figures(fpy=0.40), GOOD_WIN, {}),
         "safety_misses": (_figures(misses=1), GOOD_WIN, {}),
         "mean_words": (_figures(words=46.0), GOOD_WIN, {}),
@@ -113,6 +115,47 @@ def test_gate_passes_a_better_candidate_and_names_every_failed_check() -> None:
     report = gate_verdict(_figures(), _figures(), GOOD_WIN, thresholds, {"length_drift": "x1.6"}).to_dict()
     assert report["verdict"] == "pass" and report["hacking_flags"] == {"length_drift": "x1.6"}
     json.dumps(report, allow_nan=False)
+
+
+def _wilson_wins(wins: int, n: int = 100) -> WinRate:
+    low, high = wilson_interval(wins, n)
+    return WinRate(wins, n - wins, 0, wins / n, low, high, "wilson")
+
+
+def test_non_inferiority_and_superiority_by_hand() -> None:
+    """Wilson lower bounds worked by hand (z = 1.959964, z² = 3.841459, n = 100, so z²/n = 0.0384146, z/(1+z²/n) =
+    1.887458, z²/4n² = 0.0000960):
+        55/100: centre = (0.55 + 0.0192073)/1.0384146 = 0.548150, half = 1.887458·√(0.002475 + 0.0000960) = 0.095704
+                → lower = 0.452446
+        60/100: centre = (0.60 + 0.0192073)/1.0384146 = 0.596301, half = 1.887458·√(0.0024 + 0.0000960) = 0.094298
+                → lower = 0.502003
+        50/100: centre = 0.5, half = 1.887458·√(0.0025 + 0.0000960) = 0.096168 → lower = 0.403832
+    δ = 0.05 asks lower ≥ 0.45: 55 wins are non-inferior but not superior, 60 are both, 50 neither."""
+    even, slightly_ahead, ahead = _wilson_wins(50), _wilson_wins(55), _wilson_wins(60)
+    assert slightly_ahead.lower == pytest.approx(0.452446, abs=1e-6)
+    assert ahead.lower == pytest.approx(0.502003, abs=1e-6)
+    assert even.lower == pytest.approx(0.403832, abs=1e-6)
+    assert (non_inferior(slightly_ahead, 0.05), superior(slightly_ahead)) == (True, False)
+    assert (non_inferior(ahead, 0.05), superior(ahead)) == (True, True)
+    assert (non_inferior(even, 0.05), superior(even)) == (False, False)
+    assert not non_inferior(slightly_ahead, 0.04)  # 0.4524 < 0.46
+    assert non_inferior(even, 0.1)  # 0.4038 ≥ 0.40
+    boundary = WinRate(45, 55, 0, 0.45, 0.45, 0.55, "wilson")
+    assert non_inferior(boundary, 0.05) and not superior(WinRate(50, 50, 0, 0.5, 0.5, 0.6, "wilson"))
+    with pytest.raises(ValueError, match=r"margin must be in \[0, 0.5\]; got 0.6"):
+        non_inferior(ahead, 0.6)
+
+    # In the verdict: the check's limit is 0.5 − δ; superiority is reported, and a check only when required.
+    result = gate_verdict(_figures(), _figures(), slightly_ahead, GateThresholds(non_inferiority_margin=0.05))
+    check = next(c for c in result.checks if c.name == "non_inferiority")
+    assert (check.value, check.limit, check.passed) == (pytest.approx(0.452446, abs=1e-6), 0.45, True)
+    assert result.verdict == "pass" and result.superior is False and result.to_dict()["superior"] is False
+    required = gate_verdict(_figures(), _figures(), slightly_ahead, GateThresholds(require_superiority=True))
+    assert required.failed_checks == ["superiority"]
+    assert gate_verdict(_figures(), _figures(), ahead, GateThresholds(require_superiority=True)).passed
+    assert gate_verdict(_figures(), _figures(), even, GateThresholds()).failed_checks == ["non_inferiority"]
+    with pytest.raises(ValidationError, match="non_inferiority_margin"):
+        GateThresholds(non_inferiority_margin=0.7)
 
 
 def test_gate_thresholds_reject_unknown_flags_and_keys() -> None:
@@ -173,8 +216,10 @@ def test_evaluate_gates_the_sft_policy_against_the_untrained_model(trained_polic
     assert summary["loop_latency/trained_to_gated"] > 0
     report = json.loads(Path(summary["report"]).read_text())
     assert report["judge"] == trained_policy["rm"]["reward_model_id"] and len(report["examples"]) == 3
-    assert {c["name"] for c in report["checks"]} >= {"win_rate", "first_pass_yield", "safety_misses", "mean_words",
-                                                     "tokens_per_accepted", "hacking:reward_up_quality_down"}
+    assert {c["name"] for c in report["checks"]} >= {"non_inferiority", "first_pass_yield", "safety_misses",
+                                                     "mean_words", "tokens_per_accepted",
+                                                     "hacking:reward_up_quality_down"}
+    assert report["split"] == "validation" and report["superior"] == (summary["gate/win_rate_lower"] > 0.5)
     registry = LineageRegistry(summary["lineage_root"])
     event = registry.events(summary["candidate_id"])[-1]
     assert event.event == "gate" and event.seq == summary["gate_event"]
@@ -184,14 +229,32 @@ def test_evaluate_gates_the_sft_policy_against_the_untrained_model(trained_polic
     assert "gate/win_rate" in lines[-2]["metrics"] and lines[-1]["verdict"] == summary["verdict"]
 
     # the other way round, judged by the world's hidden utility: the untrained model must not ship
-    reverse = run(_job_config(trained_policy, world_assets, tmp_path / "reverse", judge_path=None, prompts=8,
+    reverse = run(_job_config(trained_policy, world_assets, tmp_path / "reverse", judge_by="oracle", judge_path=None,
+                              prompts=8,
                               candidate_path=world_assets["model"], incumbent_path=trained_policy["sft"]["model_dir"]))
-    assert reverse["verdict"] == "fail" and "win_rate" in reverse["failed_checks"]
+    assert reverse["verdict"] == "fail" and "non_inferiority" in reverse["failed_checks"]
     assert reverse["judge"] == "world-utility" and np.isfinite(reverse["gate/win_rate"])
 
 
 def test_evaluate_without_policies_is_a_one_line_error(capsys) -> None:
     from jobs.cli import main
 
-    assert main(["evaluate", "--incumbent", "somewhere", "wandb.mode=disabled"]) == 1
+    assert main(["evaluate", "--incumbent", "somewhere", "--judge", "judge", "wandb.mode=disabled"]) == 1
     assert "evaluate needs --candidate DIR and --incumbent DIR" in capsys.readouterr().err
+
+
+def test_the_judge_rm_is_the_default_judge_and_the_oracle_is_asked_for_by_name(capsys) -> None:
+    """No judge path with the default `judge_by: judge_rm` fails before any Ray work, naming the field; the world's
+    hidden utility judges only when the config says `oracle`, and never beside a judge path."""
+    from jobs.cli import main
+    from jobs.evaluate import GATE_SPLIT, EvaluateConfig
+    from rlhf_ray.config import ConfigError, load_config
+
+    assert main(["evaluate", "--candidate", "c", "--incumbent", "i", "wandb.mode=disabled"]) == 2
+    err = capsys.readouterr().err
+    assert "judge_by='judge_rm' needs judge_path" in err and "--judge DIR" in err
+    assert EvaluateConfig(judge_by="oracle").judge_path is None
+    assert EvaluateConfig(judge_path="j").judge_by == "judge_rm"
+    with pytest.raises(ConfigError, match=r"judge_by='oracle' .* judge_path='j' is set too"):
+        load_config(EvaluateConfig, None, ["judge_by=oracle", "judge_path=j"])
+    assert GATE_SPLIT == "validation"  # the gate chooses; the test split is read only after every choice

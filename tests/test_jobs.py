@@ -14,6 +14,7 @@ import pytest
 
 from jobs.cli import JOBS, main
 from rlhf_ray.algos.phrases import load_phrase_list
+from rlhf_ray.inputs.world import WorldConfig, WorldPromptSource
 from rlhf_ray.lineage import LineageRegistry
 
 TINY = ["world.num_prompts=60", "world.population.num_users=30", "world.population.num_annotators=6",
@@ -121,7 +122,7 @@ TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2"
                  "canary.simulation.max_tokens=16", "gates.min_rm_accuracy=0.0", *TINY_DATA_GATE]
 # Two PPO iterations cannot beat the SFT model: a gate that only refuses a clearly worse candidate lets the
 # loop reach its canary.
-LENIENT_GATE = ["gate.thresholds.min_win_rate_lower=0.0", "gate.thresholds.max_yield_drop=1.0",
+LENIENT_GATE = ["gate.thresholds.non_inferiority_margin=0.5", "gate.thresholds.max_yield_drop=1.0",
                 "gate.thresholds.max_length_ratio=10", "gate.thresholds.max_cost_ratio=100",
                 "gate.thresholds.disqualifying_flags=[]", "gate.thresholds.max_extra_safety_misses=100"]
 
@@ -213,8 +214,8 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
 
     # The training stages: SFT from the init model, then RM and DPO from the SFT model, on the curated pairs,
     # then PPO from the SFT model against the RM.
-    assert summary["stages"] == ["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo", "ppo", "gate",
-                                 "canary"]
+    assert summary["stages"] == ["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "train-judge", "dpo",
+                                 "ppo", "gate", "canary"]
     assert summary["sft_heldout_loss"] < summary["sft_heldout_loss_before"] and summary["sft_epochs"] == 1
     assert summary["sft_model_dir"] == str(out / "sft" / "model") != summary["model_dir"]
     assert 0 <= summary["rm_heldout_accuracy"] <= 1 and 0 <= summary["rm_heldout_ece"] <= 1
@@ -237,12 +238,30 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     assert ppo_chain[:2] == [summary["sft_model_id"], summary["reward_model_id"]]
     assert {summary["pairs_id"], summary["shards_id"]} <= set(ppo_chain)
 
-    # The offline gate judged the PPO candidate against the SFT model (a lineage event on the candidate), then
-    # the canary served both to simulated users and captured their feedback among the feedback shards.
+    # The judge RM: the judge set (annotator pairs on validation prompts) through its own ingest and curate, then
+    # train-rm's code on the SFT backbone; a `judge-model` in lineage whose data is the judge set, not the feedback.
+    registry = LineageRegistry(summary["lineage_root"])
+    judge = registry.get(summary["judge_model_id"])
+    assert judge.kind == "judge-model" and summary["judge_model_dir"] == str(out / "judge/reward_model/reward_model")
+    assert summary["judge_pairs"] > 0 and summary["judge_pairs_id"] != summary["pairs_id"]
+    assert judge.parents == (summary["sft_model_id"], summary["judge_pairs_id"])
+    assert registry.get(summary["judge_pairs_id"]).parents == (summary["judge_dataset_id"],)
+    assert registry.get(summary["judge_dataset_id"]).parents == (summary["judge_shards_id"],) != (summary["shards_id"],)
+    assert 0 <= summary["judge_heldout_accuracy"] <= 1 and summary["judge_epochs"] == 1
+
+    # The offline gate judged the PPO candidate against the SFT model on validation prompts, the judge RM judging
+    # (a lineage event on the candidate), then the canary served both to simulated users and captured their feedback
+    # among the feedback shards.
     assert summary["gate_verdict"] == "pass" and summary["gate_candidate_id"] == summary["ppo_policy_id"]
-    gate_events = [e for e in LineageRegistry(summary["lineage_root"]).events(summary["ppo_policy_id"])
-                   if e.event == "gate"]
+    assert summary["gate_judge"] == summary["judge_model_id"] != "world-utility"
+    gate_report = json.loads((out / "gate" / "gate.json").read_text())
+    assert gate_report["judge"] == summary["judge_model_id"] and gate_report["split"] == "validation"
+    assert isinstance(gate_report["superior"], bool) and "gate/superior" in summary
+    validation = {p.text for p in WorldPromptSource(WorldConfig(num_prompts=60), 0).split("validation")}
+    assert gate_report["examples"] and {e["prompt"] for e in gate_report["examples"]} <= validation
+    gate_events = [e for e in registry.events(summary["ppo_policy_id"]) if e.event == "gate"]
     assert gate_events and gate_events[-1].payload["verdict"] == "pass"
+    assert gate_events[-1].payload["judge"] == summary["judge_model_id"]
     # The operator promoted the canary (the admin API, the thread above): the candidate is the incumbent now.
     assert promoted == [200], promoted
     assert (summary["canary_decision"], summary["canary_decision_source"]) == ("promote", "admin")
@@ -282,7 +301,7 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
              ["quarantine_rate", "fleiss_kappa"], 3),
             (["gates.min_rm_accuracy=1.0", "gates.max_rm_length_correlation=-1.0"], "train-rm", "reward_model",
              ["length_correlation_at_equal_utility"], 6),
-            (["gate.thresholds.min_win_rate_lower=1.0"], "gate", "offline", ["win_rate"], 8)):
+            (["gate.thresholds.require_superiority=true"], "gate", "offline", ["superiority"], 9)):
         assert main([*args, "iterations=2", *strict]) == 0
         logs = capsys.readouterr()
         stopped = _last_json_line(logs.out)
@@ -364,15 +383,17 @@ def test_loop_sweep_stage_chooses_the_ppo_settings_and_is_a_lineage_parent_of_th
     """With `sweep` listed, Ray Tune tries the search space on the iteration's reward model under ASHA, PPO trains
     with the chosen settings, and the policy's lineage names the sweep (and through it, every trial).
 
-    The trials run one after the other, held-out figures every iteration, and answer at eval temperature 50
+    The trials run one after the other, validation figures every iteration, and answer at eval temperature 50
     (random tokens): the first, in 4 tokens, scores ≈ 0 true utility; the second, in up to 128, pays the
-    verbosity cost far beyond any prompt's ideal length, so ASHA stops it at its first rung (iteration 1 of 2)."""
+    verbosity cost far beyond any prompt's ideal length, so ASHA stops it at its first rung (iteration 1 of 2).
+    A simulation study: the world's hidden utility judges the trials (`judge_by: oracle`), on validation; the
+    chosen trial's test-split utility is read once, after the choice."""
     out = tmp_path / "loop"
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
             *TINY_TRAINING, "stages=[simulate,ingest,curate,init-model,sft,train-rm,sweep,ppo]", "iterations=1",
             "sweep.search_space={rollout.max_new_tokens: {grid: [4, 128]}, eval_temperature: {grid: [50.0]}}",
             "sweep.scheduler.kind=asha", "sweep.scheduler.grace_period=1", "sweep.max_concurrent_trials=1",
-            "ppo.eval_every=1", "sweep.trial_iterations=2", "sweep.hacking.disqualify=[]"]
+            "ppo.eval_every=1", "sweep.trial_iterations=2", "sweep.hacking.disqualify=[]", "sweep.judge_by=oracle"]
     assert main(args) == 0
     summary = _last_json_line(capsys.readouterr().out)
     assert summary["sweep_num_trials"] == 2 and Path(summary["sweep_best_config"]).exists()
@@ -381,6 +402,9 @@ def test_loop_sweep_stage_chooses_the_ppo_settings_and_is_a_lineage_parent_of_th
     assert (trials[4]["status"], trials[4]["iterations"]) == ("completed", 2), trials
     assert (trials[128]["status"], trials[128]["iterations"]) == ("stopped", 1), trials  # ASHA stopped it early
     assert summary["sweep_chosen_params"] == {"rollout.max_new_tokens": 4, "eval_temperature": 50.0}
+    report = json.loads((out / "sweep" / "report.json").read_text())
+    assert report["chosen/test_true_utility"] == summary["sweep_chosen/test_true_utility"]
+    assert "not used for choosing" in report["test_split"]["note"] and report["test_split"]["prompts"] == 4
     registry = LineageRegistry(summary["lineage_root"])
     policy = registry.get(summary["ppo_policy_id"])
     assert policy.config["rollout"]["max_new_tokens"] == 4 and summary["sweep_id"] in policy.parents
@@ -412,10 +436,44 @@ def test_loop_stages_read_the_outputs_of_their_input_stages() -> None:
     assert stages.sft.model_path == stages.model.model_dir
     assert stages.reward_model.model_path == stages.dpo.model_path == stages.dpo.reference_path == "runs/x/sft/model"
     assert stages.reward_model.pairs == stages.dpo.pairs == stages.curate.output_dir
-    assert {s.lineage.root for s in stages if s is not None} == {"runs/x/lineage"}
-    assert stages.sweep is None  # not listed
+    jobs = [s for s in stages if s is not None and s is not stages.judge]
+    assert {s.lineage.root for s in [*jobs, stages.judge.ingest, stages.judge.curate, stages.judge.reward_model]} == {
+        "runs/x/lineage"}
+    assert stages.sweep is None and stages.gate is None  # not listed
+    # The judge RM: the judge set through its own ingest and curate, then train-rm's code on the SFT backbone, with
+    # the reward model's settings but one epoch; it never learns a phrase list (that is the policy's penalty).
+    judge = stages.judge
+    assert judge.ingest.input == "runs/x/feedback/judge/shards" != stages.ingest.input
+    assert judge.curate.input == judge.ingest.output_dir == "runs/x/judge/dataset"
+    assert judge.curate.gold == "runs/x/feedback/judge/gold/gold_items.jsonl" and not judge.curate.phrases.enabled
+    assert (judge.reward_model.model_path, judge.reward_model.pairs, judge.reward_model.role) == (
+        "runs/x/sft/model", judge.curate.output_dir, "judge")
+    assert judge.reward_model.train.epochs == 1 and judge.reward_model.train.lr == stages.reward_model.train.lr
     swept = stage_configs(LoopConfig(output_dir="runs/x", stages=[*STAGES]))
     assert swept.sweep.output_dir == "runs/x/sweep" and swept.sweep.ppo.model_path == swept.ppo.model_path
+    # The gate, the sweep and PPO's validation figures are judged by the judge RM (the default `judge_by`).
+    judge_model = "runs/x/judge/reward_model/reward_model"
+    assert "train-judge" in LoopConfig().stages and swept.gate.judge_by == swept.sweep.judge_by == "judge_rm"
+    assert swept.gate.judge_path == swept.ppo.judge_model_path == swept.sweep.ppo.judge_model_path == judge_model
+    assert swept.sweep.metric == "eval/judge_reward"
+    own = stage_configs(LoopConfig(output_dir="runs/x", stages=["simulate", "ingest", "curate", "init-model", "sft",
+                                                                "train-rm", "ppo", "gate"], gate={"judge_path": "j"}))
+    assert own.gate.judge_path == "j" and own.ppo.judge_model_path is None
+    oracle = stage_configs(LoopConfig(output_dir="runs/x", gate={"judge_by": "oracle"}))
+    assert oracle.gate.judge_by == "oracle" and oracle.gate.judge_path is None
+
+
+def test_a_loop_gate_or_sweep_judged_by_a_judge_rm_needs_one(tmp_path: Path, capsys) -> None:
+    """Judged by the judge RM (the default) with no train-judge stage and no judge path: a config error naming the
+    field, before anything runs."""
+    without_judge = "stages=[simulate,ingest,curate,init-model,sft,train-rm,ppo,gate]"
+    assert main(["loop", f"output_dir={tmp_path}", without_judge]) == 2
+    err = capsys.readouterr().err
+    assert "gate.judge_by='judge_rm' needs a judge reward model" in err and "'train-judge'" in err
+    swept = "stages=[simulate,ingest,curate,init-model,sft,train-rm,sweep,ppo]"
+    assert main(["loop", f"output_dir={tmp_path}", swept]) == 2
+    assert "sweep.judge_by='judge_rm' needs the judge reward model" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_lineage_of_unknown_id_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

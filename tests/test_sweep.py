@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -22,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(**overrides) -> SweepConfig:
-    return SweepConfig.model_validate(overrides)
+    """A sweep judged by a judge RM (the default `judge_by`) at a path of its own unless `ppo` says otherwise."""
+    return SweepConfig.model_validate({**overrides, "ppo": {"judge_model_path": "judge", **overrides.get("ppo", {})}})
 
 
 def test_search_space_keys_are_checked_against_the_ppo_schema() -> None:
@@ -32,6 +34,8 @@ def test_search_space_keys_are_checked_against_the_ppo_schema() -> None:
         _config(search_space={"kl.coef": {"grid": [-1.0]}})
     with pytest.raises(ValueError, match="cannot change 'output_dir'"):
         _config(search_space={"output_dir": {"grid": ["x"]}})
+    with pytest.raises(ValueError, match="cannot change 'eval_split'"):  # trials are compared on validation only
+        _config(search_space={"eval_split": {"grid": ["validation", "test"]}})
     with pytest.raises(ValueError, match="exactly one of grid, choice, uniform, loguniform"):
         _config(search_space={"kl.coef": {"grid": [0.1], "uniform": [0.0, 1.0]}})
     with pytest.raises(ValueError, match="low < high"):
@@ -45,8 +49,16 @@ def test_search_space_keys_are_checked_against_the_ppo_schema() -> None:
 def test_scheduler_and_judge_settings_are_checked() -> None:
     with pytest.raises(ValueError, match=r"grace_period=3 must be a multiple of ppo\.eval_every=2"):
         _config(ppo={"eval_every": 2}, scheduler={"grace_period": 3})
-    with pytest.raises(ValueError, match=r"needs ppo\.judge_model_path"):
-        _config(quality="judge_reward")
+    # judged by the judge RM by default: without its path, a config error naming the field
+    with pytest.raises(ValueError, match=r"judge_by='judge_rm' needs ppo\.judge_model_path \(--judge-model DIR"):
+        _config(ppo={"judge_model_path": None})
+    assert _config().metric == "eval/judge_reward"
+    # the world's hidden utility judges only when asked for, only the world's prompts, and only on validation
+    assert _config(judge_by="oracle", ppo={"judge_model_path": None}).metric == "eval/true_utility"
+    with pytest.raises(ValueError, match=r"judge_by='oracle' reads the world's hidden utility, but ppo\.prompts"):
+        _config(judge_by="oracle", ppo={"prompts": {"train": "t.jsonl", "validation": "v.jsonl"}})
+    with pytest.raises(ValueError, match=r"ppo\.eval_split='test': a sweep chooses on 'validation'"):
+        _config(judge_by="oracle", ppo={"eval_split": "test", "judge_model_path": None})
     with pytest.raises(ValueError, match="needs num_cpus or num_gpus > 0"):
         _config(ppo={"reference_num_cpus": 0.0})
 
@@ -54,9 +66,10 @@ def test_scheduler_and_judge_settings_are_checked() -> None:
 def test_every_config_file_loads_and_the_trials_fit_two_cores() -> None:
     config = load_config(SweepConfig, ROOT / "configs" / "sweep.yaml")
     bundles = trial_bundles(config)
-    assert bundles[0] == {"CPU": config.trial_cpus} and len(bundles) == 1 + 2 + 1 + 1 + 1  # driver, 2 rollout, ...
+    # driver, 2 rollout workers, learner, reward scorer, reference, judge RM
+    assert bundles[0] == {"CPU": config.trial_cpus} and len(bundles) == 1 + 2 + 1 + 1 + 1 + 1
     check_fits(config, {"CPU": 2.0})
-    with pytest.raises(SweepError, match=r"2 concurrent trial\(s\) × 1.3 CPU \+ 0.2 for prompt sampling"):
+    with pytest.raises(SweepError, match=r"2 concurrent trial\(s\) × 1.4 CPU \+ 0.2 for prompt sampling"):
         check_fits(config.model_copy(update={"max_concurrent_trials": 2}), {"CPU": 2.0})
 
 
@@ -68,6 +81,39 @@ def test_trial_config_applies_the_trial_settings_and_resumes_from_its_checkpoint
     (tmp_path / "t1" / "checkpoints").mkdir(parents=True)
     (tmp_path / "t1" / "checkpoints" / "latest").write_text("iter-000002")
     assert trial_config(base, {}, tmp_path / "t1").resume
+
+
+def test_the_chosen_trial_is_measured_once_on_the_test_split_after_the_choice(tmp_path: Path) -> None:
+    """The report chooses on validation quality; only then is the chosen trial's exported policy measured, once, on
+    the test split, and that figure is labelled as not used for choosing. It cannot change the choice: the trial
+    with the best validation figure wins even when another would score higher on test."""
+    from jobs.sweep_report import TEST_NOTE, write_report
+    from rlhf_ray.evaluation.trials import TrialOutcome
+
+    config = _config(ppo={"model_path": "sft"}, search_space={"kl.coef": {"grid": [0.05, 0.2]}})
+    start = {"reward": 0.0, "judge_reward": 0.0, "words": 20.0, "canned_rate": 0.0}
+    outcomes = [TrialOutcome(f"trial-{coef}", {"kl.coef": coef}, "completed", 4, start,
+                             {"reward": 0.1, "judge_reward": judged, "words": 20.0, "canned_rate": 0.0}, kl=0.1)
+                for coef, judged in ((0.05, 0.3), (0.2, 0.6))]
+    for outcome in outcomes:
+        (tmp_path / "trials" / outcome.trial_id).mkdir(parents=True)
+        (tmp_path / "trials" / outcome.trial_id / "summary.json").write_text(
+            json.dumps({"policy_dir": f"/policies/{outcome.trial_id}"}))
+    calls = []
+
+    def measure(settings: PPOConfig, policy_dir: str) -> dict[str, float]:
+        calls.append((settings.kl.coef, policy_dir))
+        return {"true_utility": 0.42, "prompts": 8, "answers": 16}
+
+    report = write_report(config, outcomes, tmp_path, measure)
+    assert report["chosen_trial"] == "trial-0.2" and report["chosen/judge_reward"] == 0.6  # chosen on validation
+    assert calls == [(0.2, "/policies/trial-0.2")]  # once, the chosen trial's own settings and policy
+    assert report["chosen/test_true_utility"] == 0.42
+    assert report["test_split"] == {"prompts": 8, "answers": 16, "note": TEST_NOTE} and "not used for choosing" in (
+        TEST_NOTE)
+    assert json.loads((tmp_path / "report.json").read_text())["chosen/test_true_utility"] == 0.42
+    # without an oracle (a user's prompts) nothing is read on test
+    assert "chosen/test_true_utility" not in write_report(config, outcomes, tmp_path / "again")
 
 
 BIASED_WORLD = {"num_prompts": 200, "population": {"verbosity_bias_range": [0.5, 0.8]}}
@@ -120,9 +166,10 @@ def test_four_trial_sweep_reports_flags_the_hack_and_writes_a_loadable_config(
     from jobs.sweep import run
 
     out = tmp_path / "sweep"
+    # a simulation study: the world's hidden utility judges (on validation) whether the length hack is a hack
     overrides = [*_sweep_overrides(trained_policy["sft"]["model_dir"], verbose_rm, out),
                  "search_space={kl.coef: {grid: [0.01, 0.1]}, reward.verbosity_coef: {grid: [0.0, 2.0]}}",
-                 "scheduler.kind=fifo"]
+                 "scheduler.kind=fifo", "judge_by=oracle", "ppo.judge_model_path=null"]
     summary = run(load_config(SweepConfig, ROOT / "configs" / "sweep.yaml", overrides))
 
     assert summary["num_trials"] == 4
@@ -144,6 +191,8 @@ def test_four_trial_sweep_reports_flags_the_hack_and_writes_a_loadable_config(
     assert best.kl.coef == chosen["param/kl.coef"] and best.reward.verbosity_coef == chosen[
         "param/reward.verbosity_coef"]
     assert not best.resume and best.model_path == trained_policy["sft"]["model_dir"]
+    # after the choice, the chosen trial's policy on the test split, once
+    assert np.isfinite(summary["chosen/test_true_utility"]) and summary["test_split"]["prompts"] == 16
     # wandb: one offline run per trial through Tune's callback
     assert len(list((out / "wandb").rglob("offline-run-*"))) >= 4
 
@@ -157,6 +206,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
     out = tmp_path / "sweep"
     rm = trained_policy["rm"]["reward_model_dir"]
     overrides = [*_sweep_overrides(trained_policy["sft"]["model_dir"], rm, out), "ppo.iterations=2",
+                 "judge_by=oracle", "ppo.judge_model_path=null",
                  "search_space={reward.verbosity_coef: {grid: [0.0, 1.0]}}", "scheduler.kind=fifo",
                  "wandb.mode=disabled", "ray.address=local", "ray.num_cpus=2"]
     command = [sys.executable, "-m", "jobs.cli", "sweep", "--config", str(ROOT / "configs" / "sweep.yaml"),
