@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from rlhf_ray.governance import PiiMasker, Pseudonymizer
 from rlhf_ray.sim import ShardConfig
 
 KEY = "ab" * 32
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+# one reference time for both pipelines; simulate dates its events up to its own run time, so after that
+NOW = datetime.now(timezone.utc) + timedelta(minutes=5)
 
 
 class PeakMemory:
