@@ -4,6 +4,7 @@ reward side, the convex verbosity cost, and the seed's own boilerplate in what t
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from rlhf_ray.algos.penalties import verbosity_penalty
+from rlhf_ray.algos.phrases import PhraseSettings, learn_canned_phrases
 from rlhf_ray.sim import ShardConfig, ShardSpec, UtilityRanges, World, WorldConfig, true_utility
 from rlhf_ray.sim.catalog import (
     CLOSER_POOL,
@@ -131,6 +133,21 @@ def test_responses_and_feedback_use_the_seed_boilerplate(seed: int) -> None:
     seen = set().union(*map(_boilerplate_in, texts))
     assert seen == own  # every phrase of the seed's list shows up, and no other pool phrase ever does
     assert set(world.corpus(samples_per_prompt=1)) >= own
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_phrase_list_learned_from_the_world_finds_its_seed_phrases_only(seed: int) -> None:
+    """What `rlhf-ray curate` does to feedback, here on pairs the hidden utility orders: the learned list has some of
+    this seed's boilerplate to find, and none of the pool phrases another seed would use."""
+    world = World(WorldConfig(num_prompts=600), seed)
+    pairs = [p for split in ("validation", "test") for p in truth_pairs(world, per_prompt=8, split=split)]
+    learned = [row["phrase"] for row in learn_canned_phrases([p["rejected"] for p in pairs],
+                                                             [p["chosen"] for p in pairs], PhraseSettings())]
+    words = {phrase: " ".join(re.findall(r"[a-z']+", phrase)) for phrase in POOL}
+    own = [words[p] for p in world.canned_phrases]
+    others = [w for p, w in words.items() if p not in world.canned_phrases]
+    assert any(phrase in text for phrase in learned for text in own), learned
+    assert not any(phrase in text for phrase in learned for text in others), learned
 
 
 def test_pool_phrases_never_overlap_each_other_or_the_catalogue() -> None:
