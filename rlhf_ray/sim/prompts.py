@@ -33,7 +33,8 @@ class PromptSpec:
 
     `facts` and `unsafe` are part of the hidden world: training code sees only `text`. `items[k]` fills the
     slot of `templates[k]`, the phrasing of `intents[k]`; `slice` is "seen_intent" or (validation and test only)
-    "novel_intent".
+    "novel_intent". `ideal_words` is hidden too: the sum over its intents of the shortest complete answer plus the
+    intent's slack drawn per world seed.
     """
 
     prompt_id: str
