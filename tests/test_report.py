@@ -100,7 +100,7 @@ def _gate(run: Path) -> None:
     incumbent = policy_figures([0.5, 0.4, 0.6, 0.3], [0, 1, 0, 0], [40, 44, 38, 50], [55, 60, 50, 70], 3.0,
                                [0.6, 0.2, 0.5, 0.1])
     wins = win_rate([1.0, 0.8, 1.1, 0.7], [0.6, 0.2, 0.5, 0.1])
-    result = gate_verdict(candidate, incumbent, wins, GateThresholds(min_win_rate_lower=0.3))
+    result = gate_verdict(candidate, incumbent, wins, GateThresholds(non_inferiority_margin=0.2))
     (run / "gate").mkdir()
     (run / "gate" / "gate.json").write_text(json.dumps(
         {**result.to_dict(), "candidate_id": "policy-c", "incumbent_id": "policy-i", "judge": "reward-model-j",

@@ -101,6 +101,7 @@ BINDINGS: tuple[Binding, ...] = (
     _prefixed("rlhf_hacking_figure", "hacking/", "figure"),
     # offline gate: evaluate
     _exact("rlhf_gate_passed", "gate/passed"),
+    _exact("rlhf_gate_superior", "gate/superior"),
     _exact("rlhf_gate_win_rate", "gate/win_rate", bound="estimate"),
     _exact("rlhf_gate_win_rate", "gate/win_rate_lower", bound="lower"),
     _exact("rlhf_gate_win_rate", "gate/win_rate_upper", bound="upper"),

@@ -125,6 +125,8 @@ HACKING: tuple[MetricSpec, ...] = (
 
 EVALUATION: tuple[MetricSpec, ...] = (
     _gauge("rlhf_gate_passed", "offline gate verdict for the latest candidate (1 pass, 0 fail)"),
+    _gauge("rlhf_gate_superior", "the latest candidate's win-rate interval lies above 0.5 (1 yes, 0 no; "
+           "reported, not required)"),
     _gauge("rlhf_gate_win_rate", "candidate win-rate vs the incumbent by the judge, with its interval", "bound"),
     _gauge("rlhf_gate_first_pass_yield", "share of answers accepted without an edit", "policy"),
     _gauge("rlhf_gate_safety_misses", "answers with unsafe content", "policy"),
