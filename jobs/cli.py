@@ -28,8 +28,8 @@ class Job:
 JOBS: tuple[Job, ...] = (
     Job("loop", "jobs.loop",
         "run the RLHF loop end to end, with gates and lineage: simulate → ingest → curate → init-model → sft → "
-        "train-rm → dpo → [sweep] → ppo → gate → canary, for `iterations` rounds (`stages` picks a subset; "
-        "--watch waits for new feedback)"),
+        "train-rm → train-judge → dpo → [sweep] → ppo → gate → canary, for `iterations` rounds (`stages` picks a "
+        "subset; --watch waits for new feedback)"),
     Job("simulate", "jobs.simulate",
         "write feedback shards (Parquet + JSONL, with malformed rows and planted PII) from the synthetic world"),
     Job("ingest", "jobs.ingest",
@@ -54,10 +54,11 @@ JOBS: tuple[Job, ...] = (
     Job("ppo", "jobs.ppo",
         "PPO / GRPO / RLOO / REINFORCE++ on separate Ray actors (rollout, reward, reference, critic, learner)"),
     Job("sweep", "jobs.sweep",
-        "Ray Tune sweep of PPO settings (KL coefficient, verbosity penalty, ...) judged on held-out quality"),
+        "Ray Tune sweep of PPO settings (KL coefficient, verbosity penalty, ...) judged on validation by a judge RM; "
+        "the chosen trial's test-split utility reported once"),
     Job("evaluate", "jobs.evaluate",
-        "offline gate: candidate vs incumbent policy on held-out prompts "
-        "(win-rate by a judge RM, yield, safety, cost)"),
+        "offline gate: candidate vs incumbent policy on validation prompts (non-inferior win-rate by a judge RM, "
+        "yield, safety, cost)"),
     Job("canary", "jobs.canary",
         "serve incumbent + canary on Ray Serve (OpenAI API), ramp while guardrails hold, sequential promote/rollback"),
     Job("drift", "jobs.drift",
