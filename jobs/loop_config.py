@@ -151,10 +151,10 @@ class GatesSection(StrictModel):
     max_quarantine_rate: float | None = Field(0.25, ge=0, le=1, description="quarantined / ingested rows")
     min_kappa_ratio: float | None = Field(
         0.3, ge=0, description="least Fleiss κ of the pairwise labels, as a share of the κ their annotators' gold "
-        "accuracies predict (curate's `expected_fleiss_kappa`). Measured at the quickstart's size (66–126 gold "
-        "labels, 40 world seeds): good data read 0.32–2.32 (the expected κ is noisy on so few gold labels); with 60% "
-        "of the non-gold labels replaced by coin flips, 31 of 40 fell below 0.3. 0.5 would catch 36 but fail 2 "
-        "good")
+        "accuracies predict (curate's `expected_fleiss_kappa`). `python benchmarks/gates.py --seeds 40` at the "
+        "quickstart's size (66–126 gold labels): good data read 0.32–2.32 (the expected κ is noisy on so few gold "
+        "labels); with 60% of the non-gold labels replaced by coin flips, 31 of 40 fell below 0.3. 0.5 would catch "
+        "36 but fail 2 good")
     min_gold_labels: int = Field(50, ge=1, description="gold labels the expected κ must rest on for "
                                  "min_kappa_ratio to judge; with fewer the check fails as unjudgeable")
     min_fleiss_kappa: float | None = Field(None, description="optional absolute floor on the pairwise labels' "
@@ -164,10 +164,10 @@ class GatesSection(StrictModel):
                                           "validation pairs, below every trained RM measured (biased ones 0.70)")
     max_rm_length_correlation: float | None = Field(
         0.3, description="reward–length correlation at equal utility (train-rm's "
-        "`heldout_length_correlation_at_equal_utility`). Measured on the quickstart world's validation pairs, seeds "
-        "0–2: unbiased rewards (the true utility itself, or it plus noise giving accuracy 0.87) read −0.04 to "
-        "+0.23; a reward adding half its spread per standard deviation of length +0.53 to +0.57 (a quarter: +0.25 "
-        "to +0.31, borderline); the README's RM trained on verbosity-biased annotators +0.73")
+        "`heldout_length_correlation_at_equal_utility`). `python benchmarks/gates.py --seeds 40` on the quickstart "
+        "world's validation pairs: unbiased rewards (the true utility itself, or it plus noise) read −0.09 to +0.24; "
+        "adding a quarter of an sd of reward per sd of length +0.25 to +0.42 (31 of 40 above 0.3), half +0.45 to "
+        "+0.62 (all above)")
 
 
 class WatchSection(StrictModel):
