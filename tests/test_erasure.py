@@ -76,10 +76,18 @@ class Subject:
                 "response": f"try {self.unique()} .", **fields}
 
 
+def _parsed(line: str) -> Any:
+    """A JSONL shard line, or None for one of the simulator's deliberately truncated rows."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
 def _template(shards: Path, signal_type: str) -> dict[str, Any]:
     path = sorted((shards / signal_type).glob("*"))[0]
     rows = (pq.read_table(path).to_pylist() if path.suffix == ".parquet"
-            else [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")])
+            else [_parsed(line) for line in path.read_text().splitlines()])
     row = next(r for r in rows if isinstance(r, dict) and r.get("actor_id"))
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
