@@ -67,6 +67,17 @@ def judge_model_dir(out: str) -> str:
     return f"{out}/judge/reward_model/reward_model"
 
 
+def _data_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, shards: str, gold: str, dataset: str,
+               curated: str, phrases: curate.PhrasesSection) -> tuple[ingest.IngestConfig, curate.CurateConfig]:
+    """Ingest of `shards` into `dataset` and curate of that into `curated` (gold items from `gold`), with the
+    loop's data-plane and annotation-QA sections: the feedback and the judge set go the same way."""
+    return (ingest.IngestConfig(input=shards, output_dir=dataset, pii=config.pii, pseudonyms=pseudonyms,
+                                residency=config.residency, task_cpus=config.task_cpus, **common),
+            curate.CurateConfig(input=dataset, gold=f"{gold}/gold_items.jsonl", output_dir=curated,
+                                consensus=config.consensus, adjudication=config.adjudication, health=config.health,
+                                pairs=config.pairs, active=config.active, phrases=phrases, **common))
+
+
 def _judge_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, sft_model: str) -> JudgeJobs:
     """The judge set (`<out>/feedback/judge/`, written by simulate) through ingest and curate into `<out>/judge/`,
     then a reward model on the SFT backbone with the reward model's settings (epochs from `judge_model`)."""
@@ -75,16 +86,13 @@ def _judge_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, sft
     settings = config.reward_model.model_dump()
     if config.judge_model.epochs is not None:
         settings["train"]["epochs"] = config.judge_model.epochs
+    # the canned-phrase list is the policy's penalty: a judge set learns none
+    ingested, curated = _data_jobs(config, common, pseudonyms, f"{judge_set}/shards", f"{judge_set}/gold",
+                                   f"{here}/dataset", f"{here}/curated", curate.PhrasesSection(enabled=False))
     return JudgeJobs(
         output_dir=here,
-        ingest=ingest.IngestConfig(input=f"{judge_set}/shards", output_dir=f"{here}/dataset", pii=config.pii,
-                                   pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
-                                   **common),
-        # the canned-phrase list is the policy's penalty: a judge set learns none
-        curate=curate.CurateConfig(input=f"{here}/dataset", gold=f"{judge_set}/gold/gold_items.jsonl",
-                                   output_dir=f"{here}/curated", consensus=config.consensus,
-                                   adjudication=config.adjudication, health=config.health, pairs=config.pairs,
-                                   active=config.active, phrases=curate.PhrasesSection(enabled=False), **common),
+        ingest=ingested,
+        curate=curated,
         reward_model=train_rm.TrainRMConfig(model_path=sft_model, pairs=f"{here}/curated",
                                             output_dir=f"{here}/reward_model", world=config.world, role="judge",
                                             **settings, **common))
@@ -145,13 +153,8 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
     return Stages(
         simulate.SimulateConfig(output_dir=f"{out}/feedback", world=config.world, shards=config.shards,
                                 task_cpus=config.task_cpus, **common),
-        ingest.IngestConfig(input=feedback_shards(out), output_dir=f"{out}/dataset", pii=config.pii,
-                            pseudonyms=pseudonyms, residency=config.residency, task_cpus=config.task_cpus,
-                            **common),
-        curate.CurateConfig(input=f"{out}/dataset", gold=f"{out}/feedback/gold/gold_items.jsonl",
-                            output_dir=curated, consensus=config.consensus, adjudication=config.adjudication,
-                            health=config.health, pairs=config.pairs, active=config.active,
-                            phrases=config.phrases, **common),
+        *_data_jobs(config, common, pseudonyms, feedback_shards(out), f"{out}/feedback/gold", f"{out}/dataset", curated,
+                    config.phrases),
         model,
         sft.SFTConfig(model_path=model.model_dir, output_dir=f"{out}/sft", world=config.world,
                       **config.sft.model_dump(), **common),
