@@ -109,17 +109,16 @@ def expected_agreement(labels: LabelSet, gold: Mapping[int, int]) -> dict[str, A
     answer is known (`gold`: gold questions, resolved adjudications), by `expected_fleiss_kappa`, with how many
     gold labels that rests on. An annotator without gold labels takes the pooled accuracy of all gold labels; with
     no gold label at all the expectation is undefined (None)."""
-    truth = np.array([gold.get(int(item), -1) for item in labels.item_index], dtype=np.int64)
-    on_gold = truth >= 0
-    counted = np.bincount(labels.annotator_index[on_gold], minlength=labels.n_annotators)
-    right = np.bincount(labels.annotator_index[on_gold], weights=(labels.label == truth)[on_gold],
-                        minlength=labels.n_annotators)
-    figures: dict[str, Any] = {"expected_fleiss_kappa": None, "gold_labels": int(counted.sum()),
-                               "annotators_with_gold": int((counted > 0).sum())}
-    if not counted.sum():
+    on_gold = agreement_with_reference(labels.item_index, labels.annotator_index, labels.label, gold,
+                                       categories=range(len(labels.categories)))
+    counted = {k: on_gold[k].n_items if k in on_gold else 0 for k in range(labels.n_annotators)}
+    gold_labels = sum(counted.values())
+    figures: dict[str, Any] = {"expected_fleiss_kappa": None, "gold_labels": gold_labels,
+                               "annotators_with_gold": sum(n > 0 for n in counted.values())}
+    if not gold_labels:
         return figures
-    pooled = right.sum() / counted.sum()
-    accuracy = {k: right[k] / counted[k] if counted[k] else pooled for k in range(labels.n_annotators)}
+    pooled = sum(on_gold[k].accuracy * n for k, n in counted.items() if n) / gold_labels
+    accuracy = {k: on_gold[k].accuracy if n else pooled for k, n in counted.items()}
     kappa = expected_fleiss_kappa(labels.item_index, labels.annotator_index, labels.label, accuracy)
     return {**figures, "expected_fleiss_kappa": None if math.isnan(kappa) else round(kappa, 4)}
 
