@@ -1,6 +1,8 @@
-"""Small Llama models built locally from named size presets, so every job runs offline on a CPU.
+"""Small causal LMs built locally from named size presets, so every job runs offline on a CPU.
 
-A preset is data, not a branch: add a size by adding a `ModelPreset` to `PRESETS`.
+A preset is data, not a branch: add a size by adding a `ModelPreset` to `PRESETS`, an architecture by adding
+its config and model classes to `ARCHITECTURES`. Llama is the default; Qwen2 and GPT-NeoX stand in for the
+foreign checkpoints users bring (with the `chatml` / `llama3` chat formats of `rlhf_ray.models.tokenizer`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,39 @@ from pathlib import Path
 from types import MappingProxyType
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
-from rlhf_ray.models.tokenizer import END, train_tokenizer
+from rlhf_ray.models.tokenizer import get_chat_format, train_tokenizer
 from rlhf_ray.storage import swap_in_directory
+
+# architecture name → (config class, model class); GPT-NeoX has no grouped-query attention (no kv heads).
+ARCHITECTURES: Mapping[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = MappingProxyType({
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "gpt_neox": (GPTNeoXConfig, GPTNeoXForCausalLM),
+})
+
+
+def get_architecture(name: str) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
+    """The (config, model) classes of `name`; an unknown name fails naming the value and the choices."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
 
 
 @dataclass(frozen=True)
 class ModelPreset:
-    """Shape of a Llama model; `vocab_size` is the tokenizer's target, the model takes the real one."""
+    """Shape of a model; `vocab_size` is the tokenizer's target, the model takes the real one."""
 
     vocab_size: int
     hidden_size: int
@@ -47,10 +73,24 @@ class ModelPreset:
             **token_ids,
         )
 
-    def num_parameters(self, vocab_size: int | None = None) -> int:
+    def model_config(self, architecture: str = "llama", vocab_size: int | None = None,
+                     **token_ids: int | list[int] | None) -> PretrainedConfig:
+        """The config of this shape for `architecture` (`ARCHITECTURES`)."""
+        config_class, _ = get_architecture(architecture)
+        if config_class is LlamaConfig:
+            return self.llama_config(vocab_size, **token_ids)
+        shape = self.llama_config(vocab_size).to_dict()
+        keys = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "tie_word_embeddings"]
+        if config_class is not GPTNeoXConfig:
+            keys.append("num_key_value_heads")
+        return config_class(**{key: shape[key] for key in keys}, **token_ids)
+
+    def num_parameters(self, vocab_size: int | None = None, architecture: str = "llama") -> int:
         """Parameter count of this shape, from a weightless (meta-device) model: no memory, no init cost."""
+        _, model_class = get_architecture(architecture)
         with torch.device("meta"):
-            return count_parameters(LlamaForCausalLM(self.llama_config(vocab_size)))
+            return count_parameters(model_class(self.model_config(architecture, vocab_size)))
 
 
 PRESETS: Mapping[str, ModelPreset] = MappingProxyType({
@@ -69,6 +109,8 @@ class ModelCard:
 
     path: Path
     size: str
+    architecture: str
+    chat_format: str
     num_parameters: int
     vocab_size: int
     config: Mapping[str, int | bool]
@@ -86,13 +128,17 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, size: str, seed: int) -> LlamaForCausalLM:
-    """A freshly initialised Llama sized by the preset, with the tokenizer's vocabulary and special ids.
+def build_model(tokenizer: PreTrainedTokenizerFast, size: str, seed: int, architecture: str = "llama",
+                chat_format: str = "native") -> PreTrainedModel:
+    """A freshly initialised `architecture` model sized by the preset, with the tokenizer's vocabulary and
+    special ids; its generation config stops at eos and at the chat format's end-of-turn marker.
 
     Initialisation draws from a forked RNG seeded with `seed`, so the same seed gives the same weights
     and the caller's global torch RNG is left untouched.
     """
-    config = get_preset(size).llama_config(
+    _, model_class = get_architecture(architecture)
+    config = get_preset(size).model_config(
+        architecture,
         len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -100,42 +146,48 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: str, seed: int) -> Lla
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    # A chat turn ends with <|end|>, so generation stops there as well as at <eos>.
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END)]
+        model = model_class(config)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(
+        list(get_chat_format(chat_format).generation_eos))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()
 
 
 def init_model(
-    texts: Iterable[str], out_dir: str | os.PathLike[str], size: str = "tiny", seed: int = 0
+    texts: Iterable[str], out_dir: str | os.PathLike[str], size: str = "tiny", seed: int = 0,
+    architecture: str = "llama", chat_format: str = "native", pad_token: bool = True,
 ) -> ModelCard:
     """Train a tokenizer on `texts`, build a `size` model, and save both as one HF checkpoint directory.
 
+    `architecture` is one of `ARCHITECTURES` (llama, qwen2, gpt_neox), `chat_format` one of `CHAT_FORMATS`
+    (native, chatml, llama3); `pad_token=False` saves a tokenizer without a pad token (as Qwen2 ships).
     The directory appears complete or not at all: everything is written to a temporary sibling first
     and renamed onto `out_dir`, so a crash never leaves a half-written checkpoint that loads.
     """
     preset = get_preset(size)
-    tokenizer = train_tokenizer(texts, preset.vocab_size, preset.max_position_embeddings)
-    model = build_model(tokenizer, size, seed)
+    get_architecture(architecture)
+    tokenizer = train_tokenizer(texts, preset.vocab_size, preset.max_position_embeddings, chat_format, pad_token)
+    model = build_model(tokenizer, size, seed, architecture, chat_format)
     path = Path(out_dir).expanduser().absolute()
     _save_atomic(path, model, tokenizer)
     return ModelCard(
         path=path,
         size=size,
+        architecture=architecture,
+        chat_format=chat_format,
         num_parameters=count_parameters(model),
         vocab_size=len(tokenizer),
         config=MappingProxyType(_config_summary(model.config)),
     )
 
 
-def _config_summary(config: LlamaConfig) -> dict[str, int | bool]:
+def _config_summary(config: PretrainedConfig) -> dict[str, int | bool]:
     keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
-    return {key: getattr(config, key) for key in keys}
+    return {key: getattr(config, key) for key in keys if hasattr(config, key)}
 
 
-def _save_atomic(path: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
+def _save_atomic(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> None:
     """Save (safetensors) into `.<name>.tmp-<id>` beside `path`, then swap it in (`swap_in_directory`); the
     hidden prefix keeps temporaries out of storage listings."""
     path.parent.mkdir(parents=True, exist_ok=True)
