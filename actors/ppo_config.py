@@ -16,6 +16,7 @@ from rlhf_ray.algos.advantages import GRPO_SCALES
 from rlhf_ray.algos.phrases import load_phrase_list
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.config.resources import ClusterSection
+from rlhf_ray.rewards.spec import RewardSourceSpec
 from rlhf_ray.training.config import DeepSpeedSection
 
 
@@ -73,8 +74,15 @@ class CriticSection(OptimizerSection):
 
 
 class RewardSection(StrictModel):
+    """The training reward: Σ_k w_k · score_k over `model_path` (one RM source of weight 1) and `sources`, or the
+    rule reward when neither is set; minus the rule penalties (`rlhf_ray.roles.scoring`)."""
+
     model_path: str | None = Field(None, description="reward model directory from `rlhf-ray train-rm`")
-    rule_keywords: list[str] = Field(default_factory=list, description="rule reward when no reward model is given")
+    sources: list[RewardSourceSpec] = Field(default_factory=list, description="further weighted reward sources: "
+                                            "[{kind: rm|http|function|llm_judge, weight, path|url|function, ...}]")
+    retries: int = Field(2, ge=0, description="tries after a reward source's first failure before the step fails "
+                         "naming it")
+    rule_keywords: list[str] = Field(default_factory=list, description="rule reward when no reward source is given")
     normalize: bool = True
     verbosity_target_words: int = Field(60, ge=1)
     verbosity_coef: float = Field(0.0, ge=0, description="penalty per target-length of excess words")

@@ -122,8 +122,9 @@ class PPOController:
                  on_iteration: Callable[[dict[str, Any]], None] | None = None) -> None:
         if not config.model_path:
             raise PPOError("ppo needs --model DIR (the starting policy, e.g. an SFT model)")
-        if not config.reward.model_path and not config.reward.rule_keywords:
-            raise PPOError("ppo needs a reward: --reward-model DIR (from `rlhf-ray train-rm`) or reward.rule_keywords")
+        if not config.reward.model_path and not config.reward.sources and not config.reward.rule_keywords:
+            raise PPOError("ppo needs a reward: --reward-model DIR (from `rlhf-ray train-rm`), reward.sources or "
+                           "reward.rule_keywords")
         self.config, self.sink, self.on_iteration = config, sink, on_iteration
         self.out = Path(config.output_dir)
         # The injected evaluators also watch the training samples; the judge RM (added once started) only
@@ -189,7 +190,8 @@ class PPOController:
                                         self.canned_phrases, reward.canned_coef, reward.repetition_coef)
         self.scorer = self._single(RewardScorer, "reward", reward.num_cpus, reward.num_gpus).remote(
             self.reward_model, penalties, reward.max_length, reward.normalize,
-            {"keywords": reward.rule_keywords} if not self.reward_model else None)
+            {"keywords": reward.rule_keywords} if not self.reward_model and not reward.sources else None,
+            sources=reward.sources, retries=reward.retries)
         self.reference = self._single(ReferenceModel, "reference", config.reference_num_cpus,
                                       config.reference_num_gpus).remote(
             str(resolve_model_path(config.reference_path or config.model_path)))
@@ -349,6 +351,7 @@ class PPOController:
             calls["values"] = self.critic.actors[0].values.remote(ids, attention)
         scored, seconds = gather_timed(calls)
         timings.update({f"timing/{name}": value for name, value in seconds.items()})
+        timings.update(ray.get(self.scorer.source_figures.remote()))  # each reward source's mean, latency, failures
         advantage_started = time.perf_counter()
         settings = AdvantageSettings(config.advantage.gamma, config.advantage.lam, config.samples_per_prompt,
                                      config.advantage.grpo_scale, config.advantage.whiten)

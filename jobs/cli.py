@@ -56,6 +56,8 @@ JOBS: tuple[Job, ...] = (
     Job("sweep", "jobs.sweep",
         "Ray Tune sweep of PPO settings (KL coefficient, verbosity penalty, ...) judged on validation by a judge RM; "
         "the chosen trial's test-split utility reported once"),
+    Job("serve-rm", "jobs.serve_rm",
+        "host a reward model on Ray Serve (batched): POST {prompts, responses} → {scores}, for http reward sources"),
     Job("evaluate", "jobs.evaluate",
         "offline gate: candidate vs incumbent policy on validation prompts (non-inferior win-rate by a judge RM, "
         "yield, safety, cost)"),

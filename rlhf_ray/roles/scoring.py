@@ -9,9 +9,14 @@ and keep the seconds their last call took (`timing()`), so the controller can re
 
 Reward (per response b):
 
-    rm[b]    = (RM(x_b, y_b) − μ) / σ        reward model, normalised with its saved statistics (`normalize`)
-             | keyword_coverage(y_b)          or, with no reward model, the configured rule reward
+    rm[b]    = Σ_k w_k · s_k(x_b, y_b)        the weighted reward sources (`rlhf_ray.rewards`): a reward model
+                                              (RM − μ)/σ, a remote RM over HTTP, a Python function, an LLM judge
+             | keyword_coverage(y_b)          or, with no source, the configured rule reward
     total[b] = rm[b] − verbosity_penalty[b] − canned_penalty[b] − repetition_penalty[b]
+
+`reward_model_path` is one `rm` source of weight 1. A source that raises is retried (`retries`), then the call
+fails with `SourceFailedError` naming it; each source's mean score, seconds and failures of the latest call are
+in `source_figures()`.
 
 (`rlhf_ray.algos.penalties` has the penalty equations.) The world's hidden utility is never used here.
 """
@@ -27,9 +32,10 @@ from torch import Tensor
 
 from rlhf_ray.algos.logprobs import token_logprobs
 from rlhf_ray.algos.penalties import RulePenaltySettings, keyword_coverage
-from rlhf_ray.models.loading import load_causal_lm, load_tokenizer
-from rlhf_ray.training.encoding import encode_chat
-from rlhf_ray.training.reward_model import RewardModel
+from rlhf_ray.models.loading import load_causal_lm
+from rlhf_ray.rewards.combine import combine_scores, with_retries
+from rlhf_ray.rewards.sources import RewardSource, build_source
+from rlhf_ray.rewards.spec import RewardSourceSpec
 
 RULE_REWARD_KEYS = ("keywords", "scale")
 
@@ -97,16 +103,18 @@ class _Timed:
 
 
 class RewardScorer(_Timed):
-    """Scores (prompt, response) pairs: reward model (or rule reward) minus the rule penalties.
+    """Scores (prompt, response) pairs: the weighted reward sources (or a rule reward) minus the rule penalties.
 
     Args:
-        reward_model_path: a directory written by `RewardModel.save_pretrained` with its tokenizer beside it;
-            None to use `rule_reward` instead.
+        reward_model_path: a directory written by `RewardModel.save_pretrained` with its tokenizer beside it:
+            an `rm` source named "rm" of weight 1 (with `normalize`), before any `sources`; None for none.
         penalties: `RulePenaltySettings` (or a dict of its fields); None means the defaults.
         max_length: token budget per prompt+response, as in training (`encode_chat` keeps the start).
         normalize: report the RM reward as (r − μ)/σ with the statistics saved beside the model.
-        rule_reward: with no reward model, `{"keywords": [...], "scale": 1.0}`: rm = scale · fraction of the
+        rule_reward: with no reward source, `{"keywords": [...], "scale": 1.0}`: rm = scale · fraction of the
             keywords the response mentions (`keyword_coverage`: presence, not count, so length earns nothing).
+        sources: further reward sources (`RewardSourceSpec` or dicts of its fields), combined with their weights.
+        retries: tries after the first failure of a source before the call fails naming it.
         batch_size: responses per reward-model forward pass.
         num_threads: `torch.set_num_threads` for this process (None: leave as is).
         device: "cpu", "cuda", ...; None picks CUDA when visible.
@@ -114,17 +122,28 @@ class RewardScorer(_Timed):
 
     def __init__(self, reward_model_path: str | None, penalties: RulePenaltySettings | Mapping[str, Any] | None = None,
                  max_length: int = 512, normalize: bool = True, rule_reward: Mapping[str, Any] | None = None, *,
+                 sources: Sequence[RewardSourceSpec | Mapping[str, Any]] = (), retries: int = 2,
                  batch_size: int = 16, num_threads: int | None = None, device: str | None = None) -> None:
         super().__init__()
         set_threads(num_threads)
         _check_batch_size("batch_size", batch_size)
         _check_batch_size("max_length", max_length)
-        if reward_model_path is None and rule_reward is None:
-            raise ValueError("RewardScorer needs a reward: set reward_model_path (a trained reward model directory) "
-                             "or rule_reward (e.g. {'keywords': [...]})")
-        if reward_model_path is not None and rule_reward is not None:
-            raise ValueError("RewardScorer takes one reward: set reward_model_path or rule_reward, not both; "
-                             f"got reward_model_path={reward_model_path!r} and rule_reward={dict(rule_reward)!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
+        specs = [s if isinstance(s, RewardSourceSpec) else RewardSourceSpec(**s) for s in sources]
+        if reward_model_path is not None:
+            specs.insert(0, RewardSourceSpec(kind="rm", name="rm", path=reward_model_path, normalize=normalize,
+                                             batch_size=batch_size))
+        if not specs and rule_reward is None:
+            raise ValueError("RewardScorer needs a reward: set reward_model_path (a trained reward model directory), "
+                             "sources, or rule_reward (e.g. {'keywords': [...]})")
+        if specs and rule_reward is not None:
+            raise ValueError("RewardScorer takes one reward: set reward_model_path / sources or rule_reward, not "
+                             f"both; got reward_model_path={reward_model_path!r}, {len(sources)} source(s) and "
+                             f"rule_reward={dict(rule_reward)!r}")
+        names = [spec.label(index) for index, spec in enumerate(specs)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward source names must be unique; got {names}")
         if penalties is None:
             penalties = RulePenaltySettings()
         elif isinstance(penalties, Mapping):
@@ -133,14 +152,15 @@ class RewardScorer(_Timed):
         self.max_length = max_length
         self.normalize = normalize
         self.batch_size = batch_size
+        self.retries = retries
         self.device = pick_device(device)
-        self.model: RewardModel | None = None
+        self.weights = {name: spec.weight for name, spec in zip(names, specs, strict=True)}
+        self.sources: dict[str, RewardSource] = {name: build_source(spec, max_length, self.device)
+                                                 for name, spec in zip(names, specs, strict=True)}
+        self._sources: dict[str, dict[str, float]] = {}
         self.keywords: tuple[str, ...] = ()
         self.rule_scale = 1.0
-        if reward_model_path is not None:
-            self.tokenizer = load_tokenizer(reward_model_path)
-            self.model = RewardModel.load(reward_model_path).to(self.device).eval().requires_grad_(False)
-        else:
+        if rule_reward is not None:
             self._configure_rule(rule_reward)
 
     def _configure_rule(self, rule: Mapping[str, Any]) -> None:
@@ -159,30 +179,39 @@ class RewardScorer(_Timed):
     def ready(self) -> bool:
         return True
 
-    def _reward(self, prompts: Sequence[str], responses: Sequence[str]) -> Tensor:
-        if self.model is None:
-            return keyword_coverage(responses, self.keywords, self.rule_scale)
-        rewards = []
-        with torch.no_grad():
-            for first in range(0, len(prompts), self.batch_size):
-                batch = encode_chat(self.tokenizer, prompts[first: first + self.batch_size],
-                                    responses[first: first + self.batch_size], self.max_length)
-                raw = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-                rewards.append((self.model.normalized(raw) if self.normalize else raw).float().cpu())
-        return torch.cat(rewards) if rewards else torch.zeros(0)
+    def _reward(self, prompts: list[str], responses: list[str],
+                metas: Sequence[Mapping[str, Any]]) -> tuple[list[float], dict[str, dict[str, float]]]:
+        """The combined reward and, per source, its mean score, seconds and failures (failed tries plus answers
+        it could not score, e.g. an LLM judge's unparseable verdicts)."""
+        if not self.sources:
+            return keyword_coverage(responses, self.keywords, self.rule_scale).tolist(), {}
+        scores, figures = {}, {}
+        for name, source in self.sources.items():
+            started = time.perf_counter()
+            scores[name], failed = with_retries(name, lambda s=source: s.score(prompts, responses, metas),
+                                                self.retries)
+            figures[name] = {"mean": float(sum(scores[name]) / len(scores[name])) if scores[name] else 0.0,
+                             "latency_s": time.perf_counter() - started,
+                             "failures": float(failed + source.failures)}
+        return combine_scores(scores, self.weights), figures
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, list[float] | list[int]]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str],
+              metas: Sequence[Mapping[str, Any]] = ()) -> dict[str, list[float] | list[int]]:
         """Per-response reward terms as plain lists (cheap to ship through Ray), all of length B:
 
-        rm, verbosity_penalty, canned_penalty, repetition_penalty, total (floats; total = rm − the three
-        penalties, computed in Python floats from the listed values), canned_hits, repeats and words (ints).
+        rm (the combined reward), verbosity_penalty, canned_penalty, repetition_penalty, total (floats; total =
+        rm − the three penalties, computed in Python floats from the listed values), canned_hits, repeats and
+        words (ints). `metas` (one dict per pair, default empty) reach function sources as their third argument;
+        `source_figures()` has each source's figures of this call.
         """
         start = time.perf_counter()
         prompts, responses = list(prompts), list(responses)
         if len(prompts) != len(responses):
             raise ValueError(f"prompts and responses must have the same length; got {len(prompts)} and "
                              f"{len(responses)}")
-        rm = self._reward(prompts, responses).tolist()
+        if metas and len(metas) != len(prompts):
+            raise ValueError(f"metas must hold one dict per response ({len(prompts)}); got {len(metas)}")
+        rm, sources = self._reward(prompts, responses, metas)
         terms = self.penalties.penalties(responses)
         verbosity = terms["verbosity_penalty"].tolist()
         canned = terms["canned_penalty"].tolist()
@@ -197,8 +226,16 @@ class RewardScorer(_Timed):
             "words": terms["words"],
             "total": [r - v - c - p for r, v, c, p in zip(rm, verbosity, canned, repetition, strict=True)],
         }
+        self._sources = sources
         self._record(start)
         return result
+
+    def source_figures(self) -> dict[str, float]:
+        """Each source's figures of the latest `score` call as metric names: reward_source/<name>/mean (its mean
+        score), reward_source/<name>/latency_s (seconds, retries included) and reward_source/<name>/failures
+        (failed tries plus answers it could not score, e.g. an LLM judge's unparseable verdicts)."""
+        return {f"reward_source/{name}/{figure}": value for name, figures in self._sources.items()
+                for figure, value in figures.items()}
 
 
 class ReferenceModel(_Timed):
