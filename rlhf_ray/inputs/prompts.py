@@ -1,6 +1,11 @@
 """Prompts by split: train (what the policy learns on), validation (what sweeps, gates and early stopping choose
 on) and test (what is reported). A `PromptSource` is anything that hands out those three lists; the world's
 lives in `rlhf_ray.inputs.world`, a user's prompt files are read by `FilePromptSource`.
+
+A prompt file row holds a `prompt` text or `messages`, an OpenAI-style conversation ([{role, content}], roles
+system / user / assistant). A conversation is kept up to and including its last user turn (a trailing assistant
+reply is the answer being asked for again, not part of the prompt); `Prompt.text` is that last user turn, and
+`Prompt.messages` the whole kept conversation, which a chat template renders (`rlhf_ray.training.encoding`).
 """
 
 from __future__ import annotations
@@ -20,13 +25,23 @@ from rlhf_ray.lineage.hashing import sha256_hex
 
 SplitName = Literal["train", "validation", "test"]
 SPLITS: tuple[SplitName, ...] = get_args(SplitName)
-PROMPT_FIELD, ID_FIELD = "prompt", "prompt_id"
+PROMPT_FIELD, ID_FIELD, MESSAGES_FIELD = "prompt", "prompt_id", "messages"
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
 class Prompt:
+    """One prompt: its text (the last user turn) and, when it came as a conversation, the conversation up to and
+    including that turn (None for a plain text)."""
+
     prompt_id: str
     text: str
+    messages: tuple[Mapping[str, str], ...] | None = None
+
+    @property
+    def conversation(self) -> str | tuple[Mapping[str, str], ...]:
+        """What a chat template renders: the messages when there are any, else the text."""
+        return self.messages if self.messages is not None else self.text
 
 
 class PromptSource(Protocol):
@@ -38,8 +53,8 @@ class PromptSource(Protocol):
 
 
 class PromptFilesSection(StrictModel):
-    """A user's prompt files (JSONL or Parquet; one row per prompt with a `prompt` text and an optional
-    `prompt_id`), one file per split. A split without a file cannot be asked for."""
+    """A user's prompt files (JSONL or Parquet; one row per prompt with a `prompt` text or `messages`, and an
+    optional `prompt_id`), one file per split. A split without a file cannot be asked for."""
 
     train: str = Field(description="prompts the policy is trained on")
     validation: str | None = Field(None, description="prompts sweeps, gates and early stopping choose on")
@@ -47,7 +62,7 @@ class PromptFilesSection(StrictModel):
 
 
 class PromptFileError(ValueError):
-    """A prompt file is missing, unreadable, or lacks a usable `prompt` field."""
+    """A prompt file is missing, unreadable, or lacks a usable `prompt` or `messages` field."""
 
 
 def _rows(path: Path) -> list[dict]:
@@ -68,18 +83,49 @@ def _rows(path: Path) -> list[dict]:
     return rows
 
 
+def _conversation(where: str, messages: object) -> tuple[dict[str, str], ...]:
+    """`messages` checked and cut after its last user turn."""
+    if not isinstance(messages, list) or not messages:
+        raise PromptFileError(f"{where}: field {MESSAGES_FIELD!r} must be a non-empty list of {{role, content}}; "
+                              f"got {messages!r}")
+    kept = []
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if role not in ROLES or not isinstance(content, str):
+            raise PromptFileError(f"{where}: messages[{index}] must have role in {list(ROLES)} and a string content; "
+                                  f"got {message!r}")
+        kept.append({"role": role, "content": content})
+    last_user = max((i for i, m in enumerate(kept) if m["role"] == "user"), default=None)
+    if last_user is None or not kept[last_user]["content"].strip():
+        raise PromptFileError(f"{where}: messages need a non-empty user turn; got roles "
+                              f"{[m['role'] for m in kept]}")
+    return tuple(kept[: last_user + 1])
+
+
 def read_prompt_file(path: str | Path) -> tuple[Prompt, ...]:
-    """Rows with a non-empty string `prompt`; `prompt_id` defaults to a content hash of the text, so the same
-    prompt gets the same id in every file and run."""
+    """Rows with a non-empty string `prompt` or a `messages` conversation; `prompt_id` defaults to a content
+    hash (of the text, or of the conversation when it has more than its user turn), so the same prompt gets the
+    same id in every file and run."""
     path = Path(path)
     prompts = []
     for number, row in enumerate(_rows(path), start=1):
-        text = row.get(PROMPT_FIELD) if isinstance(row, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise PromptFileError(f"{path} row {number}: field {PROMPT_FIELD!r} must be a non-empty string; got "
-                                  f"{text!r}")
-        prompt_id = row.get(ID_FIELD) or f"p-{sha256_hex(text.encode())[:16]}"
-        prompts.append(Prompt(str(prompt_id), text))
+        where = f"{path} row {number}"
+        row = row if isinstance(row, dict) else {}
+        messages = None
+        if row.get(MESSAGES_FIELD) is not None and row.get(PROMPT_FIELD) is None:
+            messages = _conversation(where, row[MESSAGES_FIELD])
+            text = messages[-1]["content"]
+        else:
+            text = row.get(PROMPT_FIELD)
+            if not isinstance(text, str) or not text.strip():
+                raise PromptFileError(f"{where}: field {PROMPT_FIELD!r} must be a non-empty string; got {text!r} "
+                                      f"(or give {MESSAGES_FIELD!r}, a conversation)")
+        if messages is not None and len(messages) == 1:
+            messages = None  # a lone user turn is a plain prompt: same id, same rendering
+        hashed = text if messages is None else json.dumps(messages, sort_keys=True)
+        prompt_id = row.get(ID_FIELD) or f"p-{sha256_hex(hashed.encode())[:16]}"
+        prompts.append(Prompt(str(prompt_id), text, messages))
     if not prompts:
         raise PromptFileError(f"prompt file {str(path)!r} holds no prompts")
     return tuple(prompts)
