@@ -34,6 +34,9 @@ JOBS: tuple[Job, ...] = (
         "write feedback shards (Parquet + JSONL, with malformed rows and planted PII) from the synthetic world"),
     Job("ingest", "jobs.ingest",
         "validate, mask, pseudonymize, de-duplicate and version feedback shards with Ray Data"),
+    Job("import", "jobs.import_feedback",
+        "turn a preference/feedback file (OpenAI, TRL, HH-RLHF, UltraFeedback, Label Studio, Argilla, JSONL logs) "
+        "into feedback shards for ingest; bad records quarantined, masked"),
     Job("curate", "jobs.curate",
         "annotation QA (agreement, Dawid–Skene consensus, annotator health, adjudication) → preference pairs"),
     Job("retention", "jobs.retention",
@@ -85,6 +88,7 @@ USER_ERRORS = (
     "rlhf_ray.dataplane.versions:DatasetVersionError", "rlhf_ray.dataplane.residency:ResidencyViolation",
     "rlhf_ray.annotation.answers:AnswerFileError", "rlhf_ray.inputs.prompts:PromptFileError",
     "actors.ingest:IngestError", "jobs.export:ExportError", "jobs.curate:CurateError", "jobs.sft:SFTError",
+    "rlhf_ray.inputs.formats:ImportFormatError",
     "jobs.train_rm:RewardModelError", "jobs.dpo:DPOError", "actors.ppo_config:PPOError", "jobs.sweep:SweepError",
     "jobs.canary:CanaryError", "jobs.cluster:ClusterError", "jobs.evaluate:EvaluateError", "jobs.drift:DriftError",
     "jobs.report:ReportError", "jobs.workbench:WorkbenchError",

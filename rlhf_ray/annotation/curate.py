@@ -26,6 +26,7 @@ from rlhf_ray.annotation.pairs import (
     ranking_pairs,
     rating_pairs,
     rubric_pairs,
+    single_label_pairs,
 )
 from rlhf_ray.contracts import RUBRIC_CRITERIA
 
@@ -96,8 +97,13 @@ def _batches(labels: LabelSet, batch_by: tuple[str, ...]) -> np.ndarray:
 def _agreement(labels: LabelSet, batches: np.ndarray, level: str = "nominal") -> dict[str, Any]:
     codes = labels.label if level == "nominal" else labels.label + 1
     return agreement_report(labels.item_index, labels.annotator_index, codes,
-                            {"guideline_version": labels.rows.column("guideline_version").to_pylist(),
-                             "topic": labels.rows.column("topic").to_pylist(), "batch": batches.tolist()}, level)
+                            {"guideline_version": _group_keys(labels, "guideline_version"),
+                             "topic": _group_keys(labels, "topic"), "batch": batches.tolist()}, level)
+
+
+def _group_keys(labels: LabelSet, name: str) -> list[str]:
+    """A grouping column with a missing value (imported labels carry no guideline version or topic) as ""."""
+    return ["" if value is None else value for value in labels.rows.column(name).to_pylist()]
 
 
 def _named_agreement(report: dict[str, Any], labels: LabelSet) -> dict[str, Any]:
@@ -142,8 +148,9 @@ def _candidates(consensus: ItemConsensus) -> tuple[list[dict[str, Any]], list[tu
     responses = (labels.rows.column("responses").to_pylist() if labels.signal_type == "ranking" else
                  [list(pair) for pair in zip(labels.rows.column("response_a").to_pylist(),
                                              labels.rows.column("response_b").to_pylist(), strict=True)])
-    return ([{"item_id": labels.item_ids[item], "signal_type": labels.signal_type, "topic": topics[row],
-              "segment": segments[row], "disagreement": float(1 - consensus.posterior[item].max())}
+    # Imported labels may carry no topic or segment: "" keeps the strata columns text.
+    return ([{"item_id": labels.item_ids[item], "signal_type": labels.signal_type, "topic": topics[row] or "",
+              "segment": segments[row] or "", "disagreement": float(1 - consensus.posterior[item].max())}
              for item, row in first],
             [(prompts[row], responses[row]) for _, row in first])
 
@@ -217,6 +224,9 @@ def curate(tables: Mapping[str, pa.Table], answers: Mapping[str, str], settings:
         }
     if "correction" in tables:
         pairs += correction_pairs(tables["correction"], settings.pairs)
+    single = [p for name in ("pairwise", "ranking") if name in tables for p in single_label_pairs(tables[name], name)]
+    pairs += single
+    report["single_label_pairs"] = len(single)
     merged = merge_pairs(pairs)
     health = annotator_health(pairwise.labels, pairwise.posterior.argmax(axis=1), pairwise.estimated_accuracy,
                               _gold_index(pairwise.labels, answers), settings.health) if pairwise else pa.table({})

@@ -115,6 +115,26 @@ def ranking_pairs(labels: LabelSet, reliability: Mapping[str, float], skip: set[
     return pairs
 
 
+def single_label_pairs(table: pa.Table, signal_type: str) -> list[dict[str, Any]]:
+    """Pairwise and ranking rows without an item id (imported preference sets whose labeller is unknown): one label
+    that no second label can agree with, so no consensus and no adjudication. Each passes through with its given
+    confidence as its weight (1 when it gives none): a choice of a or b is one pair (a tie none), a ranking gives
+    every implied pair."""
+    rows = table.filter(pc.is_null(table.column("item_id"))).to_pylist()
+    pairs = []
+    for row in rows:
+        weight = 1.0 if row.get("confidence") is None else row["confidence"]
+        if signal_type == "pairwise" and row["choice"] in ("a", "b"):
+            chosen, rejected = ((row["response_a"], row["response_b"]) if row["choice"] == "a"
+                                else (row["response_b"], row["response_a"]))
+            pairs.append(_pair(row, chosen, rejected, weight, "pairwise", [row["signal_id"]]))
+        elif signal_type == "ranking":
+            order = [row["responses"][i] for i in row["ranking"]]
+            pairs += [_pair(row, better, worse, weight, "ranking", [row["signal_id"]])
+                      for better, worse in combinations(order, 2)]
+    return pairs
+
+
 def _scored_pairs(scored: list[tuple[dict[str, Any], str, float, list[str]]], min_gap: float, scale: float,
                   source: str, objective: str = PREFERENCE) -> list[dict[str, Any]]:
     """Pairs between responses to the same prompt whose mean scores differ by ≥ min_gap; weight = min(1, gap/scale)."""
