@@ -17,6 +17,7 @@ from actors.ppo_config import PPOEngineConfig
 from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.inputs import Evaluator, FilePromptSource, PromptFilesSection, PromptSource
 from rlhf_ray.inputs.world import WorldConfig, WorldOracle, WorldPromptSource
+from rlhf_ray.models import prepare_checkpoint
 from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.telemetry.sink import sink_for
 
@@ -55,8 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="starting policy directory, e.g. an SFT model (sets model_path)")
     parser.add_argument("--reward-model", dest="reward_model", help="reward model directory (sets reward.model_path)")
     parser.add_argument("--out", help="output directory (sets output_dir)")
-    parser.add_argument("--prompts", help="JSONL/Parquet file of training prompts (sets prompts.train; default: "
-                        "the synthetic world's)")
+    parser.add_argument("--prompts", help="JSONL/Parquet file of training prompts, rows with `prompt` or `messages` "
+                        "(sets prompts.train; default: the synthetic world's)")
+    parser.add_argument("--eval-prompts", dest="eval_prompts", help="validation prompts: evaluated during training, "
+                        "what sweeps and early stopping choose on (sets prompts.validation)")
+    parser.add_argument("--test-prompts", dest="test_prompts", help="test prompts, read once for the report "
+                        "(sets prompts.test)")
     parser.add_argument("--resume", action="store_const", const="true",
                         help="continue from the last checkpoint in the output directory")
     add_config_arguments(parser)
@@ -64,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"model": "model_path", "reward_model": "reward.model_path", "out": "output_dir", "resume": "resume",
-             "prompts": "prompts.train"}
+             "prompts": "prompts.train", "eval_prompts": "prompts.validation", "test_prompts": "prompts.test"}
     return run(resolve_config(PPOConfig, args, flags))
 
 
@@ -73,7 +78,18 @@ def controller_for(config: PPOConfig, sink: MetricsSink, **options: Any) -> PPOC
     placement group and report callback)."""
     from actors.ppo_controller import PPOController
 
-    return PPOController(config, sink, *inputs_for(config), **options)
+    return PPOController(with_chat_template(config), sink, *inputs_for(config), **options)
+
+
+def with_chat_template(config: PPOConfig) -> PPOConfig:
+    """`config` with its policy and reference checkpoints carrying `model.chat_template` (`prepare_checkpoint`),
+    so every actor renders prompts alike; unchanged when no template is configured."""
+    if config.model.chat_template is None or config.model_path is None:
+        return config
+    template, out = config.model.chat_template, config.output_dir
+    policy = prepare_checkpoint(config.model_path, template, out)
+    reference = config.reference_path and prepare_checkpoint(config.reference_path, template, f"{out}/reference")
+    return config.model_copy(update={"model_path": policy, "reference_path": reference})
 
 
 def run(config: PPOConfig) -> dict[str, Any]:

@@ -96,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(sets ppo.reward.model_path)")
     parser.add_argument("--judge-model", dest="judge_model", help="judge reward model, trained on the judge set "
                         "(sets ppo.judge_model_path)")
+    parser.add_argument("--prompts", help="JSONL/Parquet training prompts, rows with `prompt` or `messages` "
+                        "(sets ppo.prompts.train; default: the synthetic world's)")
+    parser.add_argument("--eval-prompts", dest="eval_prompts", help="validation prompts the trials are judged on "
+                        "(sets ppo.prompts.validation)")
+    parser.add_argument("--test-prompts", dest="test_prompts", help="test prompts, read once for the chosen trial "
+                        "(sets ppo.prompts.test)")
     parser.add_argument("--out", help="output directory (sets output_dir)")
     parser.add_argument("--resume", action="store_const", const="true",
                         help="continue the interrupted sweep in the output directory")
@@ -104,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"model": "ppo.model_path", "reward_model": "ppo.reward.model_path",
-             "judge_model": "ppo.judge_model_path", "out": "output_dir", "resume": "resume"}
+             "judge_model": "ppo.judge_model_path", "out": "output_dir", "resume": "resume",
+             "prompts": "ppo.prompts.train", "eval_prompts": "ppo.prompts.validation",
+             "test_prompts": "ppo.prompts.test"}
     return run(resolve_config(SweepConfig, args, flags))
 
 
