@@ -31,12 +31,13 @@ from typing import Any
 from jobs import drift
 from jobs.common import add_config_arguments, resolve_config
 from jobs.loop_config import (
-    READS_IF_LISTED,
     REFRESH_STAGES,
     REQUIRES,
     STAGES,
     LoopConfig,
+    input_stages,
 )
+from jobs.loop_console import stage_line, stage_tracker
 from jobs.loop_stages import (
     ARTIFACT_KEYS,
     CANARY_FEEDBACK_PREFIX,
@@ -49,6 +50,7 @@ from jobs.loop_stages import (
     stage_configs,
 )
 from jobs.loop_state import LoopState, fingerprint, shard_listing
+from rlhf_ray.console import Console, quiet_console
 from rlhf_ray.dataplane.erasure import MARK_EVENT
 from rlhf_ray.evaluation.stage_gates import StageGate, data_gate, reward_model_gate
 from rlhf_ray.evaluation.triggers import TriggerDecision, retraining_trigger
@@ -64,7 +66,7 @@ HELP = ("run the RLHF loop end to end, with gates and lineage: simulate → inge
         "subset; --watch waits for new feedback)")
 __all__ = ["REQUIRES", "RUNNERS", "STAGES", "LoopConfig", "run", "stage_configs"]
 # Stage name → its field in `Stages`.
-FIELDS = {"init-model": "model", "train-rm": "reward_model", "train-judge": "judge"}
+FIELDS = {"import": "imports", "init-model": "model", "train-rm": "reward_model", "train-judge": "judge"}
 GATE_EVENT = "gate"
 TRIGGER_EVENT = "trigger"
 
@@ -74,30 +76,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch", action="store_true",
                         help="after the configured iterations, wait for new feedback and run another iteration "
                              "whenever a retraining trigger fires (see the `watch` section)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's and the libraries' logs on the console (default: they go to "
+                             "<output_dir>/logs/loop-*.log and the console shows stages, progress and summaries)")
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     config = resolve_config(LoopConfig, args)
-    return watch(config) if args.watch else run(config)
+    return watch(config, args.verbose) if args.watch else run(config, args.verbose)
 
 
 def summary_figures(stage: Stage, figures: Figures) -> Figures:
     return {key if key.startswith(stage.keep) else stage.prefix + key: value for key, value in figures.items()}
 
 
-def _announce(iteration: int, step: int, total: int, name: str, where: str, skipped: bool) -> None:
+def _announce(console: Console, iteration: int, step: int, total: int, name: str, where: str,
+              skipped: bool) -> None:
     note = " (inputs unchanged: skipped)" if skipped else ""
-    print(f"[loop] iteration {iteration} stage {step}/{total} {name} → {where}{note}", file=sys.stderr)
+    console.print(f"[loop] iteration {iteration} stage {step}/{total} {name} → {where}{note}")
 
 
-def incumbent_at(state: LoopState, iteration: int) -> dict[str, Any] | None:
-    """The policy serving when `iteration` starts: the candidate of the last canary that was promoted before
-    it, or None (the SFT model)."""
+def incumbent_at(state: LoopState, iteration: int, candidate_stage: str = "ppo") -> dict[str, Any] | None:
+    """The policy serving when `iteration` starts: the candidate (the policy of `candidate_stage`, gate.candidate)
+    of the last canary that was promoted before it, or None (the SFT model)."""
     incumbent = None
     for earlier in range(1, iteration):
         decided = state.stage_figures(earlier, "canary")
         if decided and decided.get("decision") == "promote":
-            policy = state.stage_figures(earlier, "ppo") or {}
+            # DPO runs in the first iteration only: its policy is that iteration's figures
+            policy = state.stage_figures(earlier if candidate_stage == "ppo" else 1, candidate_stage) or {}
             incumbent = {"policy_dir": policy.get("policy_dir"), "policy_id": policy.get("policy_id"),
                          "iteration": earlier}
     return incumbent
@@ -105,8 +112,7 @@ def incumbent_at(state: LoopState, iteration: int) -> dict[str, Any] | None:
 
 def _upstream(name: str, done: dict[str, Figures]) -> dict[str, Any]:
     """The artifact ids a stage reads: every `*_id` its input stages reported."""
-    inputs = (*REQUIRES.get(name, ()), *READS_IF_LISTED.get(name, ()))
-    return {f"{stage}.{key}": value for stage in inputs for key, value in done.get(stage, {}).items()
+    return {f"{stage}.{key}": value for stage in input_stages(name) for key, value in done.get(stage, {}).items()
             if key.endswith("_id") and isinstance(value, str)}
 
 
@@ -167,10 +173,11 @@ def ingest_inputs(out: str, state: LoopState, iteration: int, fresh: bool = Fals
 
 def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: dict[str, Figures],
                   registry: LineageRegistry, sink: Any, only: list[str] | None = None,
-                  fresh_inputs: bool = False) -> tuple[Figures, str | None]:
+                  fresh_inputs: bool = False, console: Console | None = None) -> tuple[Figures, str | None]:
     """One iteration's stages (those in `only`, if given); returns its summary figures and why it stopped early
     (None if it did not). `fresh_inputs` makes ingest read the feedback there is now, not what it read before."""
-    incumbent = incumbent_at(state, iteration)
+    console = console or Console(sys.stderr)
+    incumbent = incumbent_at(state, iteration, config.gate.candidate)
     stages: Stages = stage_configs(config, iteration, incumbent["policy_dir"] if incumbent else None)
     names = [name for name in _iteration_stages(config, iteration) if only is None or name in only]
     summary: Figures = {"incumbent_at_start": incumbent["policy_id"] if incumbent else "sft"}
@@ -186,18 +193,25 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
         figures = state.done(iteration, name, print_)
         where = stage.where(stages)
         skipped = figures is not None and StorageRoot.from_uri(where).exists()
-        _announce(iteration, step, len(names), name, where, skipped)
+        _announce(console, iteration, step, len(names), name, where, skipped)
         if not skipped:
+            started = time.monotonic()
+            console.track(stage_tracker(name, stages))
             try:
                 figures = stage.run(stages, done)
             except Exception as error:
-                print(f"[loop] iteration {iteration} stage {name} failed ({type(error).__name__}: {error}); the "
-                      "stages before it are recorded — re-run the same command to resume here"
-                      + (" (PPO continues from its last checkpoint)" if name == "ppo" else ""), file=sys.stderr)
+                console.track(None)
+                console.print(f"[loop] iteration {iteration} stage {name} failed ({type(error).__name__}: {error}); "
+                              "the stages before it are recorded — re-run the same command to resume here"
+                              + (" (PPO continues from its last checkpoint)" if name == "ppo" else "")
+                              + (f"; full log: {console.log_path}" if console.log_path else ""))
                 raise
+            console.track(None)
             state.record(iteration, name, print_, figures, inputs)
         done[name] = figures
         named = summary_figures(stage, figures)
+        if not skipped:
+            console.print(stage_line(name, named, time.monotonic() - started))
         sink.log({k: v for k, v in named.items() if not isinstance(v, list | dict)}, step=iteration, source=name)
         summary.update(named)
         stop = check_gates(config, name, done, registry, ran=not skipped)
@@ -206,9 +220,15 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
     return summary, None
 
 
+# PPO's held-out figure for the headline: the world's hidden utility in simulation, else the judge's reward.
+HEADLINE_FIGURES = (("true_utility", "held-out true utility"), ("judge_reward", "validation judge reward"))
+
+
 def _headline(iteration: int, figures: Figures) -> str:
-    before, after = figures.get("ppo_start/true_utility"), figures.get("ppo_end/true_utility")
-    utility = f"held-out true utility {before:.3f} → {after:.3f}" if None not in (before, after) else "no PPO"
+    utility = next((f"{label} {figures[f'ppo_start/{name}']:.3f} → {figures[f'ppo_end/{name}']:.3f}"
+                    for name, label in HEADLINE_FIGURES
+                    if figures.get(f"ppo_start/{name}") is not None and figures.get(f"ppo_end/{name}") is not None),
+                   "no PPO")
     decision = figures.get("canary_decision", "not run")
     judged = figures.get("canary_judged_at_decision")
     return (f"[loop] iteration {iteration}: {utility}; gate {figures.get('gate_verdict', 'not run')}; "
@@ -219,8 +239,9 @@ class LoopRun:
     """One `rlhf-ray loop` process: its state file, lineage, metrics sink, the figures of the stages done so far
     and the summary it prints."""
 
-    def __init__(self, config: LoopConfig) -> None:
+    def __init__(self, config: LoopConfig, console: Console | None = None) -> None:
         self.config = config
+        self.console = console or Console(sys.stderr)
         self.sink = sink_for(NAME, config)
         self.out = config.output_dir.rstrip("/")
         self.state = LoopState(self.out)
@@ -233,15 +254,15 @@ class LoopRun:
 
     def iterate(self, iteration: int) -> str | None:
         """Run one iteration; returns why it stopped early, or None."""
-        figures, stopped = run_iteration(self.config, iteration, self.state, self.done, self.registry, self.sink)
+        figures, stopped = run_iteration(self.config, iteration, self.state, self.done, self.registry, self.sink,
+                                         console=self.console)
         prefix = "" if iteration == 1 else f"iter{iteration}/"
         self.summary.update({prefix + key: value for key, value in figures.items()})
         self.last_iteration = iteration
         self.headlines.append(_headline(iteration, figures))
-        print(self.headlines[-1], file=sys.stderr)
+        self.console.print(self.headlines[-1])
         if stopped:
-            print(f"[loop] stopped in iteration {iteration} at {stopped}; the incumbent keeps serving",
-                  file=sys.stderr)
+            self.console.print(f"[loop] stopped in iteration {iteration} at {stopped}; the incumbent keeps serving")
             self.summary.update(stopped=stopped, stopped_iteration=iteration)
         return stopped
 
@@ -250,8 +271,9 @@ class LoopRun:
             if self.iterate(iteration):
                 break
 
-    def close(self) -> dict[str, Any]:
-        incumbent = incumbent_at(self.state, self.last_iteration + 1)
+    def finish(self) -> Figures:
+        """The run's summary, with its report written and its headlines on the console (`sink.close` prints it)."""
+        incumbent = incumbent_at(self.state, self.last_iteration + 1, self.config.gate.candidate)
         self.summary["incumbent_policy_id"] = (incumbent["policy_id"] if incumbent
                                                else self.summary.get("sft_model_id"))
         latest: Figures = {}  # each stage's figures from the last iteration that ran it
@@ -262,18 +284,21 @@ class LoopRun:
                  "state": f"{self.out}/loop_state.json",
                  "last_iteration_dir": iteration_dir(self.out, self.last_iteration),
                  "html_report": write_report(self.out)["report"]}
-        print("[loop] summary:", *(f"  {line.removeprefix('[loop] ')}" for line in self.headlines),
-              f"  serving: {self.summary['incumbent_policy_id']}", f"  report: {where['html_report']}",
-              sep="\n", file=sys.stderr)
+        self.console.print("\n".join(["[loop] summary:", *(f"  {line.removeprefix('[loop] ')}" for line in
+                                                             self.headlines),
+                                       f"  serving: {self.summary['incumbent_policy_id']}",
+                                       f"  report: {where['html_report']}"]))
         if newest:
-            print(f"[loop] trace it with: rlhf-ray lineage {newest} --root {self.lineage}", file=sys.stderr)
-        return self.sink.close({**self.summary, **where})
+            self.console.print(f"[loop] trace it with: rlhf-ray lineage {newest} --root {self.lineage}")
+        if self.console.log_path:
+            self.console.print(f"[loop] full log: {self.console.log_path}")
+        return {**self.summary, **where}
 
     # ---- --watch ------------------------------------------------------------------------------------------
     def erased_models(self, iteration: int) -> list[str]:
         """The models in use when `iteration` starts (the serving policy, the last reward model and PPO policy)
         that `rlhf-ray erase` or `retention` marked as trained on rows since removed."""
-        serving = incumbent_at(self.state, iteration) or {}
+        serving = incumbent_at(self.state, iteration, self.config.gate.candidate) or {}
         last = iteration - 1
         current = {serving.get("policy_id"), (self.state.stage_figures(last, "ppo") or {}).get("policy_id"),
                    (self.state.stage_figures(last, "train-rm") or {}).get("reward_model_id"),
@@ -286,7 +311,7 @@ class LoopRun:
         against the dataset the previous iteration trained on; the verdict is a lineage event on the new dataset."""
         trained = self.state.stage_figures(iteration - 1, "ingest") or {}
         fresh, _ = run_iteration(self.config, iteration, self.state, self.done, self.registry, self.sink,
-                                 only=["ingest"], fresh_inputs=True)
+                                 only=["ingest"], fresh_inputs=True, console=self.console)
         watch = self.config.watch
         alerts = None
         if watch.drift_alert and trained.get("dataset_version"):
@@ -301,23 +326,32 @@ class LoopRun:
         verdict = "; ".join(decision.reasons) if decision.fired else (
             f"not yet: {decision.new_rows} new accepted rows (need {watch.min_new_rows}), "
             f"drift alerts {list(alerts) if alerts is not None else 'off'}")
-        print(f"[loop] watch: iteration {iteration} trigger {'fired' if decision.fired else 'held'} — {verdict}",
-              file=sys.stderr)
+        self.console.print(f"[loop] watch: iteration {iteration} trigger {'fired' if decision.fired else 'held'} — "
+                           f"{verdict}")
         return decision
 
 
-def run(config: LoopConfig) -> dict[str, Any]:
-    loop = LoopRun(config)
-    loop.configured_iterations()
-    return loop.close()
+def run(config: LoopConfig, verbose: bool = True) -> dict[str, Any]:
+    """The configured iterations. Not `verbose`: Ray's and the libraries' output goes to `<output_dir>/logs/`."""
+    with quiet_console(config.output_dir, NAME, verbose) as console:
+        loop = LoopRun(config, console)
+        loop.configured_iterations()
+        summary = loop.finish()
+    return loop.sink.close(summary)  # after the console: the summary is stdout's last line
 
 
-def watch(config: LoopConfig) -> dict[str, Any]:
+def watch(config: LoopConfig, verbose: bool = True) -> dict[str, Any]:
     """The configured iterations, then one more iteration each time new feedback fires a retraining trigger, until
     `watch.max_iterations` have run or `watch.max_wait_seconds` pass without a trigger (or Ctrl-C)."""
-    loop = LoopRun(config)
+    with quiet_console(config.output_dir, NAME, verbose) as console:
+        loop = LoopRun(config, console)
+        summary = _watching(loop)
+    return loop.sink.close(summary)
+
+
+def _watching(loop: LoopRun) -> Figures:
     loop.configured_iterations()
-    settings = config.watch
+    settings = loop.config.watch
     seen = ingest_inputs(loop.out, loop.state, loop.last_iteration)
     waiting_since = time.monotonic()
     triggers: list[dict[str, Any]] = []
@@ -334,11 +368,10 @@ def watch(config: LoopConfig) -> dict[str, Any]:
                     seen, waiting_since = ingest_inputs(loop.out, loop.state, iteration), time.monotonic()
                     continue
             if settings.max_wait_seconds is not None and time.monotonic() - waiting_since > settings.max_wait_seconds:
-                print(f"[loop] watch: no trigger fired in {settings.max_wait_seconds:.0f} s; stopping",
-                      file=sys.stderr)
+                loop.console.print(f"[loop] watch: no trigger fired in {settings.max_wait_seconds:.0f} s; stopping")
                 break
             time.sleep(settings.poll_seconds)
     except KeyboardInterrupt:
-        print("[loop] watch: interrupted; the state is saved after every stage", file=sys.stderr)
+        loop.console.print("[loop] watch: interrupted; the state is saved after every stage")
     loop.summary["watch_triggers"] = triggers
-    return loop.close()
+    return loop.finish()
