@@ -1,5 +1,7 @@
 """`rlhf-ray train-rm`: a Bradley–Terry reward model on curated preference pairs (Ray Train), evaluated on
-held-out pairs against the world's hidden truth (simulation only): accuracy, calibration, length bias.
+held-out pairs: the user's own (`--eval-pairs FILE --eval-format F`, any `rlhf-ray import` format; their labels are
+the truth) or, in simulation, pairs ordered by the world's hidden utility: accuracy, calibration, length bias.
+The reward normalisation r̂ = (r − μ)/σ stored with the model takes μ, σ from the training pairs.
 
 `role: judge` trains a judge instead of a reward: the same model on the judge set's pairs (annotator labels on
 validation prompts), registered in lineage as a `judge-model`; it judges sweeps and gates, never trains a policy."""
@@ -13,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pyarrow as pa
 from pydantic import Field, field_validator
 
 from actors.runtime import ensure_ray
@@ -22,12 +26,14 @@ from jobs.training import ScalingSection, export_model, fit, preference_lineage,
 from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
 from rlhf_ray.contracts import RUBRIC_CRITERIA
+from rlhf_ray.inputs.formats import ImportFormatError, preference_pairs, read_import
 from rlhf_ray.inputs.world import WorldConfig, truth_pairs
 from rlhf_ray.lineage.jobs import directory_digest
-from rlhf_ray.models import resolve_model_path
+from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.telemetry.sink import sink_for
 from rlhf_ray.training.config import TrainSection
-from rlhf_ray.training.reward_model import CONFIG_FILE, DEFAULT_OBJECTIVES, check_objective_weights
+from rlhf_ray.training.reward_model import CONFIG_FILE, DEFAULT_OBJECTIVES, RewardModel, check_objective_weights
+from rlhf_ray.training.steps import evaluate_reward_model
 
 NAME = "train-rm"
 HELP = "train a Bradley–Terry reward model on preference pairs (Ray Train); held-out accuracy, ECE, length bias"
@@ -62,6 +68,12 @@ class TrainRMConfig(JobConfig):
     output_dir: str = "runs/rm"
     world: WorldConfig = WorldConfig()
     heldout_pairs_per_prompt: int = Field(6, ge=1, description="truth-labelled pairs per held-out prompt")
+    eval_pairs: str | None = Field(None, description="held-out pairs of the user's (a file in an `rlhf-ray import` "
+                                   "format): the RM is measured on them instead of the world's truth pairs")
+    eval_format: str | None = Field(None, description="format of eval_pairs (openai-preference, trl-preference, ...)")
+    eval_field_map: dict[str, str] = Field(default_factory=dict, description="field map of eval_pairs (as --map)")
+    normalization_pairs: int = Field(256, ge=1, description="training pairs (a seeded sample) whose rewards give "
+                                     "the stored normalisation μ, σ")
     train: RewardTrainSection = RewardTrainSection()
     scaling: ScalingSection = ScalingSection()
     resume_from: str | None = None
@@ -73,11 +85,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="backbone checkpoint directory (sets model_path)")
     parser.add_argument("--pairs", help="curate output or pairs folder (sets pairs)")
     parser.add_argument("--out", help="output directory (sets output_dir)")
+    parser.add_argument("--eval-pairs", help="held-out pairs file in an import format (sets eval_pairs)")
+    parser.add_argument("--eval-format", help="its format, as `rlhf-ray import --format` (sets eval_format)")
     add_config_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    return run(resolve_config(TrainRMConfig, args, {"model": "model_path", "pairs": "pairs", "out": "output_dir"}))
+    return run(resolve_config(TrainRMConfig, args, {"model": "model_path", "pairs": "pairs", "out": "output_dir",
+                                                    "eval_pairs": "eval_pairs", "eval_format": "eval_format"}))
+
+
+def heldout_pairs(config: TrainRMConfig) -> list[dict[str, Any]]:
+    """The pairs the RM is measured on, with `chosen_utility`/`rejected_utility`: the user's pairs (label = truth:
+    1 for the chosen answer, 0 for the rejected, so length bias is measured within each side), else the world's."""
+    if config.eval_pairs is None:
+        return truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt, "validation")
+    if not config.eval_format:
+        raise RewardModelError("--eval-pairs needs --eval-format F (an `rlhf-ray import` format)")
+    try:
+        result = read_import(config.eval_format, config.eval_pairs, config.eval_field_map)
+    except ImportFormatError as error:
+        raise RewardModelError(f"eval_pairs: {error}") from None
+    pairs = [{**pair, "chosen_utility": 1.0, "rejected_utility": 0.0} for pair in preference_pairs(result.rows)]
+    if not pairs:
+        raise RewardModelError(f"eval_pairs {config.eval_pairs!r} holds no usable pair "
+                               f"({len(result.quarantine)} of {result.input_rows} records refused)")
+    return pairs
 
 
 def locate_pairs(path: str) -> tuple[str, dict[str, Any]]:
@@ -98,13 +131,13 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     started = time.perf_counter()
     base = str(resolve_model_path(config.model_path))
     pairs_dir, curate_report = locate_pairs(config.pairs)
-    heldout = truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt, "validation")
+    heldout = heldout_pairs(config)
     ensure_ray(config.ray)
     dataset = read_pairs(pairs_dir, config.train.objectives)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": base, "heldout": heldout}
     result = fit(reward_model_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     model_dir = export_model(result.checkpoint.path, os.path.join(config.output_dir, "reward_model"))
-    _store_normalization(model_dir, result.metrics)
+    normalization = _store_normalization(model_dir, _training_sample(pairs_dir, config), config)
     registry, parents = preference_lineage(config, curate_report, base)
     evaluation = {k.removeprefix("heldout_"): v for k, v in result.metrics.items() if k.startswith("heldout_")}
     settings = config.model_dump(mode="json", include={"train", "seed"})
@@ -117,15 +150,33 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
             "train_accuracy": round(result.metrics["train_accuracy"], 4),
             "train_pairs_per_s": round(result.metrics["train_pairs_per_s"], 1),
             **{f"heldout_{k}": v for k, v in evaluation.items()}, "num_workers": config.scaling.num_workers,
+            "heldout_source": "eval_pairs" if config.eval_pairs else "world", **normalization,
             "timing/train_rm": round(time.perf_counter() - started, 2)}
 
 
-def _store_normalization(model_dir: str, metrics: dict[str, Any]) -> None:
-    """Save μ, σ of held-out rewards with the model so r̂ = (r − μ)/σ is comparable across versions."""
+def _training_sample(pairs_dir: str, config: TrainRMConfig) -> list[dict[str, Any]]:
+    """A seeded sample of `normalization_pairs` training pairs of the trained objectives."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(pairs_dir, format="parquet").to_table(columns=["prompt", "chosen", "rejected", "objective"])
+    table = table.filter(pc.is_in(table.column("objective"), value_set=pa.array(sorted(config.train.objectives))))
+    picked = np.random.default_rng(config.seed).permutation(table.num_rows)[: config.normalization_pairs]
+    return [{**row, "chosen_utility": 1.0, "rejected_utility": 0.0} for row in table.take(np.sort(picked)).to_pylist()]
+
+
+def _store_normalization(model_dir: str, sample: list[dict[str, Any]], config: TrainRMConfig) -> dict[str, float]:
+    """Save μ, σ of the trained model's rewards on training answers (chosen and rejected alike) with the model, so
+    r̂ = (r − μ)/σ is comparable across versions without any held-out or world data."""
+    model = RewardModel.load(model_dir).eval()
+    report = evaluate_reward_model(model, load_tokenizer(model_dir), sample, config.train.batch_size,
+                                   config.train.max_length)
     path = Path(model_dir) / CONFIG_FILE
     settings = json.loads(path.read_text())
-    settings.update(mean=metrics["heldout_reward_mean"], std=max(1e-6, metrics["heldout_reward_std"]))
+    settings.update(mean=report["reward_mean"], std=max(1e-6, report["reward_std"]))
     path.write_text(json.dumps(settings, indent=2))
+    return {"normalization_mean": settings["mean"], "normalization_std": settings["std"],
+            "normalization_pairs": len(sample)}
 
 
 def run(config: TrainRMConfig) -> dict[str, Any]:

@@ -147,3 +147,35 @@ def test_import_then_ingest(ray_cluster, tmp_path, monkeypatch):
     assert (figures["input_rows"], figures["accepted_rows"], figures["quarantined_rows"]) == (3, 3, 0)
     curated = pq.read_table(Path(figures["curated_dir"]) / "pairwise").to_pylist()
     assert {r["actor_id"] for r in curated}.isdisjoint({"10", "11"})  # pseudonymized by ingest
+
+
+
+
+def test_train_rm_measures_on_the_users_pairs_and_normalises_on_training_pairs(world_assets, tmp_path):
+    """The two pieces `train-rm` adds around its (unchanged) Ray Train loop, on the suite's tiny model: held-out
+    pairs from an import file, and μ, σ from the training pairs (the whole job runs in the suite's
+    `trained_policy` fixture and tests/test_preference_training.py)."""
+    from jobs.train_rm import TrainRMConfig, _store_normalization, _training_sample, heldout_pairs
+    from rlhf_ray.models import load_tokenizer
+    from rlhf_ray.training.reward_model import RewardModel
+
+    config = TrainRMConfig(model_path=world_assets["model"], pairs=world_assets["pairs"],
+                           eval_pairs=str(FIXTURES / "argilla_label.jsonl"), eval_format="argilla",
+                           normalization_pairs=6, train={"objectives": {"preference": 1.0}})
+    heldout = heldout_pairs(config)
+    # argilla_label.jsonl: three users label record 1 (two prefer response1), one labels record 2
+    assert [(p["chosen"][:9], p["chosen_utility"], p["rejected_utility"]) for p in heldout] == [
+        ("Botanical", 1.0, 0.0), ("No, it is", 1.0, 0.0), ("Botanical", 1.0, 0.0), ("4", 1.0, 0.0)]
+    sample = _training_sample(world_assets["pairs"], config)
+    training = pq.read_table(world_assets["pairs"]).to_pylist()
+    assert len(sample) == 6 and all(p in {(t["prompt"], t["chosen"], t["rejected"]) for t in training
+                                          if t["objective"] == "preference"}
+                                    for p in [(s["prompt"], s["chosen"], s["rejected"]) for s in sample])
+    RewardModel.from_causal_lm(world_assets["model"], 0, {"preference": 1.0}).save_pretrained(tmp_path / "rm")
+    load_tokenizer(world_assets["model"]).save_pretrained(tmp_path / "rm")  # as the job's exported model holds it
+    figures = _store_normalization(str(tmp_path / "rm"), sample, config)
+    stored = RewardModel.load(tmp_path / "rm")
+    assert (stored.mean, stored.std) == (figures["normalization_mean"], figures["normalization_std"])
+    assert stored.std > 1e-6 and figures["normalization_pairs"] == 6
+    with pytest.raises(ValueError, match="needs --eval-format"):
+        heldout_pairs(config.model_copy(update={"eval_format": None}))
