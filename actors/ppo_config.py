@@ -16,6 +16,7 @@ from rlhf_ray.algos.advantages import GRPO_SCALES
 from rlhf_ray.algos.phrases import load_phrase_list
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.config.resources import ClusterSection
+from rlhf_ray.models.options import ModelOptions
 from rlhf_ray.rewards.spec import RewardSourceSpec
 from rlhf_ray.training.config import DeepSpeedSection
 
@@ -124,6 +125,7 @@ class AdvantageSection(StrictModel):
 
 class PPOEngineConfig(JobConfig):
     model_path: str | None = Field(None, description="the starting policy (an SFT model directory)")
+    model: ModelOptions = ModelOptions()
     reference_path: str | None = Field(None, description="frozen reference policy; default: model_path")
     judge_model_path: str | None = Field(None, description="a second reward model (e.g. trained on held-out pairs) "
                                          "scoring held-out answers as `eval/judge_reward`; never a training signal")

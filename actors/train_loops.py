@@ -87,7 +87,7 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, engine: Upda
         for batch in shard.iter_batches(batch_size=config["batch_size"], batch_format="numpy",
                                         local_shuffle_buffer_size=config["shuffle_buffer"],
                                         local_shuffle_seed=config["seed"] + epoch):
-            seen += len(batch["prompt"])
+            seen += len(next(iter(batch.values())))
             loss, extras = batch_loss(batch)
             engine.step(loss)
             step += 1
@@ -112,7 +112,7 @@ def _prefixed(prefix: str, figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def sft_loop(config: dict[str, Any]) -> None:
-    """Fine-tune a causal LM on (prompt, response) rows; loss on response tokens only."""
+    """Fine-tune a causal LM on (prompt, response) or `messages` rows; loss on assistant tokens only."""
     model, tokenizer, engine, state = _start(config, lambda path, _: load_causal_lm(path))
 
     def batch_loss(batch: dict[str, Any]) -> BatchLoss:

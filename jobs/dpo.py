@@ -19,7 +19,7 @@ from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
 from rlhf_ray.inputs.world import WorldConfig, truth_pairs
 from rlhf_ray.lineage.jobs import directory_digest
-from rlhf_ray.models import resolve_model_path
+from rlhf_ray.models import ModelOptions, prepare_checkpoint
 from rlhf_ray.telemetry.sink import sink_for
 from rlhf_ray.training.config import TrainSection
 
@@ -42,6 +42,7 @@ class DPOTrainSection(TrainSection):
 class DPOConfig(JobConfig):
     model_path: str | None = Field(None, description="policy to optimise (an SFT model); also the frozen reference")
     reference_path: str | None = Field(None, description="reference model (default: model_path)")
+    model: ModelOptions = ModelOptions()
     pairs: str | None = Field(None, description="output_dir of `rlhf-ray curate`, or a folder of pair Parquet files")
     output_dir: str = "runs/dpo"
     world: WorldConfig = WorldConfig()
@@ -67,8 +68,9 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     if not config.model_path or not config.pairs:
         raise DPOError("dpo needs --model DIR (the policy, e.g. an SFT model) and --pairs DIR (curate output)")
     started = time.perf_counter()
-    policy = str(resolve_model_path(config.model_path))
-    reference = str(resolve_model_path(config.reference_path or config.model_path))
+    policy = prepare_checkpoint(config.model_path, config.model.chat_template, config.output_dir)
+    reference = policy if config.reference_path is None else prepare_checkpoint(
+        config.reference_path, config.model.chat_template, os.path.join(config.output_dir, "reference"))
     pairs_dir, curate_report = locate_pairs(config.pairs)
     ensure_ray(config.ray)
     dataset = read_pairs(pairs_dir, [PREFERENCE])

@@ -29,7 +29,7 @@ from rlhf_ray.contracts import RUBRIC_CRITERIA
 from rlhf_ray.inputs.formats import ImportFormatError, preference_pairs, read_import
 from rlhf_ray.inputs.world import WorldConfig, truth_pairs
 from rlhf_ray.lineage.jobs import directory_digest
-from rlhf_ray.models import load_tokenizer, resolve_model_path
+from rlhf_ray.models import ModelOptions, load_tokenizer, prepare_checkpoint
 from rlhf_ray.telemetry.sink import sink_for
 from rlhf_ray.training.config import TrainSection
 from rlhf_ray.training.reward_model import CONFIG_FILE, DEFAULT_OBJECTIVES, RewardModel, check_objective_weights
@@ -64,6 +64,7 @@ class RewardTrainSection(TrainSection):
 
 class TrainRMConfig(JobConfig):
     model_path: str | None = Field(None, description="local HF checkpoint for the backbone (an SFT model is typical)")
+    model: ModelOptions = ModelOptions()
     pairs: str | None = Field(None, description="output_dir of `rlhf-ray curate`, or a folder of pair Parquet files")
     output_dir: str = "runs/rm"
     world: WorldConfig = WorldConfig()
@@ -129,7 +130,7 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     if not config.model_path or not config.pairs:
         raise RewardModelError("train-rm needs --model DIR (backbone checkpoint) and --pairs DIR (curate output)")
     started = time.perf_counter()
-    base = str(resolve_model_path(config.model_path))
+    base = prepare_checkpoint(config.model_path, config.model.chat_template, config.output_dir)
     pairs_dir, curate_report = locate_pairs(config.pairs)
     heldout = heldout_pairs(config)
     ensure_ray(config.ray)

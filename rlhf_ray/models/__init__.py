@@ -7,8 +7,10 @@ from rlhf_ray.models.loading import (
     ensure_pad_token,
     load_causal_lm,
     load_tokenizer,
+    prepare_checkpoint,
     require_chat_template,
     resolve_model_path,
+    save_tokenizer,
 )
 from rlhf_ray.models.options import LoraSection, ModelOptions
 from rlhf_ray.models.tiny import (
@@ -43,7 +45,9 @@ __all__ = [
     "init_model",
     "load_causal_lm",
     "load_tokenizer",
+    "prepare_checkpoint",
     "require_chat_template",
     "resolve_model_path",
+    "save_tokenizer",
     "train_tokenizer",
 ]

@@ -15,6 +15,8 @@ equal to eos is harmless.
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import torch
@@ -22,6 +24,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from rlhf_ray.models.options import read_chat_template
 from rlhf_ray.models.tokenizer import NAMED_TEMPLATES
+from rlhf_ray.storage import swap_in_directory
+
+# Weight files are linked into a prepared checkpoint rather than copied; everything else (config, tokenizer,
+# template) is copied, so writing the tokenizer there can never write through a link into the user's directory.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 EXPECTED = "expected a local Hugging Face checkpoint directory containing config.json"
 HOW_TO_BUILD = ("rlhf-ray never downloads from a model hub; "
@@ -59,14 +66,30 @@ def load_tokenizer(name_or_path: str | os.PathLike[str], chat_template: str | No
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Give a tokenizer without a pad token an existing one (unk, else eos): no new token, so no embedding
-    resize. Batches mark padding by their attention mask, so pad may equal eos."""
+    resize. Batches mark padding by their attention mask, so pad may equal eos. The choice is in memory only:
+    `save_tokenizer` writes the tokenizer without it, as it was given."""
     if tokenizer.pad_token is None:
         fallback = tokenizer.unk_token or tokenizer.eos_token
         if fallback is None:
             raise ValueError(f"tokenizer of {tokenizer.name_or_path!r} has no pad, unk or eos token to pad with; "
                              "add a pad token to the checkpoint's tokenizer")
         tokenizer.pad_token = fallback
+        tokenizer.rlhf_ray_chosen_pad = True
     return tokenizer
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | os.PathLike[str]) -> None:
+    """`save_pretrained`, leaving out a pad token `ensure_pad_token` chose: a saved pad equal to eos would make
+    other tools (which often mask labels by pad id) stop teaching the model to end its turns."""
+    chosen = tokenizer.pad_token if getattr(tokenizer, "rlhf_ray_chosen_pad", False) else None
+    if chosen is None:
+        tokenizer.save_pretrained(directory)
+        return
+    tokenizer.pad_token = None
+    try:
+        tokenizer.save_pretrained(directory)
+    finally:
+        tokenizer.pad_token = chosen
 
 
 def require_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -87,3 +110,35 @@ def load_causal_lm(
     """
     path = resolve_model_path(name_or_path)
     return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+
+
+def prepare_checkpoint(model_path: str | os.PathLike[str], chat_template: str | None,
+                       work_dir: str | os.PathLike[str]) -> str:
+    """The checkpoint directory a job trains and generates from, so every component (Ray Train workers,
+    rollout workers, scorers) and every checkpoint saved later carries the same chat template.
+
+    Without `chat_template` it is `model_path` itself, once its tokenizer is known to have a template
+    (`require_chat_template`). With one it is `<work_dir>/base-model`: the checkpoint with weight files linked,
+    the rest copied, and the tokenizer saved with that template; the user's directory is never written.
+    """
+    source = resolve_model_path(model_path)
+    tokenizer = load_tokenizer(source, chat_template)
+    require_chat_template(tokenizer)
+    if chat_template is None:
+        return str(source)
+    target = Path(work_dir).absolute() / "base-model"
+    staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        staging.mkdir(parents=True)
+        for item in source.iterdir():
+            if item.is_dir():
+                shutil.copytree(item, staging / item.name)
+            elif item.suffix in WEIGHT_SUFFIXES:
+                (staging / item.name).symlink_to(item.resolve())
+            else:
+                shutil.copy2(item, staging / item.name)
+        save_tokenizer(tokenizer, staging)
+        swap_in_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)

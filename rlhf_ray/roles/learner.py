@@ -24,7 +24,7 @@ from torch import Tensor
 from rlhf_ray.algos.kl import kl_penalty
 from rlhf_ray.algos.logprobs import masked_mean, token_logprobs
 from rlhf_ray.algos.policy_loss import POLICY_LOSSES, token_entropy, value_loss
-from rlhf_ray.models import load_causal_lm, load_tokenizer
+from rlhf_ray.models import load_causal_lm, load_tokenizer, save_tokenizer
 from rlhf_ray.roles.engines import DeepSpeedEngine, TorchEngine, UpdateEngine
 from rlhf_ray.roles.scoring import causal_lm_token_logprobs, position_ids_from_mask, set_threads
 from rlhf_ray.rollout.batch import response_token_view
@@ -177,7 +177,7 @@ class PolicyLearner(GroupMember):
 
     def save_model(self, directory: str) -> None:
         self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        save_tokenizer(self.tokenizer, directory)
 
 
 class Critic(GroupMember):

@@ -1,8 +1,9 @@
 """Generation backends for rollout workers: Hugging Face `generate` (CPU or GPU) and vLLM (GPU).
 
-Both render prompts with the tokenizer's chat template (`prompt_text`), stop on the tokenizer's eos and the
-end-of-turn marker, and return `Sample`s in prompt order — prompt i's `num_samples` samples are rows
-[i·n, (i+1)·n) — with `response_ids` ending in the stop token when the response finished. Pick one by name
+Both render prompts with the checkpoint's chat template (`prompt_text`; a prompt is a text or a conversation),
+stop on the tokenizer's eos, the template's end-of-turn marker and the generation config's eos ids, and
+return `Sample`s in prompt order — prompt i's `num_samples` samples are rows [i·n, (i+1)·n) — with
+`response_ids` ending in the stop token when the response finished. Pick one by name
 from `BACKENDS`; adding a backend is adding a class with the `GenerationBackend` methods.
 """
 
@@ -21,7 +22,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 from rlhf_ray.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf_ray.rollout.batch import Sample
 from rlhf_ray.rollout.weights import state_digest
-from rlhf_ray.training.encoding import END_OF_TURN, prompt_text
+from rlhf_ray.training.encoding import Prompt, end_of_turn, prompt_text
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class GenerationParams:
 class GenerationBackend(Protocol):
     """What a rollout worker needs from an inference engine."""
 
-    def generate(self, prompts: list[str], prompt_ids: list[str], num_samples: int,
+    def generate(self, prompts: list[Prompt], prompt_ids: list[str], num_samples: int,
                  params: GenerationParams) -> list[Sample]:
         """`num_samples` samples per prompt; prompt i's are rows [i·n, (i+1)·n)."""
         ...
@@ -75,44 +76,48 @@ class GenerationBackend(Protocol):
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase, generation_eos: int | Sequence[int] | None = None) -> list[int]:
-    """Token ids that end a response: the tokenizer's eos, the end-of-turn marker when it is one token, and
-    any eos ids of the model's generation config."""
+    """Token ids that end a response: the tokenizer's eos, the chat template's end-of-turn marker
+    (`end_of_turn`) when it is one token, and any eos ids of the model's generation config."""
     ids: list[int] = []
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
-    marker = tokenizer(END_OF_TURN.rstrip("\n"), add_special_tokens=False)["input_ids"]
+    marker = tokenizer(end_of_turn(tokenizer).strip(), add_special_tokens=False)["input_ids"]
     if len(marker) == 1:
         ids.append(int(marker[0]))
     if generation_eos is not None:
         ids.extend(int(i) for i in ([generation_eos] if isinstance(generation_eos, int) else generation_eos))
     if not ids:
-        raise ValueError("the tokenizer has no eos token and no single-token end-of-turn marker; "
-                         "generation would never stop before the length cap")
+        raise ValueError(f"the tokenizer of {tokenizer.name_or_path!r} has no eos token, its chat template's "
+                         "end-of-turn marker is not one token and the generation config names no eos: generation "
+                         "would never stop before the length cap")
     return sorted(set(ids))
 
 
-def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
     """The chat-template prompt (ending with the assistant turn's opening) as token ids, as `encode_chat` does."""
     return tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
 
 
-def make_sample(tokenizer: PreTrainedTokenizerBase, prompt_id: str, prompt: str, prompt_ids: list[int],
-                generated: Sequence[int], stops: Sequence[int], finished: bool | None = None) -> Sample:
+def make_sample(tokenizer: PreTrainedTokenizerBase, prompt_id: str, prompt: Prompt, prompt_ids: list[int],
+                generated: Sequence[int], stops: Sequence[int], finished: bool | None = None,
+                eot: str | None = None) -> Sample:
     """A `Sample` from generated ids: cut after the first stop token (kept, so the policy learns to stop).
 
-    `finished=None` infers it from the presence of a stop token; text drops special tokens (the end marker).
+    `finished=None` infers it from the presence of a stop token; text drops special tokens and the template's
+    end-of-turn text `eot` (read off the template when None).
     """
     stop_set = set(stops)
     cut = next((k for k, token in enumerate(generated) if token in stop_set), None)
     response_ids = [int(t) for t in (generated if cut is None else generated[: cut + 1])]
     done = cut is not None if finished is None else finished
+    eot = end_of_turn(tokenizer) if eot is None else eot
     text = tokenizer.decode(response_ids, skip_special_tokens=True)
-    text = text.removesuffix(END_OF_TURN).removesuffix(END_OF_TURN.rstrip("\n"))
+    text = text.removesuffix(eot).removesuffix(eot.strip())
     return Sample(prompt_id=prompt_id, prompt=prompt, response=text, prompt_ids=list(prompt_ids),
                   response_ids=response_ids, finished=done)
 
 
-def _check_request(prompts: Sequence[str], prompt_ids: Sequence[str], num_samples: int) -> None:
+def _check_request(prompts: Sequence[Prompt], prompt_ids: Sequence[str], num_samples: int) -> None:
     if len(prompts) != len(prompt_ids):
         raise ValueError(f"prompts and prompt_ids must have the same length; got {len(prompts)} and {len(prompt_ids)}")
     if num_samples < 1:
@@ -137,22 +142,27 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 class HFBackend:
-    """`transformers` generate on a local checkpoint: left-padded batches, `max_batch_size` rows per call."""
+    """`transformers` generate on a local checkpoint: left-padded batches, `max_batch_size` rows per call.
+
+    `chat_template` (a `model.chat_template` spec) replaces the checkpoint's template when given.
+    """
 
     def __init__(self, model_path: str | os.PathLike[str], device: str = "cpu",
-                 dtype: torch.dtype | str | None = None, max_batch_size: int = 64) -> None:
+                 dtype: torch.dtype | str | None = None, max_batch_size: int = 64,
+                 chat_template: str | None = None) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be ≥ 1; got {max_batch_size}")
         self.model_path = resolve_model_path(model_path)
         self.device = torch.device(device)
-        self.tokenizer = load_tokenizer(self.model_path)
+        self.tokenizer = load_tokenizer(self.model_path, chat_template)
         self.model = load_causal_lm(self.model_path, dtype=dtype).to(self.device).eval()
         self.max_batch_size = max_batch_size
+        self.eot = end_of_turn(self.tokenizer)
         self.stops = stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = int(pad if pad is not None else self.stops[0])
+        # padding is marked by the attention mask, so the pad id (eos for a tokenizer that ships none) is inert
+        self.pad_token_id = int(self.tokenizer.pad_token_id)
 
-    def generate(self, prompts: list[str], prompt_ids: list[str], num_samples: int,
+    def generate(self, prompts: list[Prompt], prompt_ids: list[str], num_samples: int,
                  params: GenerationParams) -> list[Sample]:
         _check_request(prompts, prompt_ids, num_samples)
         rendered = [render_prompt_ids(self.tokenizer, prompt) for prompt in prompts]
@@ -167,7 +177,8 @@ class HFBackend:
             for start in range(0, len(rows), self.max_batch_size):
                 chunk = rows[start : start + self.max_batch_size]
                 generated = self._generate_ids([rendered[i] for i in chunk], params)
-                samples.extend(make_sample(self.tokenizer, prompt_ids[i], prompts[i], rendered[i], new, self.stops)
+                samples.extend(make_sample(self.tokenizer, prompt_ids[i], prompts[i], rendered[i], new, self.stops,
+                                           eot=self.eot)
                                for i, new in zip(chunk, generated, strict=True))
         return samples
 
@@ -231,13 +242,14 @@ class VLLMBackend:
 
     def __init__(self, model_path: str | os.PathLike[str], dtype: str = "auto", gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True, enable_sleep_mode: bool = False, seed: int = 0,
-                 **engine_kwargs: Any) -> None:
+                 chat_template: str | None = None, **engine_kwargs: Any) -> None:
         try:
             import vllm
         except ImportError as error:
             raise ImportError(VLLM_INSTALL_HINT) from error
         self.model_path = resolve_model_path(model_path)
-        self.tokenizer = load_tokenizer(self.model_path)
+        # prompts reach the engine as token ids rendered here, so vLLM's own chat handling is never used
+        self.tokenizer = load_tokenizer(self.model_path, chat_template)
         # `worker_extension_cls` takes the qualified name of a class importable in the worker processes.
         self.llm = vllm.LLM(
             model=str(self.model_path), tokenizer=str(self.model_path), dtype=dtype,
@@ -246,10 +258,11 @@ class VLLMBackend:
             worker_extension_cls=f"{VLLMWorkerExtension.__module__}.{VLLMWorkerExtension.__qualname__}",
             **engine_kwargs,
         )
+        self.eot = end_of_turn(self.tokenizer)
         self.stops = stop_token_ids(self.tokenizer, _checkpoint_eos(self.model_path))
         self._digest: str | None = None
 
-    def generate(self, prompts: list[str], prompt_ids: list[str], num_samples: int,
+    def generate(self, prompts: list[Prompt], prompt_ids: list[str], num_samples: int,
                  params: GenerationParams) -> list[Sample]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -278,7 +291,7 @@ class VLLMBackend:
                     reason = completion.stop_reason
                     generated.append(reason if isinstance(reason, int) else self.stops[0])
                 samples.append(make_sample(self.tokenizer, prompt_ids[i], prompts[i], rendered[i], generated,
-                                           self.stops, finished=finished))
+                                           self.stops, finished=finished, eot=self.eot))
         return samples
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:

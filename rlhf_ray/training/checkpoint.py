@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from rlhf_ray.models.loading import save_tokenizer
 from rlhf_ray.roles.engines import UpdateEngine
 from rlhf_ray.training.steps import unwrap_model
 
@@ -24,7 +25,7 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, engine: UpdateEngine
     (whole from rank 0 under DDP, one partition per rank under ZeRO) to resume from."""
     if rank == 0:
         unwrap_model(model).save_pretrained(os.path.join(directory, MODEL_DIR))
-        tokenizer.save_pretrained(os.path.join(directory, MODEL_DIR))
+        save_tokenizer(tokenizer, os.path.join(directory, MODEL_DIR))
         with open(os.path.join(directory, STATE_FILE), "w") as stream:
             json.dump(state, stream)
     engine.save(directory, rank)

@@ -22,7 +22,7 @@ from rlhf_ray.algos.logprobs import sequence_logprob
 from rlhf_ray.algos.preference import bradley_terry_loss, dpo_loss, preference_accuracy
 from rlhf_ray.algos.sft import sft_loss
 from rlhf_ray.evaluation.reward_model import reward_model_report
-from rlhf_ray.training.encoding import encode_chat
+from rlhf_ray.training.encoding import batch_conversations, conversation_of, encode_chat, encode_conversations
 
 BatchLoss = tuple[Tensor, dict[str, float]]
 
@@ -36,13 +36,14 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def sft_batch_loss(model: torch.nn.Module, tokenizer: Any, batch: Mapping[str, Any], max_length: int) -> BatchLoss:
-    """Mean response-token NLL (`sft_loss`) of a batch of (prompt, response) rows; no extra figures."""
-    encoded = encode_chat(tokenizer, list(batch["prompt"]), list(batch["response"]), max_length)
+    """Mean response-token NLL (`sft_loss`) of a batch of (prompt, response) or `messages` rows (loss on every
+    assistant turn); no extra figures."""
+    encoded = encode_conversations(tokenizer, batch_conversations(batch), max_length)
     logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
     return sft_loss(logits, encoded["input_ids"], encoded["response_mask"]), {}
 
 
-def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, str]], batch_size: int,
+def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict[str, Any]], batch_size: int,
                      max_length: int) -> float:
     """Token-weighted mean response NLL over the held-out examples (the same on every worker)."""
     model.eval()
@@ -50,7 +51,7 @@ def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict
     with torch.no_grad():
         for first in range(0, len(examples), batch_size):
             chunk = examples[first : first + batch_size]
-            batch = encode_chat(tokenizer, [e["prompt"] for e in chunk], [e["response"] for e in chunk], max_length)
+            batch = encode_conversations(tokenizer, [conversation_of(e) for e in chunk], max_length)
             logits = unwrap_model(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             count = int(batch["response_mask"][:, 1:].sum())
             total += float(sft_loss(logits, batch["input_ids"], batch["response_mask"])) * count
