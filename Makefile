@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# The console shows stages, progress and summaries; Ray's and the libraries' logs go to runs/quickstart/logs/.
+# `make quickstart QUICKSTART_ARGS=--verbose` shows them on the console instead.
+QUICKSTART_ARGS ?=
 quickstart: $(STAMP)
-	WANDB_SILENT=true $(BIN)/rlhf-ray loop --config configs/quickstart.yaml
+	WANDB_SILENT=true $(BIN)/rlhf-ray loop --config configs/quickstart.yaml $(QUICKSTART_ARGS)
 
 test: $(STAMP)
 	WANDB_SILENT=true $(BIN)/python -m pytest $(PYTEST_ARGS)

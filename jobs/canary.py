@@ -2,7 +2,9 @@
 ramp the canary's share while its guardrails hold, and let the sequential test promote or roll it back.
 
 In simulation mode the world's users send the traffic and give thumbs from the hidden utility, until the
-test decides; otherwise the job ramps on a timer and watches real traffic. Either way the decision is made
+test decides. With `traffic.replay` the job replays a file of chat requests through the same HTTP API, and a
+scripted user (`traffic.feedback`, a `package.module:function`) judges the answers: no simulator needed. Otherwise
+the job ramps on a timer and watches real traffic. Either way the decision is made
 inside the serving system (the canary monitor), which keeps guarding after the job has gone.
 """
 
@@ -15,7 +17,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from pydantic import Field, model_validator
@@ -28,7 +30,7 @@ from rlhf_ray.inputs.world import WorldConfig
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.lineage.jobs import lineage_for, lineage_root, register_input_checkpoint
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
-from rlhf_ray.serving.simulation import SimulatedRequest, SimulatedUsers
+from rlhf_ray.serving.replay import ReplayTraffic, read_traffic
 from rlhf_ray.storage import StorageRoot, digest_files
 from rlhf_ray.telemetry.sink import sink_for
 
@@ -64,14 +66,34 @@ class RampSection(StrictModel):
         return self
 
 
-class SimulationSection(StrictModel):
-    enabled: bool = Field(True, description="drive traffic from the world's simulated users")
+class DrivenTraffic(StrictModel):
+    """How the job drives traffic itself (simulated users or a replayed file)."""
+
     max_requests: int = Field(3000, ge=1, description="stop (undecided) after this many requests")
     concurrency: int = Field(4, ge=1, description="requests in flight at once")
-    feedback_rate: float = Field(1.0, gt=0, le=1, description="share of answers the users judge")
-    num_prompts: int | None = Field(None, ge=1, description="draw from the first N training prompts (all: null)")
     max_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.7, ge=0)
+
+
+class SimulationSection(DrivenTraffic):
+    enabled: bool = Field(True, description="drive traffic from the world's simulated users")
+    feedback_rate: float = Field(1.0, gt=0, le=1, description="share of answers the users judge")
+    num_prompts: int | None = Field(None, ge=1, description="draw from the first N training prompts (all: null)")
+
+
+class TrafficSection(DrivenTraffic):
+    replay: str | None = Field(None, description="JSONL file of chat requests to replay through the HTTP API, "
+                               "again and again (rows with `messages` or `prompt`, optional `user`); replaces the "
+                               "simulation")
+    feedback: str | None = Field(None, description="the scripted user judging each replayed answer: "
+                                 "'package.module:function(request, response, meta)' returning True/False (thumbs), "
+                                 "an int 1–5 (Likert), a feedback body dict, or None")
+
+    @model_validator(mode="after")
+    def _feedback_needs_replay(self) -> TrafficSection:
+        if self.feedback and not self.replay:
+            raise ValueError(f"traffic.feedback={self.feedback!r} judges replayed answers; set traffic.replay FILE")
+        return self
 
 
 class CanaryConfig(JobConfig, ServingSections):
@@ -85,6 +107,7 @@ class CanaryConfig(JobConfig, ServingSections):
     serve: ServeSection = ServeSection()
     ramp: RampSection = RampSection()
     simulation: SimulationSection = SimulationSection()
+    traffic: TrafficSection = TrafficSection()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,33 +206,62 @@ def _healthy(status: dict[str, Any]) -> bool:
     return status["phase"] == "running" and not status["guardrails"]["breaches"]
 
 
-def simulate(config: CanaryConfig, client: CanaryClient, sink: Any) -> dict[str, Any]:
-    """Send the world's users' requests and thumbs until the canary is promoted or rolled back."""
+class TrafficSource(Protocol):
+    """Where driven traffic comes from: `SimulatedTraffic` (the world's users) or `ReplayTraffic` (a file and a
+    scripted user)."""
+
+    def next_request(self) -> Any: ...
+    def chat_body(self, request: Any) -> dict[str, Any]: ...
+    def judge_reply(self, request: Any, reply: dict[str, Any]) -> dict[str, Any] | None: ...
+    def figures(self) -> dict[str, Any]: ...
+
+
+def simulated_traffic(config: CanaryConfig) -> TrafficSource:
+    from rlhf_ray.serving.simulation import SimulatedTraffic, SimulatedUsers
+
     sim = config.simulation
-    users = SimulatedUsers(config.world, config.seed, sim.num_prompts)
-    steps, at_weight, sent, utilities = list(config.ramp.steps), 0, 0, {"incumbent": [], "canary": []}
+    return SimulatedTraffic(SimulatedUsers(config.world, config.seed, sim.num_prompts), config.router.model_name,
+                            sim.max_tokens, sim.temperature, sim.feedback_rate)
+
+
+def replay_traffic(config: CanaryConfig) -> ReplayTraffic:
+    """The traffic file and the scripted user, checked before anything is deployed."""
+    from rlhf_ray.rewards.spec import load_function
+
+    traffic = config.traffic
+    try:
+        rows = read_traffic(traffic.replay or "")
+        judge = load_function(traffic.feedback) if traffic.feedback else None
+    except ValueError as error:
+        raise CanaryError(f"traffic: {error}") from None
+    return ReplayTraffic(rows, judge, config.router.model_name, traffic.max_tokens, traffic.temperature)
+
+
+def drive(config: CanaryConfig, client: CanaryClient, sink: Any, source: TrafficSource,
+          settings: DrivenTraffic) -> dict[str, Any]:
+    """Send the source's requests and its users' feedback through the HTTP API, stepping the canary's weight up
+    every `ramp.requests_per_step` requests while healthy, until the canary is promoted or rolled back or
+    `settings.max_requests` are sent."""
+    max_requests, concurrency = settings.max_requests, settings.concurrency
+    steps, at_weight, sent = list(config.ramp.steps), 0, 0
     status = client.status()
-    while sent < sim.max_requests and status["phase"] == "running":
-        batch: list[SimulatedRequest] = [users.next_request() for _ in range(sim.concurrency)]
-        bodies = [r.chat_body(config.router.model_name, sim.max_tokens, sim.temperature) for r in batch]
-        replies = list(client.pool.map(client.chat, bodies))
+    while sent < max_requests and status["phase"] == "running":
+        batch = [source.next_request() for _ in range(concurrency)]
+        replies = list(client.pool.map(client.chat, [source.chat_body(request) for request in batch]))
         for request, reply in zip(batch, replies, strict=True):
-            if reply is None or users.rng.random() >= sim.feedback_rate:
-                continue
-            thumbs, utility = users.thumbs(request, reply["choices"][0]["message"]["content"])
-            utilities[reply["variant"]].append(utility)
-            client.feedback({"kind": "thumbs", "response_id": reply["id"], "value": thumbs})
+            feedback = source.judge_reply(request, reply) if reply is not None else None
+            if feedback is not None:
+                client.feedback(feedback)
         sent += len(batch)
         at_weight += len(batch)
         status = client.status()
         if steps and at_weight >= config.ramp.requests_per_step and _healthy(status):
             status, at_weight = client.ramp_to(steps.pop(0)), 0
-        if (sent // sim.concurrency) % 10 == 0 or status["phase"] != "running":  # a progress line, not a flood
+        if (sent // concurrency) % 10 == 0 or status["phase"] != "running":  # a progress line, not a flood
             sink.log({"requests": sent, "canary_weight": status["canary_weight"],
                       "judged_incumbent": status["variants"]["incumbent"]["judged"],
                       "judged_canary": status["variants"]["canary"]["judged"]}, step=sent)
-    return {"requests_sent": sent, "true_utility": {v: round(sum(u) / len(u), 4) if u else None
-                                                    for v, u in utilities.items()}}
+    return {"requests_sent": sent, **source.figures()}
 
 
 def watch(config: CanaryConfig, client: CanaryClient) -> dict[str, Any]:
@@ -263,6 +315,7 @@ def run(config: CanaryConfig) -> dict[str, Any]:
     from actors.serve_app import deploy_canary
 
     started = time.perf_counter()
+    replay = replay_traffic(config) if config.traffic.replay else None
     _check_key(config)
     args = app_args(config, lineage_for(config))
     sink = sink_for(NAME, config)
@@ -270,9 +323,15 @@ def run(config: CanaryConfig) -> dict[str, Any]:
     base_url = deploy_canary(args, config.serve.app_name, config.serve.route_prefix, config.serve.host,
                              config.serve.port)
     print(f"[canary] serving on {base_url} (deployment {args.deployment_id})", file=sys.stderr)
-    client = CanaryClient(base_url, config.serve.app_name, config.simulation.concurrency)
+    driven: DrivenTraffic = config.traffic if replay else config.simulation
+    client = CanaryClient(base_url, config.serve.app_name, driven.concurrency)
     try:
-        traffic = simulate(config, client, sink) if config.simulation.enabled else watch(config, client)
+        if replay is not None:
+            traffic = drive(config, client, sink, replay, config.traffic)
+        elif config.simulation.enabled:
+            traffic = drive(config, client, sink, simulated_traffic(config), config.simulation)
+        else:
+            traffic = watch(config, client)
         status = client.status()
     finally:
         client.close()

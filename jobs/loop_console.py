@@ -16,7 +16,7 @@ STAGE_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
     "train-rm": (("rm_heldout_accuracy", "held-out pair accuracy {:.3f}"),),
     "train-judge": (("judge_heldout_accuracy", "held-out pair accuracy {:.3f}"),),
     "dpo": (("dpo_heldout_reward_accuracy", "held-out reward accuracy {:.3f}"),),
-    "ppo": (("ppo_start/true_utility", "held-out true utility {:.3f}"), ("ppo_end/true_utility", "→ {:.3f}")),
+    "ppo": (("ppo_end/true_utility", "held-out true utility {:.3f}"), ("ppo_end/judge_reward", "judge reward {:.3f}")),
     "gate": (("gate_verdict", "verdict {}"), ("gate_gate/win_rate", "win-rate {:.3f}")),
     "canary": (("canary_decision", "{}"), ("canary_requests_sent", "after {:,} requests")),
 }

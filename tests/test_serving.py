@@ -734,3 +734,74 @@ def test_fault_drill_a_killed_replica_is_replaced_without_losing_answers_or_dupl
     else:
         assert failed == [] and refused == [], figures  # the router retried what the dead policy replica had
         assert status["variants"][victim]["errors"] == 0, figures
+
+
+# ---------------------------------------------------------------------------------------------- replayed traffic
+
+REPLAY_ROWS = [
+    {"prompt": "how do I reset my password ?"},
+    {"messages": [{"role": "system", "content": "answer briefly"},
+                  {"role": "user", "content": "where is my parcel ?"}]},
+    {"prompt": "can I change my plan ?", "skip": True},
+    {"prompt": "how do I close my account ?", "user": "replay-regular"},
+]
+
+
+def likes_the_canary(request: dict[str, Any], response: str, meta: dict[str, Any]) -> bool | None:
+    """The scripted user of the replay test: a thumb up for the canary's answers, down for the incumbent's (the
+    variant the API reports), and no verdict on rows marked `skip`."""
+    assert isinstance(response, str) and meta["response_id"] and request["messages"][-1]["role"] == "user"
+    return None if request.get("skip") else meta["variant"] == "canary"
+
+
+def test_traffic_files_and_scripted_verdicts_are_checked_naming_line_and_value(tmp_path: Path) -> None:
+    from rlhf_ray.serving.replay import TrafficFileError, feedback_body, read_traffic
+
+    good = json.dumps(REPLAY_ROWS[0])
+    for line, expected in (('{"text": "hi"}', "line 2: got {'messages': None, 'prompt': None}, expected 'messages'"),
+                           ('{"messages": [{"role": "bot", "content": "hi"}]}', "line 2: field 'messages'"),
+                           ('{"prompt": "hi", "user": 7}', "line 2: field 'user': got 7"),
+                           ("{not json", "line 2: not JSON")):
+        (tmp_path / "traffic.jsonl").write_text(f"{good}\n{line}\n")
+        with pytest.raises(TrafficFileError, match=expected.replace("(", r"\(").replace("[", r"\[")):
+            read_traffic(str(tmp_path / "traffic.jsonl"))
+    assert feedback_body(True, "r1") == {"kind": "thumbs", "value": 1, "response_id": "r1"}
+    assert feedback_body(4, "r1") == {"kind": "likert", "value": 4, "response_id": "r1"}
+    assert feedback_body({"kind": "flag", "category": "privacy"}, "r1")["category"] == "privacy"
+    assert feedback_body(None, "r1") is None
+    with pytest.raises(ValueError, match="scripted user returned 7: field 'value': got 7"):
+        feedback_body(7, "r1")
+
+
+@pytest.mark.ray
+def test_a_replayed_traffic_file_judged_by_a_scripted_user_decides_the_canary(serve_instance, base_model, secrets_dir,
+                                                                               tmp_path: Path) -> None:
+    """`traffic.replay` + `traffic.feedback`: the file's requests go through the HTTP API again and again, the
+    scripted user's thumbs go to the feedback endpoint, and the sequential test promotes the arm it prefers."""
+    from jobs.canary import CanaryConfig, run
+    from rlhf_ray.config import WandbConfig
+
+    (tmp_path / "traffic.jsonl").write_text("".join(json.dumps(row) + "\n" for row in REPLAY_ROWS))
+    canary = _copy_model(base_model, tmp_path / "canary-model", perturb_seed=2)
+    max_requests = 200
+    config = CanaryConfig.model_validate({
+        "incumbent_path": base_model, "canary_path": canary, "output_dir": str(tmp_path / "out"), "seed": 0,
+        "wandb": WandbConfig(mode="disabled"),
+        "serve": {"port": serve_instance, "app_name": "replay-test", "route_prefix": "/replay"},
+        "ramp": {"steps": []},
+        "traffic": {"replay": str(tmp_path / "traffic.jsonl"), "feedback": f"{__name__}:likes_the_canary",
+                    "max_requests": max_requests, "max_tokens": 2},
+        "incumbent": {"num_cpus": 0.1}, "canary": {"num_cpus": 0.1},
+        "router": {"initial_weight": 0.5, "report_interval_s": 0.1},
+        "sequential": {"alpha": 0.05, "power": 0.8, "mde": 0.3, "min_samples": 6},
+        "pseudonyms": {"key_file": secrets_dir["key_file"]}, "admin": {"token_file": secrets_dir["token_file"]},
+    })
+    summary = run(config)
+    assert (summary["decision"], summary["decision_source"]) == ("promote", "sequential"), summary
+    assert summary["requests_sent"] < max_requests and summary["replay_passes"] >= 2
+    assert summary["accept_rate"] == {"incumbent": 0.0, "canary": 1.0}
+    # one row in four gets no verdict; the other answers' thumbs reached the feedback endpoint (the monitor counts
+    # them from the routers' reports, which may lag the last few) and its shards
+    assert summary["answers_unjudged"] > 0
+    assert 0 < sum(summary["judged"].values()) <= summary["feedback_sent"]["thumbs"]
+    assert summary["feedback_id"] is not None

@@ -2,6 +2,7 @@
 answer from its hidden true utility (`rlhf_ray.sim.judgments.thumbs_up`, P(up) = σ((U − θ_user)/T_user)).
 
 Only the simulation sees the utility; the server sees requests and thumbs, exactly as in production.
+`SimulatedTraffic` offers them to the canary job as a traffic source, like `rlhf_ray.serving.replay.ReplayTraffic`.
 """
 
 from __future__ import annotations
@@ -46,3 +47,31 @@ class SimulatedUsers:
         """(thumbs 0/1, true utility) of the user's judgment of `response`."""
         utility = self.world.utility(request.prompt.prompt_id, response)
         return int(thumbs_up(request.user, utility, self.rng)), utility.total
+
+
+class SimulatedTraffic:
+    """The world's users as a canary's traffic source: their requests, and a thumb on a `feedback_rate` share of the
+    answers; records each judged answer's true utility per variant."""
+
+    def __init__(self, users: SimulatedUsers, model: str, max_tokens: int, temperature: float,
+                 feedback_rate: float) -> None:
+        self.users, self.model, self.max_tokens, self.temperature = users, model, max_tokens, temperature
+        self.feedback_rate = feedback_rate
+        self.utilities: dict[str, list[float]] = {"incumbent": [], "canary": []}
+
+    def next_request(self) -> SimulatedRequest:
+        return self.users.next_request()
+
+    def chat_body(self, request: SimulatedRequest) -> dict[str, Any]:
+        return request.chat_body(self.model, self.max_tokens, self.temperature)
+
+    def judge_reply(self, request: SimulatedRequest, reply: dict[str, Any]) -> dict[str, Any] | None:
+        if self.users.rng.random() >= self.feedback_rate:
+            return None
+        thumbs, utility = self.users.thumbs(request, reply["choices"][0]["message"]["content"])
+        self.utilities[reply["variant"]].append(utility)
+        return {"kind": "thumbs", "response_id": reply["id"], "value": thumbs}
+
+    def figures(self) -> dict[str, Any]:
+        return {"true_utility": {variant: round(sum(u) / len(u), 4) if u else None
+                                 for variant, u in self.utilities.items()}}
