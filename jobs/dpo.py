@@ -13,11 +13,10 @@ from pydantic import Field
 from actors.runtime import ensure_ray
 from actors.train_loops import dpo_loop
 from jobs.common import add_config_arguments, resolve_config
-from jobs.train_rm import locate_pairs
+from jobs.train_rm import HeldoutPairsSettings, heldout_pairs, locate_pairs
 from jobs.training import ScalingSection, export_model, fit, preference_lineage, read_pairs
 from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
-from rlhf_ray.inputs.world import WorldConfig, truth_pairs
 from rlhf_ray.lineage.jobs import directory_digest
 from rlhf_ray.models import ModelOptions, prepare_checkpoint
 from rlhf_ray.telemetry.sink import sink_for
@@ -39,14 +38,13 @@ class DPOTrainSection(TrainSection):
     use_pair_weights: bool = True
 
 
-class DPOConfig(JobConfig):
+class DPOConfig(HeldoutPairsSettings, JobConfig):
     model_path: str | None = Field(None, description="policy to optimise (an SFT model); also the frozen reference")
     reference_path: str | None = Field(None, description="reference model (default: model_path)")
     model: ModelOptions = ModelOptions()
     pairs: str | None = Field(None, description="output_dir of `rlhf-ray curate`, or a folder of pair Parquet files")
     output_dir: str = "runs/dpo"
-    world: WorldConfig = WorldConfig()
-    heldout_pairs_per_prompt: int = Field(4, ge=1)
+    heldout_pairs_per_prompt: int = Field(4, ge=1, description="truth-labelled pairs per held-out world prompt")
     train: DPOTrainSection = DPOTrainSection()
     scaling: ScalingSection = ScalingSection()
     resume_from: str | None = None
@@ -56,11 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="policy checkpoint directory (sets model_path)")
     parser.add_argument("--pairs", help="curate output or pairs folder (sets pairs)")
     parser.add_argument("--out", help="output directory (sets output_dir)")
+    parser.add_argument("--eval-pairs", help="held-out pairs file in an import format (sets eval_pairs)")
+    parser.add_argument("--eval-format", help="its format, as `rlhf-ray import --format` (sets eval_format)")
     add_config_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    return run(resolve_config(DPOConfig, args, {"model": "model_path", "pairs": "pairs", "out": "output_dir"}))
+    return run(resolve_config(DPOConfig, args, {"model": "model_path", "pairs": "pairs", "out": "output_dir",
+                                                "eval_pairs": "eval_pairs", "eval_format": "eval_format"}))
 
 
 def train_dpo(config: DPOConfig) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     dataset = read_pairs(pairs_dir, [PREFERENCE])
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": policy,
                    "reference_path": reference,
-                   "heldout": truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt, "validation")}
+                   "heldout": heldout_pairs(config, config.seed)}
     result = fit(dpo_loop, loop_config, dataset, config, config.scaling, NAME, config.resume_from)
     model_dir = export_model(result.checkpoint.path, os.path.join(config.output_dir, "policy"))
     registry, parents = preference_lineage(config, curate_report, policy)

@@ -31,11 +31,11 @@ from typing import Any
 from jobs import drift
 from jobs.common import add_config_arguments, resolve_config
 from jobs.loop_config import (
-    READS_IF_LISTED,
     REFRESH_STAGES,
     REQUIRES,
     STAGES,
     LoopConfig,
+    input_stages,
 )
 from jobs.loop_console import stage_line, stage_tracker
 from jobs.loop_stages import (
@@ -66,7 +66,7 @@ HELP = ("run the RLHF loop end to end, with gates and lineage: simulate → inge
         "subset; --watch waits for new feedback)")
 __all__ = ["REQUIRES", "RUNNERS", "STAGES", "LoopConfig", "run", "stage_configs"]
 # Stage name → its field in `Stages`.
-FIELDS = {"init-model": "model", "train-rm": "reward_model", "train-judge": "judge"}
+FIELDS = {"import": "imports", "init-model": "model", "train-rm": "reward_model", "train-judge": "judge"}
 GATE_EVENT = "gate"
 TRIGGER_EVENT = "trigger"
 
@@ -96,14 +96,15 @@ def _announce(console: Console, iteration: int, step: int, total: int, name: str
     console.print(f"[loop] iteration {iteration} stage {step}/{total} {name} → {where}{note}")
 
 
-def incumbent_at(state: LoopState, iteration: int) -> dict[str, Any] | None:
-    """The policy serving when `iteration` starts: the candidate of the last canary that was promoted before
-    it, or None (the SFT model)."""
+def incumbent_at(state: LoopState, iteration: int, candidate_stage: str = "ppo") -> dict[str, Any] | None:
+    """The policy serving when `iteration` starts: the candidate (the policy of `candidate_stage`, gate.candidate)
+    of the last canary that was promoted before it, or None (the SFT model)."""
     incumbent = None
     for earlier in range(1, iteration):
         decided = state.stage_figures(earlier, "canary")
         if decided and decided.get("decision") == "promote":
-            policy = state.stage_figures(earlier, "ppo") or {}
+            # DPO runs in the first iteration only: its policy is that iteration's figures
+            policy = state.stage_figures(earlier if candidate_stage == "ppo" else 1, candidate_stage) or {}
             incumbent = {"policy_dir": policy.get("policy_dir"), "policy_id": policy.get("policy_id"),
                          "iteration": earlier}
     return incumbent
@@ -111,8 +112,7 @@ def incumbent_at(state: LoopState, iteration: int) -> dict[str, Any] | None:
 
 def _upstream(name: str, done: dict[str, Figures]) -> dict[str, Any]:
     """The artifact ids a stage reads: every `*_id` its input stages reported."""
-    inputs = (*REQUIRES.get(name, ()), *READS_IF_LISTED.get(name, ()))
-    return {f"{stage}.{key}": value for stage in inputs for key, value in done.get(stage, {}).items()
+    return {f"{stage}.{key}": value for stage in input_stages(name) for key, value in done.get(stage, {}).items()
             if key.endswith("_id") and isinstance(value, str)}
 
 
@@ -177,7 +177,7 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
     """One iteration's stages (those in `only`, if given); returns its summary figures and why it stopped early
     (None if it did not). `fresh_inputs` makes ingest read the feedback there is now, not what it read before."""
     console = console or Console(sys.stderr)
-    incumbent = incumbent_at(state, iteration)
+    incumbent = incumbent_at(state, iteration, config.gate.candidate)
     stages: Stages = stage_configs(config, iteration, incumbent["policy_dir"] if incumbent else None)
     names = [name for name in _iteration_stages(config, iteration) if only is None or name in only]
     summary: Figures = {"incumbent_at_start": incumbent["policy_id"] if incumbent else "sft"}
@@ -220,9 +220,15 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
     return summary, None
 
 
+# PPO's held-out figure for the headline: the world's hidden utility in simulation, else the judge's reward.
+HEADLINE_FIGURES = (("true_utility", "held-out true utility"), ("judge_reward", "validation judge reward"))
+
+
 def _headline(iteration: int, figures: Figures) -> str:
-    before, after = figures.get("ppo_start/true_utility"), figures.get("ppo_end/true_utility")
-    utility = f"held-out true utility {before:.3f} → {after:.3f}" if None not in (before, after) else "no PPO"
+    utility = next((f"{label} {figures[f'ppo_start/{name}']:.3f} → {figures[f'ppo_end/{name}']:.3f}"
+                    for name, label in HEADLINE_FIGURES
+                    if figures.get(f"ppo_start/{name}") is not None and figures.get(f"ppo_end/{name}") is not None),
+                   "no PPO")
     decision = figures.get("canary_decision", "not run")
     judged = figures.get("canary_judged_at_decision")
     return (f"[loop] iteration {iteration}: {utility}; gate {figures.get('gate_verdict', 'not run')}; "
@@ -267,7 +273,7 @@ class LoopRun:
 
     def finish(self) -> Figures:
         """The run's summary, with its report written and its headlines on the console (`sink.close` prints it)."""
-        incumbent = incumbent_at(self.state, self.last_iteration + 1)
+        incumbent = incumbent_at(self.state, self.last_iteration + 1, self.config.gate.candidate)
         self.summary["incumbent_policy_id"] = (incumbent["policy_id"] if incumbent
                                                else self.summary.get("sft_model_id"))
         latest: Figures = {}  # each stage's figures from the last iteration that ran it
@@ -292,7 +298,7 @@ class LoopRun:
     def erased_models(self, iteration: int) -> list[str]:
         """The models in use when `iteration` starts (the serving policy, the last reward model and PPO policy)
         that `rlhf-ray erase` or `retention` marked as trained on rows since removed."""
-        serving = incumbent_at(self.state, iteration) or {}
+        serving = incumbent_at(self.state, iteration, self.config.gate.candidate) or {}
         last = iteration - 1
         current = {serving.get("policy_id"), (self.state.stage_figures(last, "ppo") or {}).get("policy_id"),
                    (self.state.stage_figures(last, "train-rm") or {}).get("reward_model_id"),

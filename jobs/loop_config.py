@@ -10,32 +10,37 @@ from typing import Any, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from actors import ingest, ppo_config
-from jobs import canary, curate, dpo, evaluate, init_model, ppo, sft, sweep_config, train_rm
+from jobs import canary, curate, dpo, evaluate, import_feedback, init_model, ppo, sft, sweep_config, train_rm
 from jobs.training import ScalingSection
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.evaluation.drift import DriftThresholds
 from rlhf_ray.governance import PiiSection, PseudonymSection
 from rlhf_ray.inputs.world import ShardConfig, WorldConfig
+from rlhf_ray.models import ModelOptions
 from rlhf_ray.serving.config import ServingSections
 from rlhf_ray.training.config import TrainSection
 
-StageName = Literal["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "train-judge", "dpo", "sweep",
-                    "ppo", "gate", "canary"]
+StageName = Literal["simulate", "import", "ingest", "curate", "init-model", "sft", "train-rm", "train-judge", "dpo",
+                    "sweep", "ppo", "gate", "canary"]
 STAGES: tuple[str, ...] = get_args(StageName)
-DEFAULT_STAGES = [stage for stage in STAGES if stage != "sweep"]  # a sweep costs a PPO run per trial: opt in
+DEFAULT_STAGES = [stage for stage in STAGES if stage not in ("import", "sweep")]  # a sweep costs a PPO run per trial
+# With `source` (bring your own): the user's model and files replace simulate and init-model.
+SOURCE_STAGES = ["import", "ingest", "curate", "sft", "train-rm", "dpo", "ppo", "gate", "canary"]
+SIMULATION_ONLY = ("simulate", "init-model")
 REFRESH_STAGES = ("ingest", "curate", "train-rm", "sweep", "ppo", "gate", "canary")
-# The stages whose outputs a stage reads; each must be listed whenever the stage is.
-REQUIRES: dict[str, tuple[str, ...]] = {
-    "ingest": ("simulate",),        # the feedback shards
+# The stages whose outputs a stage reads; each must be listed whenever the stage is (a tuple: any one of them).
+# With `source`, the base model stands for init-model.
+REQUIRES: dict[str, tuple[str | tuple[str, ...], ...]] = {
+    "ingest": (("simulate", "import"),),  # the feedback shards
     "curate": ("ingest",),          # the dataset version (and simulate's gold items)
     "init-model": ("ingest",),      # the dataset is the model's lineage parent
     "sft": ("init-model",),         # the model to fine-tune
     "train-rm": ("sft", "curate"),  # the SFT backbone and the preference pairs
-    "train-judge": ("simulate", "sft"),  # the judge set (beside the feedback shards) and the SFT backbone
+    "train-judge": (("simulate", "import"), "sft"),  # the judge set (beside the feedback shards) and the SFT backbone
     "dpo": ("sft", "curate"),       # the SFT policy (also the reference) and the pairs
     "sweep": ("sft", "train-rm"),   # as PPO: each trial is a PPO run
     "ppo": ("sft", "train-rm"),     # the SFT policy (also the reference) and the reward model
-    "gate": ("ppo",),               # the candidate policy
+    "gate": (("ppo", "dpo"),),      # the candidate policy (gate.candidate says whose)
     "canary": ("gate",),            # only a candidate that passed the offline gate is served
 }
 # Stages whose outputs a stage reads when they are listed, but which it does not need: the sweep's chosen settings;
@@ -43,6 +48,12 @@ REQUIRES: dict[str, tuple[str, ...]] = {
 # names another judge, or a judge_by says oracle).
 READS_IF_LISTED: dict[str, tuple[str, ...]] = {"sweep": ("train-judge",), "ppo": ("sweep", "train-judge"),
                                                "gate": ("train-judge",)}
+
+
+def input_stages(name: str) -> tuple[str, ...]:
+    """Every stage whose outputs stage `name` may read (alternatives included)."""
+    needs = (*REQUIRES.get(name, ()), *READS_IF_LISTED.get(name, ()))
+    return tuple(stage for need in needs for stage in ((need,) if isinstance(need, str) else need))
 
 
 class SFTStage(StrictModel):
@@ -122,8 +133,11 @@ class GateStage(StrictModel):
     """The offline gate (`rlhf-ray evaluate`) in the loop: the PPO candidate against the incumbent, judged by the
     train-judge stage's reward model unless `judge_path` names another one."""
 
+    candidate: Literal["ppo", "dpo"] = Field("ppo", description="the stage whose policy is the candidate (and, "
+                                             "once promoted, the next incumbent)")
     judge_by: Literal["judge_rm", "oracle"] = evaluate.EvaluateConfig.model_fields["judge_by"]
-    judge_path: str | None = Field(None, description="judge reward model directory (null: the train-judge stage's)")
+    judge_path: str | None = Field(None, description="the judge: a reward model directory, an http(s):// URL or "
+                                   "package.module:function (null: the train-judge stage's reward model)")
     prompts: int = evaluate.EvaluateConfig.model_fields["prompts"]
     samples_per_prompt: int = evaluate.EvaluateConfig.model_fields["samples_per_prompt"]
     acceptance: Literal["user_model", "rubric"] = evaluate.EvaluateConfig.model_fields["acceptance"]
@@ -142,6 +156,7 @@ class CanaryStage(ServingSections):
     serve: canary.ServeSection = canary.ServeSection()
     ramp: canary.RampSection = canary.RampSection()
     simulation: canary.SimulationSection = canary.SimulationSection()
+    traffic: canary.TrafficSection = canary.TrafficSection()
 
 
 class GatesSection(StrictModel):
@@ -191,11 +206,50 @@ class WatchSection(StrictModel):
         return value
 
 
+class ImportSpec(StrictModel):
+    """One file of the user's feedback in a public format, turned into shards by `rlhf-ray import`."""
+
+    format: str = Field(description="an `rlhf-ray import --format` name, e.g. trl-preference or jsonl")
+    input: str = Field(description="the file (.jsonl, .json or .parquet)")
+    map: dict[str, str] = Field(default_factory=dict, description="field map (as `--map key=field`)")
+    confidence: float | None = import_feedback.ImportConfig.model_fields["confidence"]
+    region: str = import_feedback.ImportConfig.model_fields["region"]
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from rlhf_ray.inputs.formats import FORMATS
+
+        if value not in FORMATS:
+            raise ValueError(f"format {value!r} is not an import format; expected one of {sorted(FORMATS)}")
+        return value
+
+
+class SourceSection(StrictModel):
+    """Bring your own model and data: with a source, the loop reads the user's checkpoint and files instead of the
+    simulated world (no simulate, no init-model). Relative paths are read from the working directory."""
+
+    base_model: str = Field(description="local Hugging Face causal-LM checkpoint directory: the policy to start from")
+    model: ModelOptions = Field(ModelOptions(), description="its chat template (if it ships none) and LoRA")
+    feedback: list[ImportSpec] = Field(min_length=1, description="preference and feedback files; the `import` stage "
+                                       "writes them as shards under <out>/feedback/shards/, which ingest reads")
+    judge_feedback: list[ImportSpec] = Field(default_factory=list, description="held-out preference files that "
+                                             "train the judge (stage `train-judge`); never train the policy")
+    eval_pairs: ImportSpec | None = Field(None, description="held-out pairs the reward model and DPO are measured "
+                                          "on (the RM gate reads their accuracy)")
+    sft_data: str = Field(description="SFT conversations (OpenAI `messages` or prompt/response rows, JSONL/Parquet)")
+    prompts: str = Field(description="train prompts for PPO (JSONL/Parquet rows with `prompt` or `messages`)")
+    eval_prompts: str = Field(description="validation prompts: PPO's evaluation and the gate choose on them")
+    test_prompts: str | None = Field(None, description="test prompts, answered once by the gate for the report")
+
+
 class LoopConfig(JobConfig):
     output_dir: str = "runs/quickstart"
     iterations: int = Field(1, ge=1, description="loop iterations; the refresh stages run again in each")
     stages: list[StageName] = Field(DEFAULT_STAGES, min_length=1,
                                     description="stages to run (in pipeline order); each one's inputs must be listed")
+    source: SourceSection | None = Field(None, description="the user's model and data (bring your own); unset: the "
+                                         "simulated world")
     world: WorldConfig = WorldConfig()
     shards: ShardConfig = ShardConfig()
     model: init_model.ModelSection = init_model.ModelSection()
@@ -220,17 +274,42 @@ class LoopConfig(JobConfig):
     watch: WatchSection = WatchSection()
     task_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved by each shard-writing task")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _source_stages_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("source") is not None and "stages" not in data:
+            return {**data, "stages": list(SOURCE_STAGES)}
+        return data
+
     @field_validator("stages")
     @classmethod
-    def _inputs_are_listed(cls, value: list[str]) -> list[str]:
-        """Every listed stage's input stages are listed too; the result is in pipeline order, once each."""
+    def _in_pipeline_order(cls, value: list[str]) -> list[str]:
         listed = set(value)
-        for stage in STAGES:
-            missing = [needed for needed in REQUIRES.get(stage, ()) if stage in listed and needed not in listed]
-            if missing:
-                raise ValueError(f"stage {stage!r} needs stage(s) {missing} (its input), which are not listed; "
-                                 f"add them or drop {stage!r}")
         return [stage for stage in STAGES if stage in listed]
+
+    @model_validator(mode="after")
+    def _inputs_are_listed(self) -> LoopConfig:
+        """Every listed stage's input stages are listed too (with a source, its base model stands for init-model).
+        A source's run lists no simulation-only stage."""
+        listed = set(self.stages)
+        if self.source is not None and (simulated := sorted(listed & set(SIMULATION_ONLY))):
+            raise ValueError(f"stages: {simulated} belong to simulation; with `source` the base model and files "
+                             "replace them: drop them")
+        if self.source is None and "import" in listed:
+            raise ValueError("stages: stage 'import' reads source.feedback: set `source` or drop 'import'")
+        provided = listed | ({"init-model"} if self.source is not None else set())
+        for stage in STAGES:
+            options = [(need,) if isinstance(need, str) else need for need in REQUIRES.get(stage, ())]
+            if missing := [" or ".join(map(repr, each)) for each in options if stage in listed
+                           and not provided & set(each)]:
+                raise ValueError(f"stages: stage {stage!r} needs stage(s) {', '.join(missing)} (its inputs), which "
+                                 f"are not listed; add them or drop {stage!r}")
+        if "gate" in listed and self.gate.candidate not in listed:
+            raise ValueError(f"gate.candidate is {self.gate.candidate!r}, which is not a listed stage")
+        if "train-judge" in listed and self.source is not None and not self.source.judge_feedback:
+            raise ValueError("stage 'train-judge' trains on source.judge_feedback, which is empty; add held-out "
+                             "preference files there, or drop the stage and give gate.judge_path")
+        return self
 
     @model_validator(mode="after")
     def _judges_are_there(self) -> LoopConfig:

@@ -19,9 +19,23 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from actors import ingest
-from jobs import canary, curate, dpo, evaluate, init_model, ppo, sft, simulate, sweep, sweep_config, train_rm
-from jobs.loop_config import LoopConfig
+from jobs import (
+    canary,
+    curate,
+    dpo,
+    evaluate,
+    import_feedback,
+    init_model,
+    ppo,
+    sft,
+    simulate,
+    sweep,
+    sweep_config,
+    train_rm,
+)
+from jobs.loop_config import ImportSpec, LoopConfig
 from rlhf_ray.config import LineageConfig, StrictModel
+from rlhf_ray.inputs import PromptFilesSection
 from rlhf_ray.storage import StorageRoot
 
 # The canary of iteration k writes its captured feedback to <feedback shards>/canary-iter-<k>/.
@@ -38,8 +52,18 @@ class JudgeJobs(StrictModel):
     reward_model: train_rm.TrainRMConfig
 
 
+class ImportJobs(StrictModel):
+    """The import stage's job configs (bring your own): the user's feedback files into the feedback shards, and
+    the judge files into the judge set, each through `rlhf-ray import` (masked quarantine, pseudonymized ids)."""
+
+    output_dir: str
+    feedback: list[import_feedback.ImportConfig]
+    judge: list[import_feedback.ImportConfig]
+
+
 class Stages(NamedTuple):
     simulate: simulate.SimulateConfig
+    imports: ImportJobs | None  # built only with a source
     ingest: ingest.IngestConfig
     curate: curate.CurateConfig
     model: init_model.InitModelConfig
@@ -62,6 +86,11 @@ def iteration_dir(out: str, iteration: int) -> str:
     return out if iteration == 1 else f"{out}/iter-{iteration}"
 
 
+def judge_set_dir(out: str) -> str:
+    """The judge set: simulate's annotator pairs on validation prompts, or the user's judge files."""
+    return f"{out}/feedback/{simulate.JUDGE_FOLDER.rstrip('/')}"
+
+
 def judge_model_dir(out: str) -> str:
     """Where the train-judge stage exports its reward model."""
     return f"{out}/judge/reward_model/reward_model"
@@ -69,20 +98,23 @@ def judge_model_dir(out: str) -> str:
 
 def _data_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, shards: str, gold: str, dataset: str,
                curated: str, phrases: curate.PhrasesSection) -> tuple[ingest.IngestConfig, curate.CurateConfig]:
-    """Ingest of `shards` into `dataset` and curate of that into `curated` (gold items from `gold`), with the
-    loop's data-plane and annotation-QA sections: the feedback and the judge set go the same way."""
+    """Ingest of `shards` into `dataset` and curate of that into `curated` (gold items from `gold`, which only the
+    simulated world has), with the loop's data-plane and annotation-QA sections: the feedback and the judge set go
+    the same way."""
     return (ingest.IngestConfig(input=shards, output_dir=dataset, pii=config.pii, pseudonyms=pseudonyms,
                                 residency=config.residency, task_cpus=config.task_cpus, **common),
-            curate.CurateConfig(input=dataset, gold=f"{gold}/gold_items.jsonl", output_dir=curated,
+            curate.CurateConfig(input=dataset, gold=None if config.source else f"{gold}/gold_items.jsonl",
+                                output_dir=curated,
                                 consensus=config.consensus, adjudication=config.adjudication, health=config.health,
                                 pairs=config.pairs, active=config.active, phrases=phrases, **common))
 
 
 def _judge_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, sft_model: str) -> JudgeJobs:
-    """The judge set (`<out>/feedback/judge/`, written by simulate) through ingest and curate into `<out>/judge/`,
-    then a reward model on the SFT backbone with the reward model's settings (epochs from `judge_model`)."""
+    """The judge set (`<out>/feedback/judge/`, written by simulate or by the import stage) through ingest and curate
+    into `<out>/judge/`, then a reward model on the SFT backbone with the reward model's settings (epochs from
+    `judge_model`)."""
     out = config.output_dir.rstrip("/")
-    here, judge_set = f"{out}/judge", f"{out}/feedback/{simulate.JUDGE_FOLDER.rstrip('/')}"
+    here, judge_set = f"{out}/judge", judge_set_dir(out)
     settings = config.reward_model.model_dump()
     if config.judge_model.epochs is not None:
         settings["train"]["epochs"] = config.judge_model.epochs
@@ -95,7 +127,49 @@ def _judge_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, sft
         curate=curated,
         reward_model=train_rm.TrainRMConfig(model_path=sft_model, pairs=f"{here}/curated",
                                             output_dir=f"{here}/reward_model", world=config.world, role="judge",
-                                            **settings, **common))
+                                            **_user_model(config), **settings, **common))
+
+
+def _import_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any) -> ImportJobs | None:
+    """Each of the source's feedback files into its own folder of the feedback shards, each judge file into the
+    judge set's shards; None without a source."""
+    if config.source is None:
+        return None
+    out = config.output_dir.rstrip("/")
+
+    def one(spec: ImportSpec, folder: str) -> import_feedback.ImportConfig:
+        return import_feedback.ImportConfig(format=spec.format, input=spec.input, field_map=spec.map,
+                                            confidence=spec.confidence, region=spec.region, output_dir=folder,
+                                            pii=config.pii, pseudonyms=pseudonyms, **common)
+
+    return ImportJobs(
+        output_dir=f"{out}/feedback",
+        feedback=[one(spec, f"{feedback_shards(out)}/import-{k}-{spec.format}")
+                  for k, spec in enumerate(config.source.feedback)],
+        judge=[one(spec, f"{judge_set_dir(out)}/shards/import-{k}-{spec.format}")
+               for k, spec in enumerate(config.source.judge_feedback)])
+
+
+def _user_model(config: LoopConfig) -> dict[str, Any]:
+    """The source's model options (chat template, LoRA) for every job that loads the policy or its backbone."""
+    return {"model": config.source.model} if config.source else {}
+
+
+def _eval_pairs(config: LoopConfig) -> dict[str, Any]:
+    """The source's held-out pairs, as train-rm's and dpo's eval_pairs settings."""
+    spec = config.source.eval_pairs if config.source else None
+    return {} if spec is None else {"eval_pairs": spec.input, "eval_format": spec.format, "eval_field_map": spec.map}
+
+
+def run_imports(jobs: ImportJobs) -> Figures:
+    """Every import, with the row counts summed over the files."""
+    started = time.perf_counter()
+    results = [import_feedback.import_feedback(job) for job in (*jobs.feedback, *jobs.judge)]
+    counts = {key: sum(result[key] for result in results) for key in ("input_rows", "written_rows",
+                                                                        "quarantined_rows")}
+    return {**counts, "files": [job.input for job in (*jobs.feedback, *jobs.judge)],
+            "shards_ids": [result["shards_id"] for result in results],
+            "timing/import": round(time.perf_counter() - started, 2)}
 
 
 def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None = None) -> Stages:
@@ -121,19 +195,23 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
     serving = incumbent or sft_model
     curated = f"{here}/curated"
     reward_model = f"{here}/reward_model/reward_model"  # where `train-rm` exports its model
-    candidate = f"{here}/ppo/policy"  # where `ppo` exports its policy
+    candidate = candidate_dir(config, here)
     judged = "train-judge" in config.stages
+    source, user_model = config.source, _user_model(config)
     ppo_settings = config.ppo.model_dump()
     ppo_settings["reward"]["model_path"] = reward_model
     if judged:  # scores PPO's (and each sweep trial's) validation answers: the sweep's quality
         ppo_settings["judge_model_path"] = judge_model_dir(out)
+    if source:
+        ppo_settings["prompts"] = PromptFilesSection(train=source.prompts, validation=source.eval_prompts,
+                                                     test=source.test_prompts)
     reward = ppo_settings["reward"]
     if config.phrases.enabled and not reward["canned_phrases"] and not reward["canned_phrases_file"]:
         reward["canned_phrases_file"] = f"{curated}/phrases"  # no list of the user's: the one curate learns
     ppo_config = ppo.PPOConfig(
         model_path=serving, reference_path=sft_model, output_dir=f"{here}/ppo", world=config.world,
         resume=StorageRoot.from_uri(f"{here}/ppo").exists("checkpoints", "latest"),  # after a crash
-        **ppo_settings, **common)
+        **user_model, **ppo_settings, **common)
     sweep_stage = None
     if "sweep" in config.stages:
         trials = config.sweep.model_dump(exclude={"trial_iterations"})
@@ -142,33 +220,47 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
         sweep_stage = sweep_config.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
     gate_stage = None
     if "gate" in config.stages:
-        gate_settings = config.gate.model_dump()
+        gate_settings = config.gate.model_dump(exclude={"candidate"})
         if gate_settings["judge_by"] == "judge_rm" and not gate_settings["judge_path"]:
             gate_settings["judge_path"] = judge_model_dir(out)  # LoopConfig checked that train-judge is listed
+        if source:
+            gate_settings.update(prompt_file=source.eval_prompts, test_prompt_file=source.test_prompts)
         gate_stage = evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving,
                                              output_dir=f"{here}/gate", world=config.world, **gate_settings, **common)
     canary_settings = config.canary.model_dump()
     canary_settings["feedback"]["dir"] = f"{feedback_shards(out)}/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
+    base_model = source.base_model if source else model.model_dir
+    sft_settings = config.sft.model_dump()
+    if source:
+        sft_settings["data"] = source.sft_data
     return Stages(
         simulate.SimulateConfig(output_dir=f"{out}/feedback", world=config.world, shards=config.shards,
                                 task_cpus=config.task_cpus, **common),
+        _import_jobs(config, common, pseudonyms),
         *_data_jobs(config, common, pseudonyms, feedback_shards(out), f"{out}/feedback/gold", f"{out}/dataset", curated,
                     config.phrases),
         model,
-        sft.SFTConfig(model_path=model.model_dir, output_dir=f"{out}/sft", world=config.world,
-                      **config.sft.model_dump(), **common),
+        sft.SFTConfig(model_path=base_model, output_dir=f"{out}/sft", world=config.world, **user_model,
+                      **sft_settings, **common),
         train_rm.TrainRMConfig(model_path=sft_model, pairs=curated, output_dir=f"{here}/reward_model",
-                               world=config.world, **config.reward_model.model_dump(), **common),
+                               world=config.world, **user_model, **_eval_pairs(config),
+                               **config.reward_model.model_dump(), **common),
         _judge_jobs(config, common, pseudonyms, sft_model),
         dpo.DPOConfig(model_path=sft_model, reference_path=sft_model, pairs=curated, output_dir=f"{out}/dpo",
-                      world=config.world, **config.dpo.model_dump(), **common),
+                      world=config.world, **user_model, **_eval_pairs(config), **config.dpo.model_dump(), **common),
         sweep_stage,
         ppo_config,
         gate_stage,
         canary.CanaryConfig(incumbent_path=serving, canary_path=candidate, output_dir=f"{here}/canary",
                             world=config.world, **canary_settings, **common),
     )
+
+
+def candidate_dir(config: LoopConfig, here: str) -> str:
+    """Where the gate's candidate policy is exported: this iteration's PPO policy, or the DPO policy."""
+    out = config.output_dir.rstrip("/")
+    return f"{out}/dpo/policy" if config.gate.candidate == "dpo" else f"{here}/ppo/policy"
 
 
 Figures = dict[str, Any]
@@ -214,6 +306,8 @@ class Stage(NamedTuple):
 
 RUNNERS: dict[str, Stage] = {
     "simulate": Stage(lambda s: s.simulate.output_dir, lambda s, done: simulate.generate(s.simulate)),
+    "import": Stage(lambda s: s.imports.output_dir, lambda s, done: run_imports(s.imports), "import_",
+                    ("timing/",)),
     "ingest": Stage(lambda s: s.ingest.output_dir, lambda s, done: ingest.ingest(s.ingest)),
     "curate": Stage(lambda s: s.curate.output_dir, lambda s, done: curate.run_curate(s.curate)),
     "init-model": Stage(lambda s: s.model.model_dir,

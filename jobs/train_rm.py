@@ -24,7 +24,7 @@ from actors.train_loops import reward_model_loop
 from jobs.common import add_config_arguments, resolve_config
 from jobs.training import ScalingSection, export_model, fit, preference_lineage, read_pairs
 from rlhf_ray.annotation.pairs import PREFERENCE
-from rlhf_ray.config import JobConfig
+from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import RUBRIC_CRITERIA
 from rlhf_ray.inputs.formats import ImportFormatError, preference_pairs, read_import
 from rlhf_ray.inputs.world import WorldConfig, truth_pairs
@@ -62,17 +62,23 @@ class RewardTrainSection(TrainSection):
         return check_objective_weights(value)
 
 
-class TrainRMConfig(JobConfig):
+class HeldoutPairsSettings(StrictModel):
+    """What a preference trainer (train-rm, dpo) is measured on: the user's held-out pairs (a file in an `rlhf-ray
+    import` format; their labels are the truth) or, in simulation, the world's truth pairs on validation prompts."""
+
+    world: WorldConfig = WorldConfig()
+    heldout_pairs_per_prompt: int = Field(6, ge=1, description="truth-labelled pairs per held-out world prompt")
+    eval_pairs: str | None = Field(None, description="held-out pairs of the user's (a file in an `rlhf-ray import` "
+                                   "format): the model is measured on them instead of the world's truth pairs")
+    eval_format: str | None = Field(None, description="format of eval_pairs (openai-preference, trl-preference, ...)")
+    eval_field_map: dict[str, str] = Field(default_factory=dict, description="field map of eval_pairs (as --map)")
+
+
+class TrainRMConfig(HeldoutPairsSettings, JobConfig):
     model_path: str | None = Field(None, description="local HF checkpoint for the backbone (an SFT model is typical)")
     model: ModelOptions = ModelOptions()
     pairs: str | None = Field(None, description="output_dir of `rlhf-ray curate`, or a folder of pair Parquet files")
     output_dir: str = "runs/rm"
-    world: WorldConfig = WorldConfig()
-    heldout_pairs_per_prompt: int = Field(6, ge=1, description="truth-labelled pairs per held-out prompt")
-    eval_pairs: str | None = Field(None, description="held-out pairs of the user's (a file in an `rlhf-ray import` "
-                                   "format): the RM is measured on them instead of the world's truth pairs")
-    eval_format: str | None = Field(None, description="format of eval_pairs (openai-preference, trl-preference, ...)")
-    eval_field_map: dict[str, str] = Field(default_factory=dict, description="field map of eval_pairs (as --map)")
     normalization_pairs: int = Field(256, ge=1, description="training pairs (a seeded sample) whose rewards give "
                                      "the stored normalisation μ, σ")
     train: RewardTrainSection = RewardTrainSection()
@@ -96,11 +102,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                                     "eval_pairs": "eval_pairs", "eval_format": "eval_format"}))
 
 
-def heldout_pairs(config: TrainRMConfig) -> list[dict[str, Any]]:
+def heldout_pairs(config: HeldoutPairsSettings, seed: int) -> list[dict[str, Any]]:
     """The pairs the RM is measured on, with `chosen_utility`/`rejected_utility`: the user's pairs (label = truth:
     1 for the chosen answer, 0 for the rejected, so length bias is measured within each side), else the world's."""
     if config.eval_pairs is None:
-        return truth_pairs(config.world, config.seed, config.heldout_pairs_per_prompt, "validation")
+        return truth_pairs(config.world, seed, config.heldout_pairs_per_prompt, "validation")
     if not config.eval_format:
         raise RewardModelError("--eval-pairs needs --eval-format F (an `rlhf-ray import` format)")
     try:
@@ -132,7 +138,7 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     started = time.perf_counter()
     base = prepare_checkpoint(config.model_path, config.model.chat_template, config.output_dir)
     pairs_dir, curate_report = locate_pairs(config.pairs)
-    heldout = heldout_pairs(config)
+    heldout = heldout_pairs(config, config.seed)
     ensure_ray(config.ray)
     dataset = read_pairs(pairs_dir, config.train.objectives)
     loop_config = {**config.train.model_dump(), "seed": config.seed, "model_path": base, "heldout": heldout}

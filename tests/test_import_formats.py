@@ -162,7 +162,7 @@ def test_train_rm_measures_on_the_users_pairs_and_normalises_on_training_pairs(w
     config = TrainRMConfig(model_path=world_assets["model"], pairs=world_assets["pairs"],
                            eval_pairs=str(FIXTURES / "argilla_label.jsonl"), eval_format="argilla",
                            normalization_pairs=6, train={"objectives": {"preference": 1.0}})
-    heldout = heldout_pairs(config)
+    heldout = heldout_pairs(config, config.seed)
     # argilla_label.jsonl: three users label record 1 (two prefer response1), one labels record 2
     assert [(p["chosen"][:9], p["chosen_utility"], p["rejected_utility"]) for p in heldout] == [
         ("Botanical", 1.0, 0.0), ("No, it is", 1.0, 0.0), ("Botanical", 1.0, 0.0), ("4", 1.0, 0.0)]
@@ -178,4 +178,4 @@ def test_train_rm_measures_on_the_users_pairs_and_normalises_on_training_pairs(w
     assert (stored.mean, stored.std) == (figures["normalization_mean"], figures["normalization_std"])
     assert stored.std > 1e-6 and figures["normalization_pairs"] == 6
     with pytest.raises(ValueError, match="needs --eval-format"):
-        heldout_pairs(config.model_copy(update={"eval_format": None}))
+        heldout_pairs(config.model_copy(update={"eval_format": None}), config.seed)

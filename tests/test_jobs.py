@@ -420,7 +420,7 @@ def test_loop_stage_without_its_input_stage_is_a_config_error(tmp_path: Path, ca
     """`dpo` reads the SFT model: listing it without `sft` fails before anything runs, naming the missing stage."""
     assert main(["loop", f"output_dir={tmp_path}", "stages=[simulate,ingest,curate,init-model,dpo]"]) == 2
     err = capsys.readouterr().err
-    assert "stages" in err and "'dpo'" in err and "['sft']" in err
+    assert "stages" in err and "'dpo'" in err and "needs stage(s) 'sft'" in err
     assert main(["loop", f"output_dir={tmp_path}", "stages=[simulate,ppo]"]) == 2
     assert "'train-rm'" in capsys.readouterr().err  # the valid stage names are listed
     assert not any(tmp_path.iterdir())
@@ -430,7 +430,8 @@ def test_loop_stages_read_the_outputs_of_their_input_stages() -> None:
     from jobs.loop import REQUIRES, RUNNERS, STAGES, LoopConfig, stage_configs
 
     assert list(RUNNERS) == list(STAGES) and set(REQUIRES) <= set(STAGES)
-    assert LoopConfig().stages == [stage for stage in STAGES if stage != "sweep"]  # the sweep is opt-in
+    # the sweep is opt-in; import reads a user's files (`source`)
+    assert LoopConfig().stages == [stage for stage in STAGES if stage not in ("sweep", "import")]
     config = LoopConfig(output_dir="runs/x", stages=["dpo", "sft", "init-model", "ingest", "simulate", "curate"])
     assert config.stages == ["simulate", "ingest", "curate", "init-model", "sft", "dpo"]  # pipeline order
     stages = stage_configs(config)
@@ -450,7 +451,7 @@ def test_loop_stages_read_the_outputs_of_their_input_stages() -> None:
     assert (judge.reward_model.model_path, judge.reward_model.pairs, judge.reward_model.role) == (
         "runs/x/sft/model", judge.curate.output_dir, "judge")
     assert judge.reward_model.train.epochs == 1 and judge.reward_model.train.lr == stages.reward_model.train.lr
-    swept = stage_configs(LoopConfig(output_dir="runs/x", stages=[*STAGES]))
+    swept = stage_configs(LoopConfig(output_dir="runs/x", stages=[s for s in STAGES if s != "import"]))
     assert swept.sweep.output_dir == "runs/x/sweep" and swept.sweep.ppo.model_path == swept.ppo.model_path
     # The gate, the sweep and PPO's validation figures are judged by the judge RM (the default `judge_by`).
     judge_model = "runs/x/judge/reward_model/reward_model"
@@ -462,6 +463,62 @@ def test_loop_stages_read_the_outputs_of_their_input_stages() -> None:
     assert own.gate.judge_path == "j" and own.ppo.judge_model_path is None
     oracle = stage_configs(LoopConfig(output_dir="runs/x", gate={"judge_by": "oracle"}))
     assert oracle.gate.judge_by == "oracle" and oracle.gate.judge_path is None
+
+
+BYO_SOURCE = {"base_model": "my/base",
+              "feedback": [{"format": "trl-preference", "input": "prefs.jsonl"},
+                           {"format": "jsonl", "input": "logs.jsonl", "map": {"rating": "thumb"}}],
+              "judge_feedback": [{"format": "openai-preference", "input": "judge.jsonl"}],
+              "eval_pairs": {"format": "hh-rlhf", "input": "heldout.jsonl"}, "sft_data": "sft.jsonl",
+              "prompts": "train.jsonl", "eval_prompts": "validation.jsonl", "test_prompts": "test.jsonl",
+              "model": {"chat_template": "chatml"}}
+
+
+def test_a_loop_with_a_source_reads_the_users_model_and_files_instead_of_the_world() -> None:
+    """Bring your own: the base model replaces init-model, imports replace simulate, every model-loading stage gets
+    the source's chat template, PPO and the gate read the prompt files, and the gate's candidate may be DPO's."""
+    from jobs.loop import LoopConfig, stage_configs
+    from jobs.loop_config import SOURCE_STAGES
+
+    config = LoopConfig(output_dir="runs/x", source=BYO_SOURCE, gate={"judge_path": "mypkg.judges:score"})
+    assert config.stages == SOURCE_STAGES and "simulate" not in config.stages and "init-model" not in config.stages
+    stages = stage_configs(config)
+    imports = stages.imports
+    assert [(job.format, job.input, job.output_dir) for job in imports.feedback] == [
+        ("trl-preference", "prefs.jsonl", "runs/x/feedback/shards/import-0-trl-preference"),
+        ("jsonl", "logs.jsonl", "runs/x/feedback/shards/import-1-jsonl")]
+    assert imports.feedback[1].field_map == {"rating": "thumb"} and stages.ingest.input == "runs/x/feedback/shards"
+    assert imports.judge[0].output_dir.startswith(stages.judge.ingest.input + "/")  # the judge set's shards
+    assert stages.curate.gold is None and stages.judge.curate.gold is None  # no gold without the world
+    assert (stages.sft.model_path, stages.sft.data) == ("my/base", "sft.jsonl")
+    assert {s.model.chat_template for s in (stages.sft, stages.reward_model, stages.dpo, stages.ppo,
+                                            stages.judge.reward_model)} == {"chatml"}
+    assert (stages.reward_model.eval_pairs, stages.reward_model.eval_format) == ("heldout.jsonl", "hh-rlhf")
+    assert (stages.dpo.eval_pairs, stages.dpo.eval_format) == ("heldout.jsonl", "hh-rlhf")
+    assert (stages.ppo.prompts.train, stages.ppo.prompts.validation, stages.ppo.prompts.test) == (
+        "train.jsonl", "validation.jsonl", "test.jsonl")
+    assert (stages.gate.prompt_file, stages.gate.test_prompt_file, stages.gate.judge_path) == (
+        "validation.jsonl", "test.jsonl", "mypkg.judges:score")
+    assert stages.gate.candidate_path == stages.canary.canary_path == "runs/x/ppo/policy"
+    dpo_gated = stage_configs(LoopConfig(output_dir="runs/x", source=BYO_SOURCE, gate={"candidate": "dpo",
+                                                                                      "judge_path": "j"}))
+    assert dpo_gated.gate.candidate_path == dpo_gated.canary.canary_path == "runs/x/dpo/policy"
+    for stages_, error in ((["simulate", "import", "ingest"], "belong to simulation"),
+                           (["import", "ingest", "curate", "sft", "train-rm", "train-judge"], None),
+                           (["import", "ingest", "curate", "sft", "train-rm", "ppo", "gate"], "judge"),
+                           (["import", "ingest", "curate", "sft", "dpo", "gate"], "gate.candidate")):
+        if error is None:
+            LoopConfig(output_dir="runs/x", source=BYO_SOURCE, stages=stages_)
+            continue
+        with pytest.raises(ValueError, match=error):
+            LoopConfig(output_dir="runs/x", source=BYO_SOURCE, stages=stages_)
+    with pytest.raises(ValueError, match=r"train-judge.*judge_feedback"):
+        LoopConfig(output_dir="runs/x", source={**BYO_SOURCE, "judge_feedback": []},
+                   stages=["import", "ingest", "curate", "sft", "train-judge"])
+    with pytest.raises(ValueError, match="format 'csv' is not an import format"):
+        LoopConfig(source={**BYO_SOURCE, "feedback": [{"format": "csv", "input": "x.csv"}]})
+    with pytest.raises(ValueError, match=r"'import' reads source\.feedback"):
+        LoopConfig(stages=["import", "ingest"])
 
 
 def test_a_loop_gate_or_sweep_judged_by_a_judge_rm_needs_one(tmp_path: Path, capsys) -> None:
