@@ -176,3 +176,32 @@ def test_sft_data_on_a_qwen2_chatml_checkpoint_without_pad(ray_cluster, checkpoi
     assert json.loads((exported / "tokenizer_config.json").read_text())["pad_token"] is None
     assert load_tokenizer(exported).get_vocab() == load_tokenizer(given).get_vocab()
     assert load_causal_lm(exported).config.model_type == "qwen2"
+
+
+def test_init_model_job_builds_from_corpus_files(tmp_path: Path) -> None:
+    from jobs.init_model import InitModelConfig, build
+    from rlhf_ray.config import LineageConfig
+
+    (tmp_path / "chats.jsonl").write_text(json.dumps({"messages": CONVERSATION}) + "\n")
+    (tmp_path / "notes.txt").write_text("\n".join(CORPUS[:3]) + "\n")
+    figures = build(InitModelConfig(out=str(tmp_path / "model"), lineage=LineageConfig(root=str(tmp_path / "lin")),
+                                    model={"architecture": "gpt_neox", "chat_format": "llama3", "pad_token": False,
+                                           "corpus": [str(tmp_path / "chats.jsonl"), str(tmp_path / "notes.txt")]}))
+    tokenizer = load_tokenizer(figures["model_dir"])
+    assert (figures["architecture"], tokenizer.eos_token) == ("gpt_neox", "<|end_of_text|>")
+    assert "<|finetune_right_pad_id|>" not in tokenizer.get_vocab()  # no pad token: it is not in the vocabulary
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        (tmp_path / "bad.jsonl").write_text("{oops\n")
+        build(InitModelConfig(out=str(tmp_path / "m2"), model={"corpus": [str(tmp_path / "bad.jsonl")]}))
+
+
+def test_model_options_name_the_bad_value() -> None:
+    from pydantic import ValidationError
+
+    from rlhf_ray.models import ModelOptions
+
+    assert ModelOptions(chat_template="chatml").chat_template == "chatml"
+    with pytest.raises(ValidationError, match="'qwen' is neither a named template"):
+        ModelOptions(chat_template="qwen")
+    with pytest.raises(ValidationError, match=r"model\.lora is not supported yet"):
+        ModelOptions(lora={"r": 4})

@@ -24,7 +24,8 @@ class ModelOptions(StrictModel):
     chat_template: str | None = Field(
         None, description="template for a checkpoint that ships none (or to replace its own): "
                           f"{' | '.join(sorted(NAMED_TEMPLATES))} | a FILE.jinja path")
-    lora: LoraSection | None = Field(None, description="train LoRA adapters instead of every weight")
+    lora: LoraSection | None = Field(None, description="train LoRA adapters instead of every weight (reserved: "
+                                                       "refused until the trainers apply it)")
 
     @field_validator("chat_template")
     @classmethod
@@ -33,6 +34,15 @@ class ModelOptions(StrictModel):
             return value
         raise ValueError(f"chat_template {value!r} is neither a named template {sorted(NAMED_TEMPLATES)} "
                          "nor a path ending in .jinja")
+
+    @field_validator("lora")
+    @classmethod
+    def _lora_not_wired(cls, value: LoraSection | None) -> LoraSection | None:
+        # Refused rather than ignored: a run that silently trained every weight would not be what was asked for.
+        if value is not None:
+            raise ValueError("model.lora is not supported yet: the trainers do not apply LoRA adapters (peft) in "
+                             "this version; remove model.lora to train every weight")
+        return value
 
 
 def read_chat_template(spec: str) -> str:
