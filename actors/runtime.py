@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from rlhf_ray.config import RayConfig
 
@@ -24,3 +26,18 @@ def ensure_ray(config: RayConfig) -> None:
         include_dashboard=config.include_dashboard,
         log_to_driver=config.log_to_driver,
     )
+
+
+@contextlib.contextmanager
+def closing_ray() -> Iterator[None]:
+    """Disconnect, when the block ends, from a Ray this block connected to (not from one connected before it). Ray
+    prints the last de-duplicated worker lines when it shuts down: this way they go where the block's output goes
+    (a quiet run's log), not after the job's summary."""
+    import ray
+
+    connected_before = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not connected_before and ray.is_initialized():
+            ray.shutdown()

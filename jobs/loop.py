@@ -24,10 +24,12 @@ a `trigger` lineage event on the new dataset version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from typing import Any
 
+from actors.runtime import closing_ray
 from jobs import drift
 from jobs.common import add_config_arguments, resolve_config
 from jobs.loop_config import (
@@ -333,19 +335,27 @@ class LoopRun:
 
 def run(config: LoopConfig, verbose: bool = True) -> dict[str, Any]:
     """The configured iterations. Not `verbose`: Ray's and the libraries' output goes to `<output_dir>/logs/`."""
-    with quiet_console(config.output_dir, NAME, verbose) as console:
+    with quiet_console(config.output_dir, NAME, verbose) as console, _quiet_ray(verbose):
         loop = LoopRun(config, console)
         loop.configured_iterations()
-        summary = loop.finish()
-    return loop.sink.close(summary)  # after the console: the summary is stdout's last line
+        return _close(loop, loop.finish())
 
 
 def watch(config: LoopConfig, verbose: bool = True) -> dict[str, Any]:
     """The configured iterations, then one more iteration each time new feedback fires a retraining trigger, until
     `watch.max_iterations` have run or `watch.max_wait_seconds` pass without a trigger (or Ctrl-C)."""
-    with quiet_console(config.output_dir, NAME, verbose) as console:
+    with quiet_console(config.output_dir, NAME, verbose) as console, _quiet_ray(verbose):
         loop = LoopRun(config, console)
-        summary = _watching(loop)
+        return _close(loop, _watching(loop))
+
+
+def _quiet_ray(verbose: bool) -> contextlib.AbstractContextManager[None]:
+    """Quiet, the Ray this run connects to is closed before the console is: its last lines go to the log."""
+    return contextlib.nullcontext() if verbose else closing_ray()
+
+
+def _close(loop: LoopRun, summary: Figures) -> dict[str, Any]:
+    loop.sink.stream = loop.console.stdout  # the summary is stdout's last line, quiet or not
     return loop.sink.close(summary)
 
 

@@ -68,11 +68,13 @@ class Tracker:
 
 
 class Console:
-    """The terminal's side of a run. `stream` is the terminal (or whatever stderr was before quiet mode);
-    `log_path` is the file holding everything else, None in verbose mode."""
+    """The terminal's side of a run. `stream` is the terminal (or whatever stderr was before quiet mode), `stdout`
+    the real stdout (for the job's summary line); `log_path` is the file holding everything else, None in verbose
+    mode."""
 
-    def __init__(self, stream: TextIO, log_path: str | None = None) -> None:
+    def __init__(self, stream: TextIO, log_path: str | None = None, stdout: TextIO | None = None) -> None:
         self.stream = stream
+        self.stdout = stdout or sys.stdout
         self.log_path = log_path
         self.tty = _isatty(stream)
         self._lock = threading.RLock()
@@ -190,15 +192,15 @@ def quiet_console(output_dir: str, job: str, verbose: bool = False) -> Iterator[
     until the block ends; `verbose` leaves it on the terminal. An exception leaving the block is written to the
     log with its traceback, and the console names the log; the exception goes on."""
     if verbose:
-        yield Console(sys.stderr)
+        yield Console(sys.stderr, stdout=sys.stdout)
         return
     folder = log_dir_for(output_dir)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
     log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
     out, err = sys.stdout, sys.stderr
-    terminal = _detached(err, 2)
-    console = Console(terminal, path)
+    terminal, terminal_out = _detached(err, 2), _detached(out, 1)
+    console = Console(terminal, path, terminal_out)
     console.print(f"[{job}] logs: {path} (--verbose shows them here)")
     for stream in (out, err):
         stream.flush()
@@ -225,5 +227,6 @@ def quiet_console(output_dir: str, job: str, verbose: bool = False) -> Iterator[
         sys.stdout, sys.stderr = out, err
         tap.release()
         log.close()
-        if terminal is not err:
-            terminal.close()
+        for copy, stream in ((terminal, err), (terminal_out, out)):
+            if copy is not stream:
+                copy.close()
