@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.rlhf-ray-installed
 PYTEST_ARGS ?=
 
-.PHONY: install quickstart test lint clean
+.PHONY: install quickstart byo test lint clean
 
 install: $(STAMP)
 
@@ -24,6 +24,14 @@ $(STAMP): pyproject.toml
 QUICKSTART_ARGS ?=
 quickstart: $(STAMP)
 	WANDB_SILENT=true $(BIN)/rlhf-ray loop --config configs/quickstart.yaml $(QUICKSTART_ARGS)
+
+# Bring your own model and data, on the example in examples/byo/: a stand-in checkpoint (tiny Qwen2, ChatML, no pad
+# token) built offline, then the loop on configs/byo.yaml. Point source.base_model at your checkpoint instead.
+BYO_ARGS ?=
+byo: $(STAMP)
+	test -d runs/byo-base || WANDB_SILENT=true $(BIN)/rlhf-ray init-model --arch qwen2 --chat-format chatml \
+		--no-pad-token --corpus examples/byo/sft.jsonl --out runs/byo-base > /dev/null
+	WANDB_SILENT=true PYTHONPATH=. $(BIN)/rlhf-ray loop --config configs/byo.yaml $(BYO_ARGS)
 
 test: $(STAMP)
 	WANDB_SILENT=true $(BIN)/python -m pytest $(PYTEST_ARGS)

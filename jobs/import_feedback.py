@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import Field
 
+from actors.ingest import pseudonymizer_for
 from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig
 from rlhf_ray.dataplane.redaction import Redactor
@@ -85,7 +86,7 @@ def import_feedback(config: ImportConfig) -> dict[str, Any]:
     if not config.format or not config.input:
         raise ImportFormatError("import needs --format F and --input FILE; formats: " + ", ".join(sorted(FORMATS)))
     started = time.perf_counter()
-    redactor = Redactor(config.pii.masker(), config.pseudonyms.pseudonymizer())  # no key → fails before writing
+    redactor = Redactor(config.pii.masker(), pseudonymizer_for(config.pseudonyms))  # no key → fails before writing
     result = read_import(config.format, config.input, config.field_map, region=config.region,
                          policy_version=config.policy_version, confidence=config.confidence)
     out = StorageRoot.from_uri(config.output_dir)

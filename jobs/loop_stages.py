@@ -127,7 +127,7 @@ def _judge_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any, sft
         curate=curated,
         reward_model=train_rm.TrainRMConfig(model_path=sft_model, pairs=f"{here}/curated",
                                             output_dir=f"{here}/reward_model", world=config.world, role="judge",
-                                            **_user_model(config), **settings, **common))
+                                            **_user_model(config), **_eval_pairs(config), **settings, **common))
 
 
 def _import_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any) -> ImportJobs | None:
@@ -147,7 +147,7 @@ def _import_jobs(config: LoopConfig, common: dict[str, Any], pseudonyms: Any) ->
         feedback=[one(spec, f"{feedback_shards(out)}/import-{k}-{spec.format}")
                   for k, spec in enumerate(config.source.feedback)],
         judge=[one(spec, f"{judge_set_dir(out)}/shards/import-{k}-{spec.format}")
-               for k, spec in enumerate(config.source.judge_feedback)])
+               for k, spec in enumerate(config.source.judge_feedback) if "train-judge" in config.stages])
 
 
 def _user_model(config: LoopConfig) -> dict[str, Any]:

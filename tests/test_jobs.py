@@ -495,6 +495,7 @@ def test_a_loop_with_a_source_reads_the_users_model_and_files_instead_of_the_wor
                                             stages.judge.reward_model)} == {"chatml"}
     assert (stages.reward_model.eval_pairs, stages.reward_model.eval_format) == ("heldout.jsonl", "hh-rlhf")
     assert (stages.dpo.eval_pairs, stages.dpo.eval_format) == ("heldout.jsonl", "hh-rlhf")
+    assert (stages.judge.reward_model.eval_pairs, stages.judge.reward_model.eval_format) == ("heldout.jsonl", "hh-rlhf")
     assert (stages.ppo.prompts.train, stages.ppo.prompts.validation, stages.ppo.prompts.test) == (
         "train.jsonl", "validation.jsonl", "test.jsonl")
     assert (stages.gate.prompt_file, stages.gate.test_prompt_file, stages.gate.judge_path) == (
