@@ -20,9 +20,10 @@ import ray.train
 import torch
 from ray.train import Checkpoint
 
-from rlhf_ray.models import load_causal_lm, load_tokenizer
+from rlhf_ray.models import LoraSection, load_causal_lm, load_tokenizer
+from rlhf_ray.models.lora import add_lora
 from rlhf_ray.roles.engines import UpdateEngine, make_engine
-from rlhf_ray.training.checkpoint import load_trainer_state, save_checkpoint
+from rlhf_ray.training.checkpoint import load_adapters, load_trainer_state, refuse_adapters, save_checkpoint
 from rlhf_ray.training.reward_model import RewardModel
 from rlhf_ray.training.steps import (
     BatchLoss,
@@ -55,7 +56,8 @@ def _report(metrics: dict[str, Any], save: Callable[[str], None]) -> None:
 
 def _start(config: dict[str, Any], load: Callable[[str, bool], torch.nn.Module]) -> tuple[Any, ...]:
     """Seed, load the model (from the base or a checkpoint), build the update engine (DDP + AdamW or DeepSpeed)
-    and restore its optimizer state when resuming.
+    and restore its optimizer state when resuming. With `config["lora"]` the model is the base with adapters
+    (`add_lora`); a resumed run gets its checkpoint's adapters and heads back on that base.
 
     Returns (model to call forward on, tokenizer, engine, trainer state or None)."""
     import ray.train.torch  # in the worker only: the driver that imports these loops need not load it
@@ -63,7 +65,14 @@ def _start(config: dict[str, Any], load: Callable[[str, bool], torch.nn.Module])
     torch.manual_seed(config["seed"])
     start_path, directory, state = _restore(config["model_path"], config["resume_from"])
     tokenizer = load_tokenizer(start_path)
-    model = load(start_path, state is not None)
+    if config.get("lora"):
+        model = add_lora(load(config["model_path"], False), LoraSection(**config["lora"]))
+        if directory is not None:
+            load_adapters(model, directory)
+    else:
+        if directory is not None:
+            refuse_adapters(directory)
+        model = load(start_path, state is not None)
     model.train()
     engine = make_engine(model, config, wrap=ray.train.torch.prepare_model)
     if directory is not None:

@@ -15,6 +15,7 @@ from pydantic import Field
 from actors.runtime import ensure_ray
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.lineage.jobs import lineage_for, register_input_checkpoint
+from rlhf_ray.models import ModelOptions
 from rlhf_ray.storage import swap_in_directory
 from rlhf_ray.training.checkpoint import MODEL_DIR
 
@@ -27,14 +28,17 @@ class ScalingSection(StrictModel):
 
 def fit(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], dataset: Any, config: JobConfig,
         scaling: ScalingSection, name: str, resume_from: str | None) -> Any:
-    """Run `loop` on a TorchTrainer; checkpoints go under `<output_dir>/ray_train/<name>-<id>`."""
+    """Run `loop` on a TorchTrainer; checkpoints go under `<output_dir>/ray_train/<name>-<id>`. The job's
+    `model.lora` (if any) reaches the loop as `lora`."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray(config.ray)
+    options = getattr(config, "model", None)
+    lora = options.lora.model_dump() if isinstance(options, ModelOptions) and options.lora else None
     trainer = TorchTrainer(
         loop,
-        train_loop_config={**loop_config, "use_gpu": scaling.use_gpu,
+        train_loop_config={**loop_config, "use_gpu": scaling.use_gpu, "lora": lora,
                            "resume_from": os.path.abspath(resume_from) if resume_from else None},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker={"CPU": scaling.cpus_per_worker}),
@@ -55,7 +59,8 @@ def _cpus_left_for_data(scaling: ScalingSection) -> bool:
 
 
 def export_model(checkpoint_dir: str, target: str) -> str:
-    """Copy the checkpoint's model directory into place atomically (staged sibling, then rename)."""
+    """Copy the checkpoint's model directory into place atomically (staged sibling, then rename). It is plain HF
+    weights and the tokenizer; a LoRA run's adapters are already merged into it (`save_checkpoint`)."""
     target_path = Path(target).absolute()
     staging = target_path.with_name(f".{target_path.name}.tmp-{uuid.uuid4().hex}")
     shutil.copytree(os.path.join(checkpoint_dir, MODEL_DIR), staging)

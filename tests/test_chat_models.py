@@ -203,5 +203,9 @@ def test_model_options_name_the_bad_value() -> None:
     assert ModelOptions(chat_template="chatml").chat_template == "chatml"
     with pytest.raises(ValidationError, match="'qwen' is neither a named template"):
         ModelOptions(chat_template="qwen")
-    with pytest.raises(ValidationError, match=r"model\.lora is not supported yet"):
-        ModelOptions(lora={"r": 4})
+    lora = ModelOptions(lora={"r": 4, "target_modules": ["q_proj", "v_proj"]}).lora
+    assert (lora.r, lora.alpha, lora.target_modules) == (4, 16.0, ["q_proj", "v_proj"])
+    with pytest.raises(ValidationError, match=r"lora\.r"):
+        ModelOptions(lora={"r": 0})
+    with pytest.raises(ValidationError, match=r"lora\.target_modules\n.*target_modules is empty"):
+        ModelOptions(lora={"target_modules": []})

@@ -19,13 +19,20 @@ class LoraSection(StrictModel):
     target_modules: list[str] | str = Field(
         "all-linear", description="module names to adapt (e.g. [q_proj, v_proj]) or 'all-linear'")
 
+    @field_validator("target_modules")
+    @classmethod
+    def _some_target(cls, value: list[str] | str) -> list[str] | str:
+        if not value:
+            raise ValueError("target_modules is empty; name linear modules (e.g. [q_proj, v_proj]) or 'all-linear'")
+        return value
+
 
 class ModelOptions(StrictModel):
     chat_template: str | None = Field(
         None, description="template for a checkpoint that ships none (or to replace its own): "
                           f"{' | '.join(sorted(NAMED_TEMPLATES))} | a FILE.jinja path")
-    lora: LoraSection | None = Field(None, description="train LoRA adapters instead of every weight (reserved: "
-                                                       "refused until the trainers apply it)")
+    lora: LoraSection | None = Field(None, description="train LoRA adapters (and the reward model's heads) "
+                                                       "instead of every weight; exports merge them")
 
     @field_validator("chat_template")
     @classmethod
@@ -34,15 +41,6 @@ class ModelOptions(StrictModel):
             return value
         raise ValueError(f"chat_template {value!r} is neither a named template {sorted(NAMED_TEMPLATES)} "
                          "nor a path ending in .jinja")
-
-    @field_validator("lora")
-    @classmethod
-    def _lora_not_wired(cls, value: LoraSection | None) -> LoraSection | None:
-        # Refused rather than ignored: a run that silently trained every weight would not be what was asked for.
-        if value is not None:
-            raise ValueError("model.lora is not supported yet: the trainers do not apply LoRA adapters (peft) in "
-                             "this version; remove model.lora to train every weight")
-        return value
 
 
 def read_chat_template(spec: str) -> str:

@@ -24,7 +24,8 @@ from torch import Tensor
 from rlhf_ray.algos.kl import kl_penalty
 from rlhf_ray.algos.logprobs import masked_mean, token_logprobs
 from rlhf_ray.algos.policy_loss import POLICY_LOSSES, token_entropy, value_loss
-from rlhf_ray.models import load_causal_lm, load_tokenizer, save_tokenizer
+from rlhf_ray.models import LoraSection, load_causal_lm, load_tokenizer, save_tokenizer
+from rlhf_ray.models.lora import add_lora, merged_state_dict, save_merged
 from rlhf_ray.roles.engines import DeepSpeedEngine, TorchEngine, UpdateEngine
 from rlhf_ray.roles.scoring import causal_lm_token_logprobs, position_ids_from_mask, set_threads
 from rlhf_ray.rollout.batch import response_token_view
@@ -129,13 +130,21 @@ class GroupMember:
 
 
 class PolicyLearner(GroupMember):
-    """The policy: PPO clipped loss − entropy bonus (+ an in-loss KL for GRPO) on the rollout experience."""
+    """The policy: PPO clipped loss − entropy bonus (+ an in-loss KL for GRPO) on the rollout experience.
+
+    With `settings["lora"]` (a `LoraSection` as a dict) only LoRA adapters train; what it publishes and saves is
+    plain weights with them merged. A resumed LoRA learner starts fresh adapters (and optimizer) on the saved
+    merged weights."""
 
     def __init__(self, model_path: str, world_size: int, settings: dict[str, Any],
                  num_threads: int | None = None) -> None:
         super().__init__(world_size, settings, num_threads)
         self.model = load_causal_lm(model_path)
         self.tokenizer = load_tokenizer(model_path)
+        self.lora = settings.get("lora")
+        if self.lora:
+            torch.manual_seed(settings["seed"])  # the same adapter initialisation on every rank and every run
+            self.model = add_lora(self.model, LoraSection(**self.lora))
 
     def train(self, experience: dict[str, Tensor], update: int | None = None,
               kl_loss_coef: float | None = None) -> dict[str, float]:
@@ -173,10 +182,15 @@ class PolicyLearner(GroupMember):
     def publish(self) -> StateDict:
         """The policy weights as a CPU state dict, what a rollout worker's `load_weights` takes (the Ray actor
         puts it in the object store once instead, so every worker gets the same object)."""
-        return cpu_state_dict(self.model)
+        return cpu_state_dict(merged_state_dict(self.model) if self.lora else self.model)
+
+    def load_optimizer(self, directory: str) -> None:
+        # The saved moments belong to adapters that are now merged into the weights; the new ones start afresh.
+        if not self.lora:
+            super().load_optimizer(directory)
 
     def save_model(self, directory: str) -> None:
-        self.model.save_pretrained(directory)
+        save_merged(self.model, directory)
         save_tokenizer(self.tokenizer, directory)
 
 
