@@ -17,7 +17,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from rlhf_ray.algos.advantages import AdvantageSettings, needs_critic
 from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
 from rlhf_ray.algos.penalties import RulePenaltySettings
 from rlhf_ray.evaluation.hacking import FLAGS, hacking_flags, reward_length_correlation
-from rlhf_ray.inputs import Evaluator, PromptSource, mean_figures
+from rlhf_ray.inputs import Evaluator, Prompt, PromptSource, mean_figures
 from rlhf_ray.inputs.evaluators import mean
 from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_checkpoint
 from rlhf_ray.models import load_tokenizer, resolve_model_path
@@ -67,6 +67,17 @@ def gather_timed(named: dict[str, ray.ObjectRef | list[ray.ObjectRef]]) -> tuple
         ray.get(ready[0])  # a dead actor raises now, not after its peers (e.g. DDP ranks left waiting on it)
         finished[owner[ready[0]]] = time.perf_counter() - started
     return {name: ray.get(refs) for name, refs in named.items()}, finished
+
+
+def prompt_row(prompt: Prompt) -> dict[str, str]:
+    """A prompt as a flat row (Ray Data needs one type per column): its conversation, if any, as JSON."""
+    return {"prompt_id": prompt.prompt_id, "prompt": prompt.text,
+            "messages": json.dumps(list(prompt.messages)) if prompt.messages else ""}
+
+
+def row_conversation(row: Mapping[str, str]) -> Any:
+    """What the rollout worker renders for a row: its conversation (system turn and history), else its text."""
+    return json.loads(row["messages"]) if row.get("messages") else row["prompt"]
 
 
 class PromptSampler:
@@ -148,7 +159,7 @@ class PPOController:
         # Inside a trial the reservation already holds the actors: the trial's factory was checked instead.
         if within is None and (problems := live_problems(config, alive)):
             raise PPOError("the actors do not fit this Ray cluster (nothing started): " + "; ".join(problems))
-        self.prompts = PromptSampler([{"prompt_id": p.prompt_id, "prompt": p.text} for p in prompts.split("train")],
+        self.prompts = PromptSampler([prompt_row(p) for p in prompts.split("train")],
                                      config.prompts_per_iteration, config.seed, config.data_cpus)
         self._start_actors(policy_path, resume)
 
@@ -278,7 +289,7 @@ class PPOController:
         """Prompts split over the workers in order (so a prompt's samples stay contiguous); a dead worker is
         awaited, re-synced and the step retried, up to `max_step_retries` times."""
         shards = [list(part) for part in np.array_split(np.arange(len(rows)), len(self.rollout))]
-        calls = [([rows[i]["prompt"] for i in part], [rows[i]["prompt_id"] for i in part], samples_per_prompt,
+        calls = [([row_conversation(rows[i]) for i in part], [rows[i]["prompt_id"] for i in part], samples_per_prompt,
                   {**params, "seed": params["seed"] * 101 + w}) for w, part in enumerate(shards)]
         attempt, cause = 0, None
         while True:
@@ -411,7 +422,7 @@ class PPOController:
         canned-phrase rate and every evaluator's figures (the judge RM's, the world's true utility in simulation)."""
         started = time.perf_counter()
         heldout = self.prompt_source.split(self.config.eval_split)[: self.config.eval_prompts]
-        rows = [{"prompt_id": p.prompt_id, "prompt": p.text} for p in heldout]
+        rows = [prompt_row(p) for p in heldout]
         params = self._params(self.config.eval_temperature, self.config.seed)
         samples = [s for part in self.generate(rows, self.config.eval_samples_per_prompt, params)
                    for s in part["samples"]]

@@ -186,7 +186,7 @@ def _answer(config: EvaluateConfig, paths: dict[str, str], sets: dict[str, list[
         for split, rows in sets.items():
             with timer.stage("generate" if split == GATE_SPLIT else f"generate_{split}"):
                 outputs = dict(zip(POLICIES, ray.get([actors[name].generate.remote(
-                    [p.text for p in rows], [p.prompt_id for p in rows], config.samples_per_prompt, params)
+                    [p.conversation for p in rows], [p.prompt_id for p in rows], config.samples_per_prompt, params)
                     for name in POLICIES]), strict=True))
             if judge is not None:
                 with timer.stage("judge" if split == GATE_SPLIT else f"judge_{split}"):

@@ -181,7 +181,7 @@ def measure_on_test(settings: PPOConfig, policy_dir: str) -> dict[str, float]:
     params = {"max_new_tokens": rollout.max_new_tokens, "temperature": settings.eval_temperature,
               "top_p": rollout.top_p, "top_k": rollout.top_k, "seed": settings.seed}
     try:
-        samples = ray.get(worker.generate.remote([p.text for p in rows], [p.prompt_id for p in rows],
+        samples = ray.get(worker.generate.remote([p.conversation for p in rows], [p.prompt_id for p in rows],
                                                  settings.eval_samples_per_prompt, params))["samples"]
     finally:
         ray.kill(worker)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_ray.evaluation.gate import is_refusal, refusal_rate
-from rlhf_ray.inputs.prompts import PromptFileError, read_prompt_file
+from rlhf_ray.inputs.prompts import PromptFileError, conversation_text, read_prompt_file
 
 ASKS = ["how do i reset my password ?", "where is my order ?", "can i get a refund ?", "how do i change my email ?",
         "my parcel is late , what now ?", "how do i close my account ?"]
@@ -56,8 +56,10 @@ def byo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_message_rows_keep_the_conversation_up_to_the_last_user_turn(byo: dict[str, str], tmp_path: Path) -> None:
     plain, chat = read_prompt_file(byo["validation"])
     assert plain.messages is None and plain.conversation == ASKS[4]
-    assert chat.text == "the one from monday ." and [m["role"] for m in chat.messages] == [
-        "system", "user", "assistant", "user"]
+    assert [m["role"] for m in chat.messages] == ["system", "user", "assistant", "user"]
+    # what scorers read: the transcript `rlhf-ray import` stores for a conversation, its last user turn last
+    assert chat.text == conversation_text(chat.messages) and chat.text.endswith("User: the one from monday .")
+    assert chat.text.startswith("System: ") and "Assistant: which order ?" in chat.text
     (single,) = read_prompt_file(byo["test"])
     assert single.messages is None and single.prompt_id == read_prompt_file(
         _write(tmp_path / "same.jsonl", [{"prompt": ASKS[5]}]))[0].prompt_id  # one user turn = the plain prompt

@@ -68,3 +68,24 @@ def test_the_byo_example_runs_the_loop_on_a_users_model_and_files(ray_cluster, t
     gate = json.loads((out / "gate" / "gate.json").read_text())
     assert gate["prompt_source"].endswith("prompts/validation.jsonl") and gate["candidate"]["true_utility"] is None
     assert "test/win_rate" in gate["test"] and summary["gate_verdict"] == gate["verdict"]
+
+
+def test_a_system_turn_reaches_generation_and_scorers_read_the_conversation_as_imported(tmp_path: Path) -> None:
+    """The example's test prompts carry a system turn: PPO's prompt rows keep it (as JSON, one type per Ray Data
+    column), the rollout worker renders it with the chat template, and the sample's prompt is the transcript
+    `rlhf-ray import` stores for a conversation, so the reward model scores prompts in the form it was trained on."""
+    from actors.ppo_controller import prompt_row, row_conversation
+    from rlhf_ray.inputs.formats import read_import
+    from rlhf_ray.inputs.prompts import conversation_text, read_prompt_file
+    from rlhf_ray.roles.rollout import RolloutWorker
+
+    prompt = read_prompt_file(EXAMPLE / "prompts" / "test.jsonl")[0]
+    assert prompt.messages[0]["role"] == "system" and row_conversation(prompt_row(prompt)) == list(prompt.messages)
+    worker = RolloutWorker(_example_base_model(tmp_path / "base"), "hf", {"max_batch_size": 2}, seed=0)
+    (sample,) = worker.generate([row_conversation(prompt_row(prompt))], [prompt.prompt_id], 1,
+                                {"max_new_tokens": 4, "temperature": 1.0, "seed": 0})["samples"]
+    rendered = worker.backend.tokenizer.decode(sample.prompt_ids)
+    assert prompt.messages[0]["content"] in rendered and rendered.count("<|im_start|>") == 3  # system, user, assistant
+    assert sample.prompt == prompt.text == conversation_text(prompt.messages)
+    imported = read_import("openai-preference", EXAMPLE / "feedback" / "preferences.openai.jsonl").rows[0]
+    assert imported["prompt"].startswith("System: ") and "\n\nUser: " in imported["prompt"]  # the same form

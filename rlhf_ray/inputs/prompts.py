@@ -4,8 +4,9 @@ lives in `rlhf_ray.inputs.world`, a user's prompt files are read by `FilePromptS
 
 A prompt file row holds a `prompt` text or `messages`, an OpenAI-style conversation ([{role, content}], roles
 system / user / assistant). A conversation is kept up to and including its last user turn (a trailing assistant
-reply is the answer being asked for again, not part of the prompt); `Prompt.text` is that last user turn, and
-`Prompt.messages` the whole kept conversation, which a chat template renders (`rlhf_ray.training.encoding`).
+reply is the answer being asked for again, not part of the prompt); `Prompt.messages` is the kept conversation,
+which the policy's chat template renders for generation (`rlhf_ray.training.encoding`), and `Prompt.text` its
+`conversation_text`, the form reward models and judges score (and `rlhf-ray import` stores).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt: its text (the last user turn) and, when it came as a conversation, the conversation up to and
-    including that turn (None for a plain text)."""
+    """One prompt: its text (what scorers read: `conversation_text`) and, when it came as a conversation, the
+    conversation up to and including its last user turn (None for a plain text or a lone user turn)."""
 
     prompt_id: str
     text: str
@@ -42,6 +43,21 @@ class Prompt:
     def conversation(self) -> str | tuple[Mapping[str, str], ...]:
         """What a chat template renders: the messages when there are any, else the text."""
         return self.messages if self.messages is not None else self.text
+
+
+ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def conversation_text(conversation: str | Sequence[Mapping[str, str]]) -> str:
+    """The one text a prompt is scored and stored as (reward models, judges, `rlhf-ray import`'s contract rows): a
+    plain text or a lone user turn as it is, else a transcript, one block per turn (`System: …`, `User: …`,
+    `Assistant: …`) separated by a blank line, the last user turn last. Generation renders the conversation itself
+    with the chat template; scorers trained on imported rows see prompts in the form they were trained on."""
+    if isinstance(conversation, str):
+        return conversation
+    if len(conversation) == 1 and conversation[0]["role"] == "user":
+        return conversation[0]["content"]
+    return "\n\n".join(f"{ROLE_LABELS[turn['role']]}: {turn['content']}" for turn in conversation)
 
 
 class PromptSource(Protocol):
@@ -115,7 +131,7 @@ def read_prompt_file(path: str | Path) -> tuple[Prompt, ...]:
         messages = None
         if row.get(MESSAGES_FIELD) is not None and row.get(PROMPT_FIELD) is None:
             messages = _conversation(where, row[MESSAGES_FIELD])
-            text = messages[-1]["content"]
+            text = conversation_text(messages)
         else:
             text = row.get(PROMPT_FIELD)
             if not isinstance(text, str) or not text.strip():

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
+from rlhf_ray.inputs.prompts import conversation_text
 from rlhf_ray.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf_ray.rollout.batch import Sample
 from rlhf_ray.rollout.weights import state_digest
@@ -104,7 +105,8 @@ def make_sample(tokenizer: PreTrainedTokenizerBase, prompt_id: str, prompt: Prom
     """A `Sample` from generated ids: cut after the first stop token (kept, so the policy learns to stop).
 
     `finished=None` infers it from the presence of a stop token; text drops special tokens and the template's
-    end-of-turn text `eot` (read off the template when None).
+    end-of-turn text `eot` (read off the template when None). The sample's prompt is the conversation's
+    `conversation_text`, what scorers read.
     """
     stop_set = set(stops)
     cut = next((k for k, token in enumerate(generated) if token in stop_set), None)
@@ -113,7 +115,7 @@ def make_sample(tokenizer: PreTrainedTokenizerBase, prompt_id: str, prompt: Prom
     eot = end_of_turn(tokenizer) if eot is None else eot
     text = tokenizer.decode(response_ids, skip_special_tokens=True)
     text = text.removesuffix(eot).removesuffix(eot.strip())
-    return Sample(prompt_id=prompt_id, prompt=prompt, response=text, prompt_ids=list(prompt_ids),
+    return Sample(prompt_id=prompt_id, prompt=conversation_text(prompt), response=text, prompt_ids=list(prompt_ids),
                   response_ids=response_ids, finished=done)
 
 

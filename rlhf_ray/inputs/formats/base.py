@@ -25,8 +25,7 @@ import pyarrow.parquet as pq
 
 from rlhf_ray.contracts import SCHEMA_VERSION, PairwiseChoice, RatingScale, SignalType, Source
 from rlhf_ray.contracts.validation import NO_VALUE, Rejection, parse_event_time, reject
-
-ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+from rlhf_ray.inputs.prompts import ROLE_LABELS, conversation_text
 
 
 class BadRecord(Exception):
@@ -158,9 +157,7 @@ def conversation_prompt(turns: list[tuple[str, str]], name: str) -> str:
     """The prompt text of a conversation (see the module doc): one user turn as it is, else a transcript."""
     if not turns:
         raise BadRecord("empty_text", name, "at least one message")
-    if len(turns) == 1 and turns[0][0] == "user":
-        return turns[0][1]
-    return "\n\n".join(f"{ROLE_LABELS[role]}: {text}" for role, text in turns)
+    return conversation_text([{"role": role, "content": text} for role, text in turns])
 
 
 def answer_of(value: Any, name: str) -> str:
