@@ -23,8 +23,9 @@ class PolicyLearner(_OnRayNode, learner.PolicyLearner):
     """`rlhf_ray.roles.learner.PolicyLearner` on a Ray node, publishing through the object store."""
 
     def publish(self) -> ray.ObjectRef:
-        """The policy weights in the object store (one put; every rollout worker gets the same object)."""
-        return publish_weights(self.model)
+        """The policy weights in the object store (one put; every rollout worker gets the same object): what the
+        role publishes, so LoRA adapters arrive merged into plain weights."""
+        return publish_weights(super().publish())
 
 
 class Critic(_OnRayNode, learner.Critic):

@@ -218,7 +218,8 @@ class PPOController:
     def _start_policy_groups(self, policy_path: str, resume: Path | None) -> None:
         """The actors holding the policy being trained: learner ranks, critic ranks and rollout workers."""
         config, rollout = self.config, self.config.rollout
-        learner_settings = {**self._optimizer_settings(config.learner), "kl_loss_coef": self._kl_loss_coef()}
+        learner_settings = {**self._optimizer_settings(config.learner), "kl_loss_coef": self._kl_loss_coef(),
+                            "lora": config.model.lora.model_dump() if config.model.lora else None}
         learner_group = "learner+rollout" if rollout.colocate_with_learner else "learner"
         self.learners = self._group(PolicyLearner, config.learner, policy_path, learner_settings,
                                     reserve=colocation_reserve(config), within=self._within(learner_group))

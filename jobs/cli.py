@@ -47,7 +47,8 @@ JOBS: tuple[Job, ...] = (
     Job("export", "jobs.export",
         "copy a curated dataset version to a destination, refusing rows the residency policy keeps out"),
     Job("init-model", "jobs.init_model",
-        "train a tokenizer offline on the world's corpus and save a tiny/small Llama model (no downloads)"),
+        "train a tokenizer offline on the world's corpus (or --corpus files) and save a tiny/small "
+        "Llama/Qwen2/GPT-NeoX model (no downloads)"),
     Job("sft", "jobs.sft",
         "supervised fine-tuning on Ray Train (DDP; loss on response tokens) of any local HF checkpoint"),
     Job("train-rm", "jobs.train_rm",

@@ -140,7 +140,8 @@ def test_every_config_file_validates_against_its_job_schema() -> None:
     from jobs.workbench import WorkbenchConfig
     from rlhf_ray.config import load_config
 
-    schemas = {"quickstart.yaml": LoopConfig, "simulate.yaml": SimulateConfig, "init_model.yaml": InitModelConfig,
+    schemas = {"quickstart.yaml": LoopConfig, "byo.yaml": LoopConfig,
+               "simulate.yaml": SimulateConfig, "init_model.yaml": InitModelConfig,
                "ingest.yaml": IngestConfig, "sft.yaml": SFTConfig, "sft_deepspeed.yaml": SFTConfig,
                "train_rm.yaml": TrainRMConfig, "dpo.yaml": DPOConfig, "ppo.yaml": PPOConfig,
                "canary.yaml": CanaryConfig, "sweep.yaml": SweepConfig, "evaluate.yaml": EvaluateConfig,

@@ -2,7 +2,7 @@
 foreign-architecture checkpoint (Qwen2, ChatML, no pad token) built offline stands for the user's model; the user's
 preference files and chat logs go through import → ingest → curate, then SFT on the user's conversations, a reward
 model measured on the user's held-out pairs, PPO on the user's prompt files and the gate on the validation and test
-prompt files — no simulator, no init-model."""
+prompt files — no simulator, no init-model — with LoRA adapters on the policy and the reward model."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_the_byo_example_runs_the_loop_on_a_users_model_and_files(ray_cluster, t
             "gates.max_rm_length_correlation=null", "gate.thresholds.non_inferiority_margin=0.5"]
     args = ["loop", "--config", "configs/byo.yaml", f"output_dir={out}", "wandb.mode=offline",
             f"source.base_model={_example_base_model(tmp_path / 'base')}",
-            "stages=[import,ingest,curate,sft,train-rm,ppo,gate]",
+            "stages=[import,ingest,curate,sft,train-rm,ppo,gate]", "source.model.lora={r: 4, alpha: 8}",
             f"gate.judge_path={out}/reward_model/reward_model", *tiny]
     assert main(args) == 0
     summary = _summary(capsys)
@@ -65,6 +65,13 @@ def test_the_byo_example_runs_the_loop_on_a_users_model_and_files(ray_cluster, t
     exported = json.loads((out / "sft" / "model" / "tokenizer_config.json").read_text())
     assert "<|im_start|>" in (exported.get("chat_template") or (out / "sft" / "model" / "chat_template.jinja")
                               .read_text()) and exported.get("pad_token") is None
+    # LoRA (source.model.lora) on SFT, the RM and the PPO learner: every export is plain, merged HF weights
+    from safetensors import safe_open
+
+    for export in (out / "sft" / "model", out / "reward_model" / "reward_model", out / "ppo" / "policy"):
+        with safe_open(str(next(export.glob("*.safetensors"))), "pt") as weights:
+            names = list(weights.keys())
+        assert names and not any("lora" in name for name in names), export
     gate = json.loads((out / "gate" / "gate.json").read_text())
     assert gate["prompt_source"].endswith("prompts/validation.jsonl") and gate["candidate"]["true_utility"] is None
     assert "test/win_rate" in gate["test"] and summary["gate_verdict"] == gate["verdict"]

@@ -98,6 +98,10 @@ def test_every_core_module_imports_without_ray() -> None:
 ONE_PPO_ITERATION = '''
     import json, math, sys, tempfile
 
+    # As on the GPU image, DeepSpeed is absent: `import deepspeed` fails and find_spec answers None (accelerate, which
+    # peft brings, would otherwise import it on every save_pretrained).
+    sys.modules["deepspeed"] = None
+
     import torch
 
     from rlhf_ray.algos.advantages import AdvantageSettings
@@ -163,7 +167,7 @@ ONE_PPO_ITERATION = '''
         "process_group": torch.distributed.is_initialized(), "kl": stats["kl"],
         "sft": [float(sft_loss), sft_before, sft_after],
         "ray_loaded": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")),
-        "deepspeed_loaded": "deepspeed" in sys.modules,
+        "deepspeed_loaded": sys.modules.get("deepspeed") is not None,
         # last (it moves the weights): β of the in-loss KL comes with an update, not only from the settings
         "with_beta": learner.train(experience, 1, 0.5)}))
 '''
