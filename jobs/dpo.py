@@ -14,7 +14,7 @@ from actors.runtime import ensure_ray
 from actors.train_loops import dpo_loop
 from jobs.common import add_config_arguments, resolve_config
 from jobs.train_rm import HeldoutPairsSettings, heldout_pairs, locate_pairs
-from jobs.training import ScalingSection, export_model, fit, preference_lineage, read_pairs
+from jobs.training import ScalingSection, export_model, fit, lineage_definition, preference_lineage, read_pairs
 from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig
 from rlhf_ray.lineage.jobs import directory_digest
@@ -84,7 +84,7 @@ def train_dpo(config: DPOConfig) -> dict[str, Any]:
     metrics = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("heldout_", "train_"))}
     artifact = registry.register("policy", f"dpo-{config.train.loss_type}-seed-{config.seed}",
                                  directory_digest(model_dir), parents=parents,
-                                 config=config.model_dump(mode="json", include={"train", "seed"}), metrics=metrics,
+                                 config=lineage_definition(config, ("eval_pairs",)), metrics=metrics,
                                  uri=model_dir)
     return {"policy_dir": model_dir, "policy_id": artifact.id, "checkpoint": result.checkpoint.path,
             "steps": result.metrics["step"], "epochs": result.metrics["epoch"] + 1, **metrics,

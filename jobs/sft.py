@@ -15,7 +15,7 @@ from pydantic import Field
 
 from actors.train_loops import sft_loop
 from jobs.common import add_config_arguments, resolve_config
-from jobs.training import ScalingSection, export_model, fit
+from jobs.training import ScalingSection, export_model, fit, lineage_definition
 from rlhf_ray.config import JobConfig
 from rlhf_ray.inputs import SplitName
 from rlhf_ray.inputs.world import WorldConfig, reference_examples
@@ -124,10 +124,7 @@ def train(config: SFTConfig) -> dict[str, Any]:
     parent = register_input_checkpoint(registry, str(given))
     metrics = {"heldout_loss_before": round(before, 4), "heldout_loss": round(result.metrics["heldout_loss"], 4),
                "train_loss": round(result.metrics["train_loss"], 4), "steps": result.metrics["step"], **data_figures}
-    # the user's files and model options join the definition only when set, so world runs keep their ids
-    extra = {"data", "eval_data"} if config.data else set()
-    extra |= {"model"} if config.model != ModelOptions() else set()
-    definition = config.model_dump(mode="json", include={"train", "seed", *extra})
+    definition = lineage_definition(config, ("data", "eval_data"))
     artifact = registry.register("model", f"sft-seed-{config.seed}", directory_digest(model_dir),
                                  parents=(parent,), config=definition, metrics=metrics, uri=model_dir)
     return {"model_dir": model_dir, "sft_model_id": artifact.id, "checkpoint": checkpoint_dir, **metrics,

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from actors.runtime import ensure_ray
 from actors.train_loops import reward_model_loop
 from jobs.common import add_config_arguments, resolve_config
-from jobs.training import ScalingSection, export_model, fit, preference_lineage, read_pairs
+from jobs.training import ScalingSection, export_model, fit, lineage_definition, preference_lineage, read_pairs
 from rlhf_ray.annotation.pairs import PREFERENCE
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import RUBRIC_CRITERIA
@@ -147,7 +147,7 @@ def train_reward_model(config: TrainRMConfig) -> dict[str, Any]:
     normalization = _store_normalization(model_dir, _training_sample(pairs_dir, config), config)
     registry, parents = preference_lineage(config, curate_report, base)
     evaluation = {k.removeprefix("heldout_"): v for k, v in result.metrics.items() if k.startswith("heldout_")}
-    settings = config.model_dump(mode="json", include={"train", "seed"})
+    settings = lineage_definition(config, ("eval_pairs",))
     kind, name = ("judge-model", "judge") if config.role == "judge" else ("reward-model", "rm")
     artifact = registry.register(kind, f"{name}-seed-{config.seed}", directory_digest(model_dir),
                                  parents=parents, config=settings, metrics=evaluation, uri=model_dir)

@@ -88,3 +88,12 @@ def preference_lineage(config: JobConfig, curate_report: dict[str, Any], model_p
     if curate_report.get("pairs_id") and registry.has(curate_report["pairs_id"]):
         parents.append(curate_report["pairs_id"])
     return registry, tuple(parents)
+
+
+def lineage_definition(config: JobConfig, optional: Collection[str] = ()) -> dict[str, Any]:
+    """What a training artifact's lineage record says it was trained with: `train` and `seed`, plus each of
+    `optional` (and `model`: chat template, LoRA) that differs from its default — so a run without them keeps the
+    artifact id it always had, and one with them says so."""
+    fields = {name for name in ("model", *optional)
+              if getattr(config, name) != type(config).model_fields[name].get_default(call_default_factory=True)}
+    return config.model_dump(mode="json", include={"train", "seed", *fields})

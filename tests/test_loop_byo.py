@@ -96,3 +96,17 @@ def test_a_system_turn_reaches_generation_and_scorers_read_the_conversation_as_i
     assert sample.prompt == prompt.text == conversation_text(prompt.messages)
     imported = read_import("openai-preference", EXAMPLE / "feedback" / "preferences.openai.jsonl").rows[0]
     assert imported["prompt"].startswith("System: ") and "\n\nUser: " in imported["prompt"]  # the same form
+
+
+def test_a_training_artifact_records_the_model_options_and_user_files_it_was_trained_with() -> None:
+    """Lineage says when a model was trained with LoRA, a chat template or the user's files; a run without them
+    records what it always did (so its artifact definition, and id, stay the same)."""
+    from jobs.dpo import DPOConfig
+    from jobs.sft import SFTConfig
+    from jobs.training import lineage_definition
+
+    assert set(lineage_definition(SFTConfig(), ("data", "eval_data"))) == {"train", "seed"}
+    user = lineage_definition(SFTConfig(data="chats.jsonl", model={"lora": {"r": 4}}), ("data", "eval_data"))
+    assert set(user) == {"train", "seed", "data", "model"} and user["model"]["lora"]["r"] == 4
+    assert set(lineage_definition(DPOConfig(eval_pairs="x.jsonl", model={"chat_template": "chatml"}),
+                                  ("eval_pairs",))) == {"train", "seed", "eval_pairs", "model"}
