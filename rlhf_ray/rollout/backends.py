@@ -10,6 +10,8 @@ from `BACKENDS`; adding a backend is adding a class with the `GenerationBackend`
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +19,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.generation.streamers import BaseStreamer
 
 from rlhf_ray.inputs.prompts import conversation_text
 from rlhf_ray.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
@@ -31,7 +44,8 @@ class GenerationParams:
     """How to sample. `temperature == 0` is greedy; `top_k == 0` and `top_p == 1` switch those filters off.
 
     `seed` makes sampling reproducible: the same weights, prompts and seed give the same samples.
-    `None` draws from the process's random state instead.
+    `None` draws from the process's random state instead. A response also ends at the first of the `stop`
+    strings (cut off, as OpenAI's `stop`); `logprobs` asks for `Sample.response_logprobs` (`sampled_logprobs`).
     """
 
     max_new_tokens: int = 64
@@ -39,6 +53,8 @@ class GenerationParams:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -49,6 +65,8 @@ class GenerationParams:
             raise ValueError(f"top_p must be in (0, 1]; got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be ≥ 0 (0 = off); got {self.top_k}")
+        if any(not text for text in self.stop):
+            raise ValueError(f"stop strings must be non-empty; got {list(self.stop)}")
 
     @property
     def greedy(self) -> bool:
@@ -99,24 +117,156 @@ def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> lis
     return tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
 
 
+def sampled_logprobs(logits: Tensor, tokens: Tensor, temperature: float) -> Tensor:
+    """Log-probability of each sampled token under the distribution it was sampled from, before top-k/top-p:
+
+        out[b] = log softmax(logits[b] / T)[tokens[b]] = logits[b, y]/T − log Σ_v exp(logits[b, v]/T),   y = tokens[b]
+
+    with T = `temperature`, and T = 1 for greedy decoding (T = 0): the policy's own distribution, as PPO's
+    behaviour log-probs and OpenAI's `logprobs` read it. `logits` [B, V] raw scores of one step, `tokens` [B].
+    """
+    scale = temperature if temperature > 0 else 1.0
+    logp = torch.log_softmax(logits.float() / scale, dim=-1)
+    return logp.gather(-1, tokens.long().view(-1, 1).to(logp.device)).squeeze(-1)
+
+
+def visible_text(tokenizer: PreTrainedTokenizerBase, response_ids: Sequence[int], eot: str,
+                 stop_strings: Sequence[str] = ()) -> tuple[str, bool]:
+    """The text a user sees of response tokens: special tokens and the template's end-of-turn text `eot`
+    dropped, cut before the first `stop_strings` hit; and whether a stop string was hit."""
+    text = tokenizer.decode(list(response_ids), skip_special_tokens=True)
+    text = text.removesuffix(eot).removesuffix(eot.strip())
+    hits = [at for at in (text.find(stop) for stop in stop_strings) if at >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
 def make_sample(tokenizer: PreTrainedTokenizerBase, prompt_id: str, prompt: Prompt, prompt_ids: list[int],
                 generated: Sequence[int], stops: Sequence[int], finished: bool | None = None,
-                eot: str | None = None) -> Sample:
-    """A `Sample` from generated ids: cut after the first stop token (kept, so the policy learns to stop).
+                eot: str | None = None, logprobs: Sequence[float] | None = None,
+                stop_strings: Sequence[str] = ()) -> Sample:
+    """A `Sample` from generated ids: cut after the first stop token (kept, so the policy learns to stop), or
+    after the token that completes one of `stop_strings` (the text is cut before the string, as OpenAI's `stop`).
 
-    `finished=None` infers it from the presence of a stop token; text drops special tokens and the template's
-    end-of-turn text `eot` (read off the template when None). The sample's prompt is the conversation's
-    `conversation_text`, what scorers read.
+    `finished=None` infers it from the presence of a stop token or string; text drops special tokens and the
+    template's end-of-turn text `eot` (read off the template when None). `logprobs` are the generated tokens'
+    (cut with them). The sample's prompt is the conversation's `conversation_text`, what scorers read.
     """
     stop_set = set(stops)
     cut = next((k for k, token in enumerate(generated) if token in stop_set), None)
     response_ids = [int(t) for t in (generated if cut is None else generated[: cut + 1])]
-    done = cut is not None if finished is None else finished
     eot = end_of_turn(tokenizer) if eot is None else eot
-    text = tokenizer.decode(response_ids, skip_special_tokens=True)
-    text = text.removesuffix(eot).removesuffix(eot.strip())
+    text, hit = visible_text(tokenizer, response_ids, eot, stop_strings)
+    if hit and cut is None:  # tokens after the one that completed the stop string are padding: drop them
+        cut = next(k for k in range(len(response_ids))
+                   if visible_text(tokenizer, response_ids[: k + 1], eot, stop_strings)[1])
+        response_ids = response_ids[: cut + 1]
+    done = (cut is not None or hit) if finished is None else finished
+    kept = None if logprobs is None else tuple(float(v) for v in logprobs[: len(response_ids)])
     return Sample(prompt_id=prompt_id, prompt=conversation_text(prompt), response=text, prompt_ids=list(prompt_ids),
-                  response_ids=response_ids, finished=done)
+                  response_ids=response_ids, finished=done, response_logprobs=kept)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one sample (`index` of the request's samples) added since its previous delta, as it is generated:
+    new visible `text` (may be empty, e.g. half a UTF-8 character held back), the new `token_ids` and their
+    log-probs (when asked). A sample's last delta carries the whole `Sample`."""
+
+    index: int
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] | None = None
+    sample: Sample | None = None
+
+
+class _StepListener(BaseStreamer):
+    """Receives each decoding step's new tokens from `generate` (`put`; the first call is the prompt) and pairs
+    them with their log-probs (`_LogprobRecorder`); forwards (tokens, log-probs) to `sink` for streaming."""
+
+    def __init__(self, recorder: _LogprobRecorder | None, sink: queue.Queue[Any] | None) -> None:
+        self.recorder, self.sink, self.prompt_seen = recorder, sink, False
+        self.logprobs: list[Tensor] = []
+
+    def put(self, value: Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        tokens = value.view(-1)
+        logprobs = self.recorder.take(tokens) if self.recorder is not None else None
+        if logprobs is not None:
+            self.logprobs.append(logprobs)
+        if self.sink is not None:
+            self.sink.put((tokens.tolist(), None if logprobs is None else logprobs.tolist()))
+
+    def end(self) -> None:
+        pass
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """First of the logits processors, so it sees the model's raw logits; `take` scores the sampled tokens."""
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature, self.logits = temperature, None
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        self.logits = scores.detach().clone()
+        return scores
+
+    def take(self, tokens: Tensor) -> Tensor:
+        return sampled_logprobs(self.logits, tokens, self.temperature).cpu()
+
+
+class _Cancelled(StoppingCriteria):
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _StopStrings(StoppingCriteria):
+    """Ends a row once its generated text (the prompt excluded, unlike `generate`'s `stop_strings`, which also
+    match across the prompt's tail) contains one of `stops`."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, width: int, stops: Sequence[str]) -> None:
+        self.tokenizer, self.width, self.stops = tokenizer, width, stops
+
+    def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
+
+
+class _StreamText:
+    """One sample's text as it grows: each new token gives the visible text not shown yet, holding back a
+    trailing half character and any tail that may still become a stop string."""
+
+    def __init__(self, backend: HFBackend, index: int, stop_strings: Sequence[str]) -> None:
+        self.backend, self.index, self.stop_strings = backend, index, stop_strings
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.shown = 0
+        self.done = False
+
+    def add(self, token: int, logprob: float | None) -> Delta | None:
+        if self.done:  # padding after this row finished
+            return None
+        self.ids.append(token)
+        if logprob is not None:
+            self.logprobs.append(logprob)
+        text, hit = visible_text(self.backend.tokenizer, self.ids, self.backend.eot, self.stop_strings)
+        self.done = hit or token in self.backend.stops
+        safe = len(text)
+        if not self.done:
+            safe -= len(text) - len(text.rstrip("\ufffd"))
+            for stop in self.stop_strings:
+                safe = min(safe, next((len(text) - k for k in range(len(stop) - 1, 0, -1)
+                                       if text.endswith(stop[:k])), safe))
+        piece, self.shown = text[self.shown : max(safe, self.shown)], max(safe, self.shown)
+        return Delta(self.index, piece, (token,), None if logprob is None else (logprob,))
+
+    def finish(self, sample: Sample) -> Delta:
+        return Delta(self.index, sample.response[self.shown :], (), None if sample.response_logprobs is None
+                     else (), sample)
 
 
 def _check_request(prompts: Sequence[Prompt], prompt_ids: Sequence[str], num_samples: int) -> None:
@@ -164,42 +314,113 @@ class HFBackend:
         # padding is marked by the attention mask, so the pad id (eos for a tokenizer that ships none) is inert
         self.pad_token_id = int(self.tokenizer.pad_token_id)
 
-    def generate(self, prompts: list[Prompt], prompt_ids: list[str], num_samples: int,
-                 params: GenerationParams) -> list[Sample]:
-        _check_request(prompts, prompt_ids, num_samples)
+    def _render(self, prompts: Sequence[Prompt], prompt_ids: Sequence[str],
+                params: GenerationParams) -> list[list[int]]:
         rendered = [render_prompt_ids(self.tokenizer, prompt) for prompt in prompts]
         limit = getattr(self.model.config, "max_position_embeddings", None)
         for pid, ids in zip(prompt_ids, rendered, strict=True):
             if limit is not None and len(ids) + params.max_new_tokens > limit:
                 raise ValueError(f"prompt {pid!r} has {len(ids)} tokens; with max_new_tokens="
                                  f"{params.max_new_tokens} it exceeds the model's {limit} positions")
+        return rendered
+
+    def generate(self, prompts: list[Prompt], prompt_ids: list[str], num_samples: int,
+                 params: GenerationParams) -> list[Sample]:
+        _check_request(prompts, prompt_ids, num_samples)
+        rendered = self._render(prompts, prompt_ids, params)
         rows = [i for i in range(len(prompts)) for _ in range(num_samples)]
         samples: list[Sample] = []
         with _seeded(params.seed, self.device):
             for start in range(0, len(rows), self.max_batch_size):
                 chunk = rows[start : start + self.max_batch_size]
-                generated = self._generate_ids([rendered[i] for i in chunk], params)
+                generated, logprobs = self._generate_ids([rendered[i] for i in chunk], params)
                 samples.extend(make_sample(self.tokenizer, prompt_ids[i], prompts[i], rendered[i], new, self.stops,
-                                           eot=self.eot)
-                               for i, new in zip(chunk, generated, strict=True))
+                                           eot=self.eot, logprobs=None if logprobs is None else logprobs[b],
+                                           stop_strings=params.stop)
+                               for b, (i, new) in enumerate(zip(chunk, generated, strict=True)))
         return samples
 
+    def stream(self, prompt: Prompt, prompt_id: str, num_samples: int, params: GenerationParams) -> Iterator[Delta]:
+        """`num_samples` samples of one prompt as they are generated: `generate` runs in a thread and hands over
+        each step's tokens; one `Delta` per sample and step, then each sample's last delta with its `Sample`.
+        Closing the iterator early stops generation at the next step."""
+        _check_request([prompt], [prompt_id], num_samples)
+        rendered = self._render([prompt], [prompt_id], params)[0]
+        steps: queue.Queue[Any] = queue.Queue()
+        cancel = threading.Event()
+        done = object()
+        result: list[tuple[list[list[int]], list[list[float]] | None]] = []
+
+        def work() -> None:
+            try:
+                with _seeded(params.seed, self.device):
+                    result.append(self._generate_ids([rendered] * num_samples, params, steps, cancel))
+            except BaseException as error:  # re-raised in the consumer
+                steps.put(error)
+            finally:
+                steps.put(done)
+
+        texts = [_StreamText(self, b, params.stop) for b in range(num_samples)]
+        thread = threading.Thread(target=work, name="hf-stream", daemon=True)
+        thread.start()
+        try:
+            while (item := steps.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                tokens, logprobs = item
+                for b, token in enumerate(tokens):
+                    delta = texts[b].add(int(token), None if logprobs is None else float(logprobs[b]))
+                    if delta is not None and (delta.text or params.logprobs):
+                        yield delta
+            generated, final_logprobs = result[0]
+            for b, new in enumerate(generated):
+                yield texts[b].finish(make_sample(self.tokenizer, prompt_id, prompt, rendered, new, self.stops,
+                                                  eot=self.eot, stop_strings=params.stop,
+                                                  logprobs=None if final_logprobs is None else final_logprobs[b]))
+        finally:
+            cancel.set()
+            thread.join()
+
     @torch.no_grad()
-    def _generate_ids(self, rows: list[list[int]], params: GenerationParams) -> list[list[int]]:
-        """New token ids per row (stop token and any padding after it included; `make_sample` cuts them)."""
+    def _generate_ids(self, rows: list[list[int]], params: GenerationParams, steps: queue.Queue[Any] | None = None,
+                      cancel: threading.Event | None = None) -> tuple[list[list[int]], list[list[float]] | None]:
+        """New token ids per row (stop token and any padding after it included; `make_sample` cuts them), and
+        their log-probs when `params.logprobs`. Each step's tokens also go to `steps` (streaming); a set
+        `cancel` ends generation at the next step.
+
+        The warpers are built here, after a recorder of the raw logits, in the order `generate` builds them
+        (temperature, top-k, top-p), so the log-probs are of the untruncated distribution at the temperature.
+        """
         width = max(len(ids) for ids in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         for b, ids in enumerate(rows):  # left padding: every row's last prompt token sits in column width−1
             input_ids[b, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[b, width - len(ids) :] = 1
-        sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p,
-                                             "top_k": params.top_k}
+        recorder = _LogprobRecorder(params.temperature) if params.logprobs else None
+        processors = LogitsProcessorList([recorder] if recorder else [])
+        if not params.greedy:
+            if params.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k:
+                processors.append(TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                processors.append(TopPLogitsWarper(params.top_p))
         config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
-                                  eos_token_id=self.stops, pad_token_id=self.pad_token_id, **sampling)
-        output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                     generation_config=config)
-        return output[:, width:].tolist()
+                                  eos_token_id=self.stops, pad_token_id=self.pad_token_id,
+                                  **({} if params.greedy else {"temperature": 1.0, "top_p": 1.0, "top_k": 0}))
+        listener = _StepListener(recorder, steps) if recorder or steps is not None else None
+        stopping = StoppingCriteriaList([_Cancelled(cancel)] if cancel else [])
+        if params.stop:
+            stopping.append(_StopStrings(self.tokenizer, width, params.stop))
+        output = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), generation_config=config,
+            logits_processor=processors, streamer=listener, stopping_criteria=stopping)
+        generated = output[:, width:].tolist()
+        if recorder is None:
+            return generated, None
+        logprobs = torch.stack(listener.logprobs, dim=1).tolist()  # type: ignore[union-attr]
+        return generated, logprobs
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         with torch.no_grad():
@@ -278,6 +499,7 @@ class VLLMBackend:
                 n=num_samples, temperature=params.temperature, top_p=params.top_p,
                 top_k=params.top_k if params.top_k > 0 else -1, max_tokens=params.max_new_tokens,
                 seed=None if params.seed is None else params.seed + i, stop_token_ids=self.stops,
+                stop=list(params.stop) or None, logprobs=0 if params.logprobs else None,
             )
             for i in range(len(prompts))
         ]
@@ -288,12 +510,17 @@ class VLLMBackend:
             for completion in sorted(output.outputs, key=lambda c: c.index):
                 finished = completion.finish_reason == "stop"
                 generated = list(completion.token_ids)
-                if finished and (not generated or generated[-1] not in self.stops):
+                reason = completion.stop_reason
+                if finished and not isinstance(reason, str) and (not generated or generated[-1] not in self.stops):
                     # stopped on a stop token that vLLM did not keep in token_ids: put it back
-                    reason = completion.stop_reason
                     generated.append(reason if isinstance(reason, int) else self.stops[0])
+                # the sampled tokens' log-probs (logprobs=0); vLLM's `logprobs_mode` decides whether at the sampling
+                # temperature (processed_logprobs) or T = 1 (its default, raw_logprobs), unlike `sampled_logprobs`
+                logprobs = None if completion.logprobs is None else [
+                    step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids, strict=False)]
                 samples.append(make_sample(self.tokenizer, prompt_ids[i], prompts[i], rendered[i], generated,
-                                           self.stops, finished=finished, eot=self.eot))
+                                           self.stops, finished=finished, eot=self.eot, logprobs=logprobs,
+                                           stop_strings=params.stop))
         return samples
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:

@@ -30,6 +30,8 @@ class Sample:
     prompt_ids: list[int]
     response_ids: list[int]
     finished: bool
+    # log p(response_ids[k] | prompt, response_ids[:k]) at the sampling temperature, when the backend was asked
+    response_logprobs: tuple[float, ...] | None = None
 
     @property
     def num_tokens(self) -> int:
