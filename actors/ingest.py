@@ -32,7 +32,16 @@ from actors.datasinks import DatasetVersionDatasink
 from actors.runtime import ensure_ray
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.contracts import SCHEMA_VERSION
-from rlhf_ray.dataplane.dedup import KEY_COLUMNS, apply_changes, dataset_version, kept_keys, resolve_duplicates
+from rlhf_ray.dataplane.dedup import (
+    FEEDBACK_KEY_COLUMNS,
+    KEY_COLUMNS,
+    apply_changes,
+    dataset_version,
+    feedback_key,
+    kept_keys,
+    resolve_duplicates,
+    resolve_feedback_repeats,
+)
 from rlhf_ray.dataplane.erasure import read_parquet_folder
 from rlhf_ray.dataplane.quality import quality_report
 from rlhf_ray.dataplane.records import ACCEPTED, DUPLICATE, INGEST_SCHEMA, QUARANTINED, FeedbackProcessor, read_shard
@@ -53,7 +62,10 @@ from rlhf_ray.storage import StorageRoot, digest_files
 from rlhf_ray.telemetry.loop_latency import signal_latency_figures
 
 SHARD_SUFFIXES = (".parquet", ".jsonl")
-SUMMARY_COLUMNS = ["status", "reason", "signal_id", "content_hash", "source_file", "row_number", "pii_counts"]
+SUMMARY_COLUMNS = ["status", "reason", "signal_id", "content_hash", "source_file", "row_number", "pii_counts",
+                   "feedback_key", "event_time"]
+# the processor's records plus the (response, user, kind) key of a user's feedback, for `resolve_feedback_repeats`
+RECORD_SCHEMA = INGEST_SCHEMA.append(pa.field("feedback_key", pa.string()))
 
 
 class IngestError(ValueError):
@@ -117,7 +129,9 @@ def _process_files(batch: pa.Table, processor: FeedbackProcessor) -> pa.Table:
         for path, data in zip(batch.column("path").to_pylist(), batch.column("bytes").to_pylist(), strict=True)
         for raw in read_shard(path, data)
     ]
-    return pa.Table.from_pylist(records, schema=INGEST_SCHEMA)
+    for record in records:  # an accepted row's record is its canonical JSON, pseudonymized actor id included
+        record["feedback_key"] = feedback_key(json.loads(record["record"])) if record["status"] == ACCEPTED else None
+    return pa.Table.from_pylist(records, schema=RECORD_SCHEMA)
 
 
 def _gather(dataset: Any, columns: list[str]) -> pa.Table:
@@ -200,9 +214,11 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
 
     # Duplicates need the whole input: decide on the driver from the small key columns, apply while writing.
     summary = _gather(records, SUMMARY_COLUMNS)
-    accepted = summary.filter(pc.equal(summary.column("status"), ACCEPTED)).select(list(KEY_COLUMNS))
-    changed = resolve_duplicates(accepted)
-    version = dataset_version(kept_keys(accepted, changed))
+    accepted = summary.filter(pc.equal(summary.column("status"), ACCEPTED))
+    by_signal = resolve_duplicates(accepted.select(list(KEY_COLUMNS)))
+    kept = kept_keys(accepted.select(list(dict.fromkeys(KEY_COLUMNS + FEEDBACK_KEY_COLUMNS))), by_signal)
+    changed = pa.concat_tables([by_signal, resolve_feedback_repeats(kept.select(list(FEEDBACK_KEY_COLUMNS)))])
+    version = dataset_version(kept_keys(accepted.select(list(KEY_COLUMNS)), changed))
     summary = apply_changes(summary, changed)
     counts = _counts(summary)
     reasons = Counter(pc.filter(summary.column("reason"), pc.equal(summary.column("status"), QUARANTINED))

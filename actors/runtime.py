@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
 
 from rlhf_ray.config import RayConfig
@@ -41,3 +42,34 @@ def closing_ray() -> Iterator[None]:
     finally:
         if not connected_before and ray.is_initialized():
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def serving_process(config: RayConfig) -> Iterator[None]:
+    """The lifetime of a serving job (`canary`, `workbench`, `serve-rm`): connect to Ray, and make SIGTERM (`ray job
+    stop`, Kubernetes, `kill`) end the block like Ctrl-C, as a KeyboardInterrupt, so the job's own cleanup runs
+    (delete its Serve application: replicas flush their buffered rows when Serve stops them). When the block ends
+    — normally, by an error or by a signal — and this process started Ray itself, Serve and that Ray are shut
+    down, so no GCS, raylet, Serve controller, proxy or replica outlives the job. A cluster the job joined (an
+    address, `ray job submit`) keeps running. A second signal during that shutdown is ignored, so it completes."""
+    import ray
+
+    started = not ray.is_initialized() and config.address is None and "RAY_ADDRESS" not in os.environ
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        ensure_ray(config)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if started and ray.is_initialized():
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            terminate = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                from ray import serve
+
+                with contextlib.suppress(Exception):  # no Serve started, or its controller gone already
+                    serve.shutdown()
+                ray.shutdown()
+            finally:
+                signal.signal(signal.SIGINT, interrupt)
+                signal.signal(signal.SIGTERM, terminate)

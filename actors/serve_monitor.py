@@ -21,6 +21,7 @@ from ray import serve
 from actors.serve_control import serve_metric, set_user_config
 from rlhf_ray.evaluation.sequential import (
     ArmCounts,
+    CountedOutcomes,
     SequentialResult,
     SequentialSettings,
     fixed_horizon_total,
@@ -30,11 +31,15 @@ from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.serving.assignment import VARIANTS
 from rlhf_ray.serving.config import CanaryAppArgs, RouterState
 from rlhf_ray.serving.guardrails import GuardrailBounds, VariantStats, check_guardrails
+from rlhf_ray.serving.tokens import SeenKeys
 from rlhf_ray.storage import StorageRoot
 
 ROUTER_DEPLOYMENT = "CanaryRouter"
 DECISIONS = {"promote": ("promoted", 1.0), "rollback": ("rolled_back", 0.0), "kill": ("killed", 0.0)}
-LINEAGE_EVENTS = {"promote": "canary.promote", "rollback": "canary.rollback", "kill": "canary.kill"}
+LINEAGE_EVENTS = {"promote": "canary.promote", "rollback": "canary.rollback", "kill": "canary.kill",
+                  "weights": "canary.weights"}
+# (response, user, kind) keys remembered per answer the monitor remembers: a few feedback kinds at most
+FEEDBACK_KEYS_PER_RESPONSE = 4
 
 
 class CanaryStateError(ValueError):
@@ -61,6 +66,8 @@ class CanaryMonitor:
         self.last_test: SequentialResult | None = None
         self.decisions: list[dict[str, Any]] = []
         self.responses: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.counted = CountedOutcomes(s.max_outcomes_per_user, self.args.router.response_cache)
+        self.feedback_keys = SeenKeys(FEEDBACK_KEYS_PER_RESPONSE * self.args.router.response_cache)
         self.state_root = StorageRoot.from_uri(self.args.state_dir)
         self.lineage = LineageRegistry(self.args.lineage_root) if self.args.lineage_root else None
         self.app_name = serve.get_replica_context().app_name
@@ -78,8 +85,10 @@ class CanaryMonitor:
             self.stats[variant].add_requests(events)
         for variant, count in batch.get("shadow", {}).items():
             self.stats[variant].shadow_requests += count
-        for variant, accepted, flagged, thumbs in batch.get("judgments", ()):
-            self.stats[variant].add_judgment(accepted, flagged, thumbs)
+        for variant, accepted, flagged, thumbs, response_id, user, authenticated in batch.get("judgments", ()):
+            # every judgment is feedback; only those `CountedOutcomes` admits are trials of the test
+            counts = accepted is not None and self.counted.admit(response_id, user, variant, authenticated)
+            self.stats[variant].add_judgment(accepted if counts else None, flagged, thumbs)
         for record in batch.get("served", ()):
             self.responses[record["response_id"]] = record
         while len(self.responses) > self.args.router.response_cache:
@@ -126,7 +135,7 @@ class CanaryMonitor:
             self.state = RouterState(canary_weight=canary_weight, mode=mode or before.mode, phase="running",
                                      revision=before.revision + 1)
             await self._publish()
-            self._audit("weights", reason, source, before)
+            self._lineage_event("weights", self._audit("weights", reason, source, before))
         return self.status()
 
     async def decide(self, action: str, reason: str, source: str = "admin") -> dict[str, Any]:
@@ -174,7 +183,8 @@ class CanaryMonitor:
         target = self.args.deployment_id if self.lineage.has(self.args.deployment_id) else None
         payload = {"deployment_id": self.args.deployment_id, "policy_id": policy_id,
                    "incumbent_policy_id": self.args.incumbent.policy_id, "reason": entry["reason"],
-                   "source": entry["source"], "figures": json.loads(json.dumps(entry["figures"], default=str))}
+                   "source": entry["source"], "before": entry["before"], "after": entry["after"],
+                   "figures": json.loads(json.dumps(entry["figures"], default=str))}
         self.lineage.record_event(LINEAGE_EVENTS[action], target, payload)
 
     # ------------------------------------------------------------------ reads
@@ -190,9 +200,15 @@ class CanaryMonitor:
                                                                           self.bounds)]},
             "sequential": {"settings": vars(self.settings),
                            "fixed_horizon_total": fixed_horizon_total(self.settings),
-                           "last": None if self.last_test is None else vars(self.last_test)},
+                           "last": None if self.last_test is None else vars(self.last_test),
+                           "not_counted": dict(self.counted.refused)},
             "decisions": self.decisions,
         }
 
     def lookup(self, response_id: str) -> dict[str, Any] | None:
         return self.responses.get(response_id)
+
+    def claim_feedback(self, key: tuple[str, str, str]) -> bool:
+        """Record that (response id, user, kind) was rated; False if it was already: every router replica asks
+        here, so a repeat is refused whichever replica it reaches."""
+        return self.feedback_keys.add(tuple(key))

@@ -37,8 +37,8 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.serve_control import HEALTH_CHECK_PERIOD_S, serve_metric
 from actors.serve_monitor import initial_router_state
-from rlhf_ray.governance import PiiMasker
-from rlhf_ray.serving.admin import bearer_matches, load_admin_token
+from rlhf_ray.governance import PiiMasker, load_key
+from rlhf_ray.serving.admin import AuthError, Caller, bearer_matches, identify, load_admin_token, load_api_keys
 from rlhf_ray.serving.assignment import VARIANTS, user_bucket
 from rlhf_ray.serving.config import CanaryAppArgs, RouterState
 from rlhf_ray.serving.feedback import FeedbackError, ServedResponse, feedback_row, outcomes
@@ -52,6 +52,7 @@ from rlhf_ray.serving.schemas import (
     parse_model,
 )
 from rlhf_ray.serving.shards import JsonlShardBuffer
+from rlhf_ray.serving.tokens import SeenKeys, UserRateLimiter, derive_key, feedback_token, token_matches
 
 logger = logging.getLogger("ray.serve")
 ADMIN_ACTIONS = ("weights", "promote", "rollback", "kill")
@@ -70,7 +71,9 @@ BODY_TIMEOUT_S = 10.0
 # Feedback and shadow rows are journaled before they are acknowledged (`JsonlShardBuffer`); a replica recovers
 # the journals of dead replicas when it starts and then this often (a shard whose write failed, too).
 JOURNAL_SWEEP_S = 30.0
-USER_HEADER = "x-user-id"
+USER_HEADER = "x-user-id"  # the end user a trusted front end (holding the admin token) asserts
+ISSUED_USER_HEADER = "x-rlhf-user"  # the server-issued id of a client without an API key; sent back to stay put
+FEEDBACK_TOKEN_HEADER = "x-rlhf-feedback-token"
 
 app = FastAPI(title="rlhf-ray canary", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -107,6 +110,11 @@ class CanaryRouter:
         self.masker = PiiMasker()
         self.pseudonyms = self.args.pseudonyms.pseudonymizer()
         self.admin_token = load_admin_token(self.args.admin.token_env, self.args.admin.token_file)
+        self.api_keys = load_api_keys(self.args.auth.keys_env, self.args.auth.keys_file, self.pseudonyms)
+        secret = load_key(self.args.pseudonyms.key_env, self.args.pseudonyms.key_file)
+        self.user_key, self.token_key = derive_key(secret, "issued-user"), derive_key(secret, "feedback-token")
+        self.rate_limit = UserRateLimiter(self.args.feedback.rate_per_s, self.args.feedback.burst)
+        self.rated = SeenKeys(4 * self.args.router.response_cache)  # this replica's (response, user, kind) seen
         self.policy_ids = {v: getattr(self.args, v).policy_id or v for v in VARIANTS}
         self.cache: OrderedDict[str, ServedResponse] = OrderedDict()
         tag = uuid.uuid4().hex[:8]
@@ -159,10 +167,10 @@ class CanaryRouter:
                                    f"{generation.max_tokens_limit}")
         prompt = chat.prompt()
         metadata = chat.metadata or {}
-        user_key = request.headers.get(USER_HEADER) or chat.user
+        caller = self._caller(request, chat.user)
         response_id = f"chatcmpl-{uuid.uuid4().hex}"
-        # no user id: assign by the response id, i.e. at random and without stickiness
-        bucket = user_bucket(user_key or response_id, self.args.deployment_id)
+        # the arm follows the authenticated or server-issued user: a client cannot name its own
+        bucket = user_bucket(caller.user, self.args.deployment_id)
         state = self.state
         on_canary = bucket < state.canary_weight
         variant = "canary" if on_canary and state.mode == "split" else "incumbent"
@@ -173,25 +181,48 @@ class CanaryRouter:
         result, retries = await self._call_policy(variant, call)
         if on_canary and state.mode == "shadow" and state.phase == "running":
             self._spawn(self._shadow(call, result["text"]))
-        actor = self.pseudonyms.pseudonym(user_key) if user_key else "anonymous"
         session = metadata.get("session_id")
         self._remember(ServedResponse(
             response_id=response_id, variant=variant, policy_id=self.policy_ids[variant], prompt_id=prompt_id,
-            prompt=prompt, response=result["text"], actor_id=actor,
+            prompt=prompt, response=result["text"], actor_id=caller.user,
             region=metadata.get("region") or self.args.router.default_region,
-            session_id=self.pseudonyms.pseudonymize_session(f"{user_key}/{session}") if session and user_key
-            else None))
+            session_id=self.pseudonyms.pseudonymize_session(f"{caller.user}/{session}") if session else None,
+            authenticated=caller.authenticated))
+        fields, headers = self._response_metadata(caller, response_id, variant)
         usage = {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"],
                  "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
         body = {"id": response_id, "object": "chat.completion", "created": int(time.time()),
-                "model": self.args.router.model_name, "variant": variant, "policy_id": self.policy_ids[variant],
+                "model": self.args.router.model_name, **fields,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
                              "finish_reason": result["finish_reason"]}],
                 "usage": usage}
-        headers = {VARIANT_HEADER: variant, RESPONSE_ID_HEADER: response_id}
         if retries:
             headers[RETRIES_HEADER] = str(retries)
         return JSONResponse(body, headers=headers)
+
+    def _caller(self, request: Request, body_user: str | None) -> Caller:
+        """Who sent `request` (`rlhf_ray.serving.admin.identify`); a user named by the client (`x-user-id`, the
+        body's `user`) counts only when the admin token vouches for it."""
+        try:
+            return identify(request.headers.get("authorization"), request.headers.get(USER_HEADER) or body_user,
+                            request.headers.get(ISSUED_USER_HEADER), self.api_keys, self.admin_token,
+                            self.pseudonyms, self.user_key)
+        except AuthError as error:
+            raise HTTPProblem(401, str(error), "authentication_error") from None
+
+    def _response_metadata(self, caller: Caller, response_id: str, variant: str) -> tuple[dict[str, Any],
+                                                                                          dict[str, str]]:
+        """What an answer tells its client besides the text, as body fields and headers: its feedback token,
+        a newly issued user id, and (to an admin only) the variant and policy that answered."""
+        token = feedback_token(self.token_key, response_id, caller.user, variant)
+        fields: dict[str, Any] = {"feedback_token": token}
+        headers = {RESPONSE_ID_HEADER: response_id, FEEDBACK_TOKEN_HEADER: token}
+        if caller.issued:
+            fields["rlhf_user"] = headers[ISSUED_USER_HEADER] = caller.issued
+        if caller.admin:
+            fields.update(variant=variant, policy_id=self.policy_ids[variant])
+            headers[VARIANT_HEADER] = variant
+        return fields, headers
 
     async def _call_policy(self, variant: str, call: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """One policy call, measured and counted, and how many times it was retried because the replica
@@ -255,17 +286,38 @@ class CanaryRouter:
 
     @app.post("/v1/feedback")
     async def feedback(self, request: Request) -> JSONResponse:
+        """Feedback on an answer this server gave the caller, proven by the answer's feedback token; refused
+        (and not recorded) otherwise. One rating per (response, user, kind); a per-user rate limit."""
         self._ensure_reporter()
         try:
+            caller = self._caller(request, None)
             item = parse_model(FEEDBACK_ADAPTER, await self._json_body(request))
             served = await self._served(item.response_id, "response_id")
+            # without an API key the giver is the one the answer was served to; the token proves it holds it
+            giver = caller.user if caller.authenticated else served.actor_id
+            if served.authenticated and not caller.authenticated:
+                raise HTTPProblem(401, "header 'Authorization': missing, expected 'Bearer <API key>' of the user "
+                                       "this answer was served to", "authentication_error")
+            if not self.rate_limit.allow(giver, time.monotonic()):
+                raise HTTPProblem(429, f"feedback rate: more than {self.args.feedback.burst} at once or "
+                                       f"{self.args.feedback.rate_per_s:g}/s from one user; retry later",
+                                  "rate_limit_exceeded")
+            self._check_token(served, giver, request.headers.get(FEEDBACK_TOKEN_HEADER) or item.feedback_token,
+                              "feedback_token")
             other_id = getattr(item, "other_response_id", None)
             other = await self._served(other_id, "other_response_id") if other_id else None
-            giver = item.user or request.headers.get(USER_HEADER)
-            actor = self.pseudonyms.pseudonym(giver) if giver else served.actor_id
+            if other is not None:
+                self._check_token(other, giver, item.other_feedback_token, "other_feedback_token")
             signal_id = f"sig-{uuid.uuid4().hex}"
             row, _ = feedback_row(item, served, signal_id=signal_id, now=datetime.now(timezone.utc),
-                                  actor_id=actor, masker=self.masker, other=other)
+                                  actor_id=giver, masker=self.masker, other=other,
+                                  authenticated=caller.authenticated)
+            key = (served.response_id, giver, item.kind)
+            if key in self.rated or not await self.monitor.claim_feedback.remote(key):
+                self.rated.add(key)
+                raise HTTPProblem(409, f"feedback: this user already gave {item.kind!r} feedback on "
+                                       f"{served.response_id[:80]!r}; expected one per answer and kind", "conflict")
+            self.rated.add(key)
         except HTTPProblem as problem:
             return problem.response()
         except (ValueError, FeedbackError) as error:
@@ -273,12 +325,25 @@ class CanaryRouter:
         self.feedback_shards.add(row)
         thumbs = item.value if isinstance(item, ThumbsFeedback) else None
         for outcome in outcomes(item, served, other):
-            self._pending["judgments"].append((outcome.variant, outcome.accepted, outcome.safety_flag, thumbs))
+            self._pending["judgments"].append((outcome.variant, outcome.accepted, outcome.safety_flag, thumbs,
+                                               outcome.response_id, giver, caller.authenticated))
             if outcome.safety_flag:
                 self._flags.inc(tags={"variant": outcome.variant})
         self._feedback.inc(tags={"variant": served.variant, "kind": item.kind})
-        return JSONResponse({"id": signal_id, "status": "accepted", "signal_type": row["signal_type"],
-                             "variant": served.variant}, status_code=202)
+        body = {"id": signal_id, "status": "accepted", "signal_type": row["signal_type"],
+                "authenticated": caller.authenticated}
+        if caller.admin:
+            body["variant"] = served.variant
+        return JSONResponse(body, status_code=202)
+
+    def _check_token(self, served: ServedResponse, giver: str, token: str | None, field: str) -> None:
+        if not token:
+            raise HTTPProblem(401, f"field '{field}' (or header {FEEDBACK_TOKEN_HEADER!r}): missing, expected the "
+                                   "feedback token that came with the answer", "authentication_error")
+        if served.actor_id != giver or not token_matches(self.token_key, token, served.response_id, giver,
+                                                         served.variant):
+            raise HTTPProblem(403, f"field '{field}': not the feedback token of an answer served to this user, "
+                                   "expected the token that came with the answer", "permission_error")
 
     async def _served(self, response_id: str, field: str) -> ServedResponse:
         served = self.cache.get(response_id)

@@ -14,21 +14,24 @@ import argparse
 import hashlib
 import json
 import os
+import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 import requests
 from pydantic import Field, model_validator
 
-from actors.runtime import ensure_ray
+from actors.runtime import serving_process
 from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.dataplane.shard_sets import write_shard_manifest
 from rlhf_ray.inputs.world import WorldConfig
 from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.lineage.jobs import lineage_for, lineage_root, register_input_checkpoint
+from rlhf_ray.serving.admin import load_admin_token
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
 from rlhf_ray.serving.replay import ReplayTraffic, read_traffic
 from rlhf_ray.storage import StorageRoot, digest_files
@@ -150,6 +153,28 @@ def _check_key(config: CanaryConfig) -> None:
         raise CanaryError(str(error)) from None
 
 
+def _operator_token(args: CanaryAppArgs) -> tuple[str, CanaryAppArgs]:
+    """The admin token the job's own traffic uses to vouch for the users it drives (so their feedback counts) and
+    to see which variant answered: the configured one, else a new one in `<state_dir>/admin.token` (mode 0600),
+    which the deployment is then configured with."""
+    try:
+        token = load_admin_token(args.admin.token_env, args.admin.token_file)
+    except ValueError as error:
+        raise CanaryError(str(error)) from None
+    if token is not None:
+        return token, args
+    if "://" in args.state_dir:
+        raise CanaryError(f"admin token: none configured and state_dir {args.state_dir!r} is not local; set "
+                          f"{args.admin.token_env} or admin.token_file for the job's driven traffic")
+    path = Path(args.state_dir) / "admin.token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token)
+    return token, args.model_copy(update={"admin": args.admin.model_copy(update={"token_file": str(path)})})
+
+
 def app_args(config: CanaryConfig, registry: LineageRegistry) -> CanaryAppArgs:
     """The Serve application's arguments, with both policies and the deployment registered in lineage."""
     sections: dict[str, Any] = {name: getattr(config, name) for name in APP_SECTIONS}
@@ -174,20 +199,28 @@ def app_args(config: CanaryConfig, registry: LineageRegistry) -> CanaryAppArgs:
 class CanaryClient:
     """The job's view of the running canary: HTTP for traffic and status, the monitor handle for ramping."""
 
-    def __init__(self, base_url: str, app_name: str, concurrency: int) -> None:
+    def __init__(self, base_url: str, app_name: str, concurrency: int, operator_token: str | None = None) -> None:
         from ray import serve
 
         self.base_url = base_url
         self.monitor = serve.get_deployment_handle("CanaryMonitor", app_name)
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         self.session = requests.Session()
+        # the job is the trusted front end of the users it drives: the admin token vouches for the user it names
+        self.headers = {"Authorization": f"Bearer {operator_token}"} if operator_token else {}
+
+    def _as(self, user: str | None) -> dict[str, str]:
+        return {**self.headers, "x-user-id": user} if user and self.headers else self.headers
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        reply = self.session.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=HTTP_TIMEOUT_S)
+        reply = self.session.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=HTTP_TIMEOUT_S,
+                                  headers=self._as(body.get("user")))
         return reply.json() if reply.status_code == 200 else None
 
-    def feedback(self, body: dict[str, Any]) -> None:
-        self.session.post(f"{self.base_url}/v1/feedback", json=body, timeout=HTTP_TIMEOUT_S).raise_for_status()
+    def feedback(self, body: dict[str, Any], reply: dict[str, Any], user: str | None) -> None:
+        """Feedback on `reply` from the user it was served to, proven by the answer's feedback token."""
+        self.session.post(f"{self.base_url}/v1/feedback", json={**body, "feedback_token": reply["feedback_token"]},
+                          headers=self._as(user), timeout=HTTP_TIMEOUT_S).raise_for_status()
 
     def status(self) -> dict[str, Any]:
         reply = self.session.get(f"{self.base_url}/v1/canary", timeout=HTTP_TIMEOUT_S)
@@ -247,11 +280,12 @@ def drive(config: CanaryConfig, client: CanaryClient, sink: Any, source: Traffic
     status = client.status()
     while sent < max_requests and status["phase"] == "running":
         batch = [source.next_request() for _ in range(concurrency)]
-        replies = list(client.pool.map(client.chat, [source.chat_body(request) for request in batch]))
-        for request, reply in zip(batch, replies, strict=True):
+        bodies = [source.chat_body(request) for request in batch]
+        replies = list(client.pool.map(client.chat, bodies))
+        for request, body, reply in zip(batch, bodies, replies, strict=True):
             feedback = source.judge_reply(request, reply) if reply is not None else None
             if feedback is not None:
-                client.feedback(feedback)
+                client.feedback(feedback, reply, body.get("user"))
         sent += len(batch)
         at_weight += len(batch)
         status = client.status()
@@ -318,25 +352,30 @@ def run(config: CanaryConfig) -> dict[str, Any]:
     replay = replay_traffic(config) if config.traffic.replay else None
     _check_key(config)
     args = app_args(config, lineage_for(config))
-    sink = sink_for(NAME, config)
-    ensure_ray(config.ray)
-    base_url = deploy_canary(args, config.serve.app_name, config.serve.route_prefix, config.serve.host,
-                             config.serve.port)
-    print(f"[canary] serving on {base_url} (deployment {args.deployment_id})", file=sys.stderr)
     driven: DrivenTraffic = config.traffic if replay else config.simulation
-    client = CanaryClient(base_url, config.serve.app_name, driven.concurrency)
-    try:
-        if replay is not None:
-            traffic = drive(config, client, sink, replay, config.traffic)
-        elif config.simulation.enabled:
-            traffic = drive(config, client, sink, simulated_traffic(config), config.simulation)
-        else:
-            traffic = watch(config, client)
-        status = client.status()
-    finally:
-        client.close()
-        if not config.serve.keep_running:
-            serve.delete(config.serve.app_name)
+    operator = None
+    if replay is not None or config.simulation.enabled:
+        operator, args = _operator_token(args)
+    sink = sink_for(NAME, config)
+    # SIGINT / SIGTERM: the application is deleted (its router replicas flush their feedback journals) and a Ray
+    # this job started is shut down; a cluster it joined keeps running
+    with serving_process(config.ray):
+        base_url = deploy_canary(args, config.serve.app_name, config.serve.route_prefix, config.serve.host,
+                                 config.serve.port)
+        print(f"[canary] serving on {base_url} (deployment {args.deployment_id})", file=sys.stderr)
+        client = CanaryClient(base_url, config.serve.app_name, driven.concurrency, operator)
+        try:
+            if replay is not None:
+                traffic = drive(config, client, sink, replay, config.traffic)
+            elif config.simulation.enabled:
+                traffic = drive(config, client, sink, simulated_traffic(config), config.simulation)
+            else:
+                traffic = watch(config, client)
+            status = client.status()
+        finally:
+            client.close()
+            if not config.serve.keep_running:
+                serve.delete(config.serve.app_name)
     captured = register_captured_feedback(args, LineageRegistry(args.lineage_root))
     figures = _decision_figures(status)
     # a fixed-horizon test at the canary's final share would have needed this many judged answers

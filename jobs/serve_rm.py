@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from typing import Any
 
 from pydantic import Field
 
-from actors.runtime import ensure_ray
+from actors.runtime import ensure_ray, serving_process
 from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.models import resolve_model_path
@@ -80,16 +79,15 @@ def run(config: ServeRMConfig) -> dict[str, Any]:
     from ray import serve
 
     sink = sink_for(NAME, config)
-    url, handle = deploy(config)
-    print(f"[serve-rm] scoring at {url} — POST {{\"prompts\": [...], \"responses\": [...]}}; Ctrl-C to stop",
-          file=sys.stderr)
-    # `ray job stop`, Kubernetes and `kill` send SIGTERM: stop as on Ctrl-C
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        threading.Event().wait(config.serve.run_for_s)  # None: until interrupted (the wait is interruptible)
-    except KeyboardInterrupt:
-        print("[serve-rm] stopping", file=sys.stderr)
-    stats = handle.stats.remote().result()
-    serve.delete(config.serve.app_name)
+    with serving_process(config.ray):  # SIGTERM stops as Ctrl-C does; a Ray started here is shut down after
+        url, handle = deploy(config)
+        print(f"[serve-rm] scoring at {url} — POST {{\"prompts\": [...], \"responses\": [...]}}; Ctrl-C to stop",
+              file=sys.stderr)
+        try:
+            threading.Event().wait(config.serve.run_for_s)  # None: until interrupted (the wait is interruptible)
+        except KeyboardInterrupt:
+            print("[serve-rm] stopping", file=sys.stderr)
+        stats = handle.stats.remote().result()
+        serve.delete(config.serve.app_name)
     return sink.close({"url": url, "batches": stats["batches"], "pairs": stats["pairs"],
                        "max_batch": stats["max_batch"]})

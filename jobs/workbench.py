@@ -18,14 +18,13 @@ Tokens are read here (env var or file), reduced to sha256 digests and keyed pseu
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from typing import Any
 
 from pydantic import Field
 
-from actors.runtime import ensure_ray
+from actors.runtime import ensure_ray, serving_process
 from jobs.common import add_config_arguments, resolve_config
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.governance import PseudonymSection
@@ -148,18 +147,18 @@ def run(config: WorkbenchConfig) -> dict[str, Any]:
     started = time.perf_counter()
     args = workbench_args(config)
     sink = sink_for(NAME, config)
-    url, handle = deploy(config, args)
-    print(f"[workbench] serving {url}/ — sign in with a token; pages: /label /review /dashboard /guidelines; "
-          "Ctrl-C to stop", file=sys.stderr)
-    deadline = None if config.serve.run_for_s is None else time.monotonic() + config.serve.run_for_s
-    # `ray job stop`, Kubernetes and `kill` send SIGTERM: stop as on Ctrl-C, so waiting rows reach a shard.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic())))
-    except KeyboardInterrupt:
-        print("[workbench] stopping", file=sys.stderr)
-    summary = stop(config, handle)
+    # SIGTERM stops as Ctrl-C does, so waiting rows reach a shard; a Ray started here is shut down after
+    with serving_process(config.ray):
+        url, handle = deploy(config, args)
+        print(f"[workbench] serving {url}/ — sign in with a token; pages: /label /review /dashboard /guidelines; "
+              "Ctrl-C to stop", file=sys.stderr)
+        deadline = None if config.serve.run_for_s is None else time.monotonic() + config.serve.run_for_s
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic())))
+        except KeyboardInterrupt:
+            print("[workbench] stopping", file=sys.stderr)
+        summary = stop(config, handle)
     figures = {**summary, "url": url, "curated": args.curated, "dataset": args.dataset,
                "annotators": sum(i.role == "annotator" for i in args.identities.values()),
                "reviewers": sum(i.role == "reviewer" for i in args.identities.values()),

@@ -2,20 +2,36 @@
 
 The first delivery of a signal id (in source-file, row order) wins. A later row with the same id and
 the same content is a redelivery (`duplicate`); with different content it is a conflicting id and is
-quarantined as `duplicate_id`. The dataset version is a hash of what was accepted, so the same input
-always gives the same version.
+quarantined as `duplicate_id`. A user's feedback counts once per (response, user, kind), whatever its signal
+ids: a later row rating the same answer again in the same way is a `duplicate_feedback` (the first, by event
+time, stays). The dataset version is a hash of what was accepted, so the same input always gives the same
+version.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 KEY_COLUMNS = ("signal_id", "content_hash", "source_file", "row_number")
+FEEDBACK_KEY_COLUMNS = ("feedback_key", "event_time", "source_file", "row_number")
 CHANGE_SCHEMA = pa.schema([("source_file", pa.string()), ("row_number", pa.int64()), ("status", pa.string()),
                            ("reason", pa.string()), ("detail", pa.string())])
+
+
+def _repeats(ordered: list[str]) -> list[tuple[int, int]]:
+    """(index, index of its run's first) of every value of a sorted list that equals the one before it."""
+    pairs, first = [], 0
+    for index, value in enumerate(ordered):
+        if index == 0 or value != ordered[index - 1]:
+            first = index
+        else:
+            pairs.append((index, first))
+    return pairs
 
 
 def resolve_duplicates(keys: pa.Table) -> pa.Table:
@@ -29,11 +45,8 @@ def resolve_duplicates(keys: pa.Table) -> pa.Table:
     files = ordered.column("source_file").to_pylist()
     rows = ordered.column("row_number").to_pylist()
     changed: dict[str, list] = {name: [] for name in CHANGE_SCHEMA.names}
-    first = 0
-    for index, signal_id in enumerate(ids):
-        if index == 0 or signal_id != ids[index - 1]:
-            first = index
-            continue
+    for index, first in _repeats(ids):
+        signal_id = ids[index]
         same = hashes[index] == hashes[first]
         changed["source_file"].append(files[index])
         changed["row_number"].append(rows[index])
@@ -85,3 +98,38 @@ def apply_changes(table: pa.Table, changed: pa.Table) -> pa.Table:
     for name, values in columns.items():
         table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
     return table
+
+
+def feedback_key(row: Mapping[str, Any]) -> str | None:
+    """`item_id ␀ actor_id ␀ kind` of a user's feedback on one answer (kind: the signal type, and a rating's
+    scale, so a thumb and a Likert rating of one answer are two kinds); None for rows that rate no served answer
+    (annotators, evaluators, rows without an item id)."""
+    if row.get("source") != "user" or not row.get("item_id") or not row.get("actor_id"):
+        return None
+    kind = str(row.get("signal_type"))
+    if kind == "rating":
+        kind += f"/{row.get('scale')}"
+    return f"{row['item_id']}\0{row['actor_id']}\0{kind}"
+
+
+def resolve_feedback_repeats(keys: pa.Table) -> pa.Table:
+    """Changes (as `resolve_duplicates`) marking every row after the first of its `feedback_key` (by event
+    time, then source file and row) a `duplicate_feedback`. `keys` holds FEEDBACK_KEY_COLUMNS of the accepted rows
+    that survived `resolve_duplicates`."""
+    keyed = keys.filter(pc.is_valid(keys.column("feedback_key")))
+    ordered = keyed.sort_by([("feedback_key", "ascending"), ("event_time", "ascending"),
+                             ("source_file", "ascending"), ("row_number", "ascending")])
+    names = ordered.column("feedback_key").to_pylist()
+    files = ordered.column("source_file").to_pylist()
+    rows = ordered.column("row_number").to_pylist()
+    changed: dict[str, list] = {name: [] for name in CHANGE_SCHEMA.names}
+    for index, first in _repeats(names):
+        key = names[index]
+        changed["source_file"].append(files[index])
+        changed["row_number"].append(rows[index])
+        changed["status"].append("duplicate")
+        changed["reason"].append("duplicate_feedback")
+        changed["detail"].append(f"the same user's {key.rsplit(chr(0), 1)[-1]} feedback on this response was first "
+                                 f"delivered in {files[first]} row {rows[first]}; expected one per response, user "
+                                 "and kind")
+    return pa.table(changed, schema=CHANGE_SCHEMA)

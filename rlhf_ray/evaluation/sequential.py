@@ -27,6 +27,7 @@ sequential test that stops before it has saved traffic.
 from __future__ import annotations
 
 import math
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
@@ -160,3 +161,37 @@ def sequential_decision(incumbent: ArmCounts, canary: ArmCounts, settings: Seque
         return SequentialResult("rollback", f"no significant improvement after {trials} ≥ {limit} trials",
                                 **figures)
     return SequentialResult("continue", f"p={p_value:.3g} > α={settings.alpha}", **figures)
+
+
+class CountedOutcomes:
+    """Which feedback judgments the sequential test may count, so that no client can steer it:
+
+        counted ⇔ the giver is authenticated
+                  ∧ no outcome of this response was counted before      (one outcome per answer)
+                  ∧ the giver has fewer than `per_user_cap` counted outcomes on this arm   (capped weight)
+
+    Without the cap one prolific user's taste would be the test's verdict; with it each user weighs at most
+    `per_user_cap` / n of an arm's n trials. The response ids remembered are bounded by `capacity` (older
+    answers get no more feedback in practice: the routers forget them too)."""
+
+    def __init__(self, per_user_cap: int, capacity: int = 100_000) -> None:
+        if per_user_cap < 1 or capacity < 1:
+            raise ValueError(f"CountedOutcomes needs per_user_cap ≥ 1 and capacity ≥ 1; got {per_user_cap}, "
+                             f"{capacity}")
+        self.per_user_cap, self.capacity = per_user_cap, capacity
+        self._responses: OrderedDict[str, None] = OrderedDict()
+        self._per_user: Counter[tuple[str, str]] = Counter()
+        self.refused: Counter[str] = Counter()
+
+    def admit(self, response_id: str, user: str, variant: str, authenticated: bool) -> bool:
+        """Whether this outcome counts; a refusal is tallied by reason in `refused`."""
+        reason = ("unauthenticated" if not authenticated else "repeat_response" if response_id in self._responses
+                  else "user_cap" if self._per_user[(user, variant)] >= self.per_user_cap else None)
+        if reason is not None:
+            self.refused[reason] += 1
+            return False
+        self._responses[response_id] = None
+        while len(self._responses) > self.capacity:
+            self._responses.popitem(last=False)
+        self._per_user[(user, variant)] += 1
+        return True

@@ -12,6 +12,7 @@ from rlhf_ray.config import StrictModel
 from rlhf_ray.governance import PseudonymSection
 
 DEFAULT_ADMIN_TOKEN_ENV = "RLHF_RAY_ADMIN_TOKEN"
+DEFAULT_API_KEYS_ENV = "RLHF_RAY_API_KEYS"
 LOOPBACK = "127.0.0.1"
 
 
@@ -92,12 +93,25 @@ class SequentialSection(StrictModel):
     max_samples: int | None = Field(None, ge=2, description="stop and keep the incumbent after this many "
                                     "judged answers (default: twice the fixed-horizon total)")
     auto_decide: bool = Field(True, description="promote / roll back as soon as the test decides")
+    max_outcomes_per_user: int = Field(20, ge=1, description="judged answers one user may contribute to an arm "
+                                       "(caps any user's weight in the test)")
 
 
 class FeedbackSection(StrictModel):
     dir: str | None = Field(None, description="feedback shard directory or URI (default: <state_dir>/feedback)")
     flush_rows: int = Field(200, ge=1, description="rows per shard file at most")
     flush_interval_s: float = Field(1.0, gt=0, description="buffered rows are written at least this often")
+    rate_per_s: float = Field(1.0, gt=0, description="feedback requests a user may send per second (sustained), "
+                              "per router replica")
+    burst: int = Field(20, ge=1, description="feedback requests a user may send at once before the rate applies")
+
+
+class AuthSection(StrictModel):
+    """Who the users are: `{user name: api key}` (JSON or YAML), sent by clients as `Authorization: Bearer`.
+    Without keys chat works, but feedback is unauthenticated and not counted by the sequential test."""
+
+    keys_env: str = Field(DEFAULT_API_KEYS_ENV, description="environment variable holding the API keys table")
+    keys_file: str | None = Field(None, description="file holding the API keys table, used when the env var is unset")
 
 
 class AdminSection(StrictModel):
@@ -116,6 +130,7 @@ class ServingSections(StrictModel):
     sequential: SequentialSection = SequentialSection()
     feedback: FeedbackSection = FeedbackSection()
     admin: AdminSection = AdminSection()
+    auth: AuthSection = AuthSection()
     pseudonyms: PseudonymSection = PseudonymSection()
 
 

@@ -31,6 +31,8 @@ from rlhf_ray.serving.schemas import (
 )
 
 LIKERT_ACCEPT_AT = 4
+# the `segment` of a row whose giver presented no API key: kept for the data, never counted by the canary's test
+UNAUTHENTICATED_SEGMENT = "unauthenticated"
 FREE_TEXT = ("prompt", "response", "response_a", "response_b", "edited_response", "rationale")
 Feedback = ThumbsFeedback | LikertFeedback | PairwiseFeedback | CorrectionFeedback | FlagFeedback
 
@@ -55,6 +57,7 @@ class ServedResponse:
     actor_id: str
     region: str
     session_id: str | None = None
+    authenticated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,22 +74,25 @@ class Outcome:
     variant: str
     accepted: bool | None
     safety_flag: bool = False
+    response_id: str = ""
 
 
 def outcomes(feedback: Feedback, served: ServedResponse, other: ServedResponse | None = None) -> list[Outcome]:
     """The accept/flag judgments a feedback event implies, per variant (see the module doc)."""
+    rid = served.response_id
     if isinstance(feedback, ThumbsFeedback):
-        return [Outcome(served.variant, feedback.value == 1)]
+        return [Outcome(served.variant, feedback.value == 1, response_id=rid)]
     if isinstance(feedback, LikertFeedback):
-        return [Outcome(served.variant, feedback.value >= LIKERT_ACCEPT_AT)]
+        return [Outcome(served.variant, feedback.value >= LIKERT_ACCEPT_AT, response_id=rid)]
     if isinstance(feedback, CorrectionFeedback):
-        return [Outcome(served.variant, False)]
+        return [Outcome(served.variant, False, response_id=rid)]
     if isinstance(feedback, FlagFeedback):
-        return [Outcome(served.variant, None, safety_flag=True)]
+        return [Outcome(served.variant, None, safety_flag=True, response_id=rid)]
     if other is None or feedback.choice == "tie" or other.variant == served.variant:
         return []  # a tie, or two answers of one variant, says nothing about incumbent vs canary
     winner, loser = (served, other) if feedback.choice == "a" else (other, served)
-    return [Outcome(winner.variant, True), Outcome(loser.variant, False)]
+    return [Outcome(winner.variant, True, response_id=winner.response_id),
+            Outcome(loser.variant, False, response_id=loser.response_id)]
 
 
 def _payload(feedback: Feedback, served: ServedResponse, other: ServedResponse | None) -> dict[str, Any]:
@@ -111,10 +117,12 @@ def _payload(feedback: Feedback, served: ServedResponse, other: ServedResponse |
 
 
 def feedback_row(feedback: Feedback, served: ServedResponse, *, signal_id: str, now: datetime, actor_id: str,
-                 masker: PiiMasker, other: ServedResponse | None = None) -> tuple[dict[str, Any], dict[str, int]]:
+                 masker: PiiMasker, other: ServedResponse | None = None,
+                 authenticated: bool = True) -> tuple[dict[str, Any], dict[str, int]]:
     """The contract row for `feedback` (PII masked in every free-text field) and the PII counts masked.
 
-    `actor_id` is the pseudonym of whoever gave the feedback. Raises `FeedbackError` when the row breaks its
+    `actor_id` is the pseudonym of whoever gave the feedback; feedback given without an API key is marked
+    `segment: unauthenticated`. Raises `FeedbackError` when the row breaks its
     contract or an identifier (e.g. a client's prompt_id) holds PII, naming the field and expectation, exactly
     as ingest would quarantine it.
     """
@@ -130,6 +138,7 @@ def feedback_row(feedback: Feedback, served: ServedResponse, *, signal_id: str, 
         "prompt": served.prompt,
         "policy_version": served.policy_id,
         "region": served.region,
+        "segment": None if authenticated else UNAUTHENTICATED_SEGMENT,
         "rationale": feedback.rationale,
         **_payload(feedback, served, other),
     }

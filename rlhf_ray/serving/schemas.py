@@ -54,7 +54,8 @@ class _Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     response_id: Identifier
-    user: Identifier | None = Field(None, description="who gives the feedback (default: the user served)")
+    feedback_token: Identifier | None = Field(None, description="the answer's feedback token (or the "
+                                              "x-rlhf-feedback-token header)")
     rationale: Text | None = None
 
 
@@ -71,6 +72,7 @@ class LikertFeedback(_Feedback):
 class PairwiseFeedback(_Feedback):
     kind: Literal["pairwise"]
     other_response_id: Identifier
+    other_feedback_token: Identifier | None = Field(None, description="the other answer's feedback token")
     choice: Literal["a", "b", "tie"] = Field(description="a = response_id, b = other_response_id")
 
 
