@@ -75,9 +75,8 @@ def test_every_feedback_kind_becomes_a_valid_contract_row_with_pii_masked() -> N
             assert "<EMAIL>" in row["edited_response"] and pii == {"email": 1}
     assert types == ["rating", "rating", "pairwise", "correction", "safety_flag"]
     pairwise = parse_model(FEEDBACK_ADAPTER, bodies[2])
-    assert outcomes(pairwise, _served(), other) == [
-        type(outcomes(pairwise, _served(), other)[0])("incumbent", True),
-        type(outcomes(pairwise, _served(), other)[0])("canary", False)]
+    assert [(o.variant, o.accepted, o.response_id) for o in outcomes(pairwise, _served(), other)] == [
+        ("incumbent", True, "r2"), ("canary", False, "r1")]  # each outcome names the answer it judges
     with pytest.raises(FeedbackError, match="other_response_id"):
         feedback_row(pairwise, _served(), signal_id="s", now=moment, actor_id="usr_x", masker=PiiMasker())
 
@@ -283,11 +282,31 @@ def canary_app(serve_instance, base_model, secrets_dir, tmp_path_factory) -> dic
     return {"url": url, "args": args, "root": root, "app": "canary-test"}
 
 
+def _as(user: str) -> dict[str, str]:
+    """Headers of a trusted front end (the admin token) speaking for `user`: its arm and feedback are the user's,
+    and it sees which variant answered."""
+    return {"Authorization": f"Bearer {TOKEN}", "x-user-id": user}
+
+
+def _pseudonym(secrets: dict[str, str], user: str) -> str:
+    """The router's id of `user`, which its arm is drawn from."""
+    from rlhf_ray.governance import Pseudonymizer, load_key
+
+    return Pseudonymizer(load_key(key_file=secrets["key_file"])).pseudonym(user)
+
+
 def _chat(url: str, user: str, content: str = "how do I reset my password ?", max_tokens: int = 1,
           **extra: Any) -> requests.Response:
     body = {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "user": user, **extra}
-    return requests.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+    return requests.post(f"{url}/v1/chat/completions", json=body, headers=_as(user), timeout=60)
+
+
+def _feedback(url: str, user: str, answer: dict[str, Any], body: dict[str, Any]) -> requests.Response:
+    """`user`'s feedback on `answer` (a chat completion it was given), with the answer's feedback token."""
+    return requests.post(f"{url}/v1/feedback", json={"response_id": answer["id"],
+                                                     "feedback_token": answer["feedback_token"], **body},
+                         headers=_as(user), timeout=30)
 
 
 def _admin(url: str, action: str, body: dict[str, Any] | None = None, token: str | None = TOKEN) -> requests.Response:
@@ -311,7 +330,7 @@ def _variants_of(url: str, users: list[str]) -> dict[str, str]:
 def test_openai_client_gets_a_chat_completion(canary_app) -> None:
     import openai
 
-    client = openai.OpenAI(base_url=f"{canary_app['url']}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{canary_app['url']}/v1", api_key=TOKEN, max_retries=0)  # admin: sees variant
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "how do I reset my password ?"}], max_tokens=8,
         temperature=0.0, user="user-000001")
@@ -324,11 +343,12 @@ def test_openai_client_gets_a_chat_completion(canary_app) -> None:
 
 
 @pytest.mark.ray
-def test_weights_split_users_and_each_user_keeps_one_variant(canary_app) -> None:
+def test_weights_split_users_and_each_user_keeps_one_variant(canary_app, secrets_dir) -> None:
     users = [f"user-{i:06d}" for i in range(300)]
     first = _variants_of(canary_app["url"], users)
     share = Counter(first.values())["canary"] / len(users)
-    expected = np.mean([user_bucket(u, canary_app["args"].deployment_id) < 0.1 for u in users])
+    expected = np.mean([user_bucket(_pseudonym(secrets_dir, u), canary_app["args"].deployment_id) < 0.1
+                        for u in users])
     assert share == expected and abs(share - 0.1) < 0.05  # the exact sticky assignment, ≈ 10 %
     again = _variants_of(canary_app["url"], users[:40] * 2)
     assert all(again[u] == first[u] for u in users[:40])
@@ -397,15 +417,14 @@ def test_feedback_is_validated_masked_and_readable_by_ingest(canary_app, secrets
     from rlhf_ray.config import LineageConfig, WandbConfig
 
     url = canary_app["url"]
-    first, second = (_chat(url, f"fb-user-{i}", content="how do I renew a passport ?").json() for i in range(2))
-    bodies = [{"kind": "thumbs", "response_id": first["id"], "value": 1},
-              {"kind": "likert", "response_id": first["id"], "value": 5},
-              {"kind": "pairwise", "response_id": first["id"], "other_response_id": second["id"], "choice": "a"},
-              {"kind": "correction", "response_id": first["id"], "text": "call me on +44 20 7946 0958 or mail "
-                                                                          "jo@example.org"},
-              {"kind": "flag", "response_id": second["id"], "category": "privacy"}]
-    for body in bodies:
-        reply = requests.post(f"{url}/v1/feedback", json=body, timeout=30)
+    first, second = (_chat(url, "fb-user-0", content="how do I renew a passport ?").json() for _ in range(2))
+    bodies = [(first, {"kind": "thumbs", "value": 1}), (first, {"kind": "likert", "value": 5}),
+              (first, {"kind": "pairwise", "other_response_id": second["id"], "choice": "a",
+                       "other_feedback_token": second["feedback_token"]}),
+              (first, {"kind": "correction", "text": "call me on +44 20 7946 0958 or mail jo@example.org"}),
+              (second, {"kind": "flag", "category": "privacy"})]
+    for answer, body in bodies:
+        reply = _feedback(url, "fb-user-0", answer, body)
         assert reply.status_code == 202, reply.text
     status = requests.get(f"{url}/v1/canary", timeout=30).json()
     assert sum(v["feedback"] for v in status["variants"].values()) >= len(bodies)
@@ -540,14 +559,14 @@ DRILL_USERS_PER_VARIANT = 2
 DRILL_TIMEOUT_S = 30  # a drill client gives up on a call after this long (no call should take so long)
 
 
-def _drill_users(deployment_id: str, weight: float) -> dict[str, list[str]]:
+def _drill_users(deployment_id: str, weight: float, secrets: dict[str, str]) -> dict[str, list[str]]:
     """Users whose sticky assignment puts them on each variant, so both policies get steady traffic."""
     users: dict[str, list[str]] = {"incumbent": [], "canary": []}
     index = 0
     while min(len(group) for group in users.values()) < DRILL_USERS_PER_VARIANT:
         user = f"drill-user-{index}"
         index += 1
-        group = users["canary" if user_bucket(user, deployment_id) < weight else "incumbent"]
+        group = users["canary" if user_bucket(_pseudonym(secrets, user), deployment_id) < weight else "incumbent"]
         if len(group) < DRILL_USERS_PER_VARIANT:
             group.append(user)
     return users
@@ -563,9 +582,9 @@ def drill_app(serve_instance, base_model, secrets_dir, tmp_path_factory) -> dict
     root = tmp_path_factory.mktemp("drill-app")
     args = _args(root, base_model, base_model, secrets_dir, router={"initial_weight": 0.5},
                  generation={"max_tokens": 8}, guardrails={"max_p95_latency_s": 120.0},
-                 sequential={"auto_decide": False})
+                 sequential={"auto_decide": False}, feedback={"rate_per_s": 1000.0})  # a thumb per answer
     url = deploy_canary(args, name=DRILL_APP, route_prefix="/drill", port=serve_instance)
-    return {"url": url, "args": args, "root": root, "users": _drill_users(args.deployment_id, 0.5)}
+    return {"url": url, "args": args, "root": root, "users": _drill_users(args.deployment_id, 0.5, secrets_dir)}
 
 
 def _drill_client(url: str, user: str, stop: Any, log: list[dict[str, Any]]) -> None:
@@ -575,12 +594,13 @@ def _drill_client(url: str, user: str, stop: Any, log: list[dict[str, Any]]) -> 
         turn += 1
         entry: dict[str, Any] = {"kind": "chat", "user": user, "start": time.monotonic()}
         try:
-            reply = requests.post(f"{url}/v1/chat/completions", timeout=DRILL_TIMEOUT_S, json={
+            reply = requests.post(f"{url}/v1/chat/completions", timeout=DRILL_TIMEOUT_S, headers=_as(user), json={
                 "model": MODEL, "max_tokens": 8, "user": user,
                 "messages": [{"role": "user", "content": f"drill question {turn} : how do I reset my password ?"}]})
             entry.update(status=reply.status_code, end=time.monotonic())
             if reply.status_code == 200:
-                entry.update(id=reply.json()["id"], variant=reply.headers["x-rlhf-variant"],
+                entry.update(id=reply.json()["id"], token=reply.json()["feedback_token"],
+                             variant=reply.headers["x-rlhf-variant"],
                              retries=int(reply.headers.get("x-rlhf-retries", 0)))
         except requests.RequestException as error:
             entry.update(status=type(error).__name__, end=time.monotonic())
@@ -589,8 +609,8 @@ def _drill_client(url: str, user: str, stop: Any, log: list[dict[str, Any]]) -> 
             continue
         note: dict[str, Any] = {"kind": "feedback", "user": user, "start": time.monotonic(), "of": entry["id"]}
         try:
-            reply = requests.post(f"{url}/v1/feedback", json={"kind": "thumbs", "response_id": entry["id"],
-                                                              "value": turn % 2}, timeout=DRILL_TIMEOUT_S)
+            reply = requests.post(f"{url}/v1/feedback", headers=_as(user), timeout=DRILL_TIMEOUT_S, json={
+                "kind": "thumbs", "response_id": entry["id"], "feedback_token": entry["token"], "value": turn % 2})
             note.update(status=reply.status_code, end=time.monotonic())
             if reply.status_code == 202:
                 note["id"] = reply.json()["id"]
