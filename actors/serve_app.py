@@ -43,7 +43,7 @@ def canary_app(args: dict[str, Any]) -> Application:
     parsed = CanaryAppArgs.model_validate(args)
     plain = parsed.model_dump(mode="json")
     policies = {variant: PolicyDeployment.options(name=variant, **policy_options(getattr(parsed, variant)))
-                .bind(variant, plain[variant]) for variant in ("incumbent", "canary")}
+                .bind(variant, plain[variant], plain["generation"]) for variant in ("incumbent", "canary")}
     router = parsed.router
     monitor = CanaryMonitor.options(ray_actor_options={"num_cpus": router.monitor_num_cpus}).bind(plain)
     return CanaryRouter.options(

@@ -1,6 +1,8 @@
 """`CanaryRouter`: the HTTP ingress (FastAPI) in front of the incumbent and canary policy deployments.
 
-    POST /v1/chat/completions   OpenAI chat format; routed by sticky weighted assignment of the user
+    POST /v1/chat/completions   OpenAI chat format (system/user/assistant turns, n, stop, logprobs, `stream` as
+                                server-sent events); routed by sticky weighted assignment of the user
+    GET  /v1/models             the one public model name (not the variants behind it)
     POST /v1/feedback           thumbs / likert / pairwise / correction / flag on a response id → feedback shard
     GET  /v1/canary             status: weights, per-variant figures, guardrails, sequential test, decisions
     POST /v1/canary/{weights|promote|rollback|kill}   admin, bearer token required, audited
@@ -20,24 +22,29 @@ in flight on the dead replica fail (the proxy answers 500); clients retry those.
 
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.serve_control import HEALTH_CHECK_PERIOD_S, serve_metric
 from actors.serve_monitor import initial_router_state
 from rlhf_ray.governance import PiiMasker, load_key
+from rlhf_ray.inputs.prompts import conversation_text
 from rlhf_ray.serving.admin import AuthError, Caller, bearer_matches, identify, load_admin_token, load_api_keys
 from rlhf_ray.serving.assignment import VARIANTS, user_bucket
 from rlhf_ray.serving.config import CanaryAppArgs, RouterState
@@ -78,17 +85,39 @@ FEEDBACK_TOKEN_HEADER = "x-rlhf-feedback-token"
 app = FastAPI(title="rlhf-ray canary", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-class HTTPProblem(Exception):
-    """A 4xx/5xx answer in the OpenAI error shape: {"error": {"message", "type", "code"}}."""
+_FIELD = re.compile(r"^field '([^']+)'")
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+
+class HTTPProblem(Exception):
+    """A 4xx/5xx answer in OpenAI's error shape: {"error": {"message", "type", "param", "code"}}. `param` is the
+    request field at fault (read off a "field 'x': ..." message when not given), `code` a short machine-readable
+    reason or None, as OpenAI's."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+        match = _FIELD.match(message)
+        self.param = param or (match.group(1) if match else None)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse({"error": {"message": self.message, "type": self.kind, "code": self.status}},
-                            status_code=self.status, headers=headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths and methods answer in the same error shape as everything else."""
+    kind = "not_found" if error.status_code == 404 else "invalid_request_error"
+    return HTTPProblem(error.status_code, f"{request.method} {request.url.path}: {error.detail}", kind).response()
+
+
+def _sse(data: dict[str, Any] | str) -> str:
+    """One server-sent event, as OpenAI streams them."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data, separators=(',', ':'))}\n\n"
 
 
 async def _await_with_timeout(response: Any, timeout_s: float) -> Any:
@@ -96,6 +125,21 @@ async def _await_with_timeout(response: Any, timeout_s: float) -> Any:
         return await response
 
     return await asyncio.wait_for(wait(), timeout_s)
+
+
+async def _next_or_none(pieces: Any) -> Any:
+    """The next item of a streaming deployment response, None at its end."""
+    try:
+        return await pieces.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI's `usage`: the rendered prompt (chat template, system prompt and history) counted once, the
+    completion tokens of every choice (each one's closing stop token included)."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 @serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
@@ -145,8 +189,26 @@ class CanaryRouter:
 
     # ------------------------------------------------------------------ chat
 
+    @app.get("/v1/models")
+    async def models(self) -> JSONResponse:
+        """The one public model name; the variants behind it are not models a client can pick."""
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    @app.get("/v1/models/{model}")
+    async def model(self, model: str) -> JSONResponse:
+        if model != self.args.router.model_name:
+            return self._unknown_model(model).response()
+        return JSONResponse(self._model_card())
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.args.router.model_name, "object": "model", "created": 0, "owned_by": "rlhf-ray"}
+
+    def _unknown_model(self, model: str) -> HTTPProblem:
+        return HTTPProblem(404, f"field 'model': got {model[:80]!r}, expected {self.args.router.model_name!r}",
+                           param="model", code="model_not_found")
+
     @app.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request) -> JSONResponse:
+    async def chat_completions(self, request: Request) -> Response:
         self._ensure_reporter()
         try:
             chat = parse_model(ChatCompletionRequest, await self._json_body(request))
@@ -156,16 +218,18 @@ class CanaryRouter:
         except ValueError as error:
             return HTTPProblem(400, str(error)).response()
 
-    async def _answer(self, chat: ChatCompletionRequest, request: Request) -> JSONResponse:
+    async def _answer(self, chat: ChatCompletionRequest, request: Request) -> Response:
         if chat.model != self.args.router.model_name:
-            raise HTTPProblem(404, f"field 'model': got {chat.model!r}, expected {self.args.router.model_name!r}",
-                              "model_not_found")
+            raise self._unknown_model(chat.model)
         generation = self.args.generation
-        max_tokens = chat.max_tokens or generation.max_tokens
-        if max_tokens > generation.max_tokens_limit:
+        max_tokens = chat.requested_max_tokens()
+        if max_tokens is not None and max_tokens > generation.max_tokens_limit:
             raise HTTPProblem(400, f"field 'max_tokens': got {max_tokens}, expected at most "
                                    f"{generation.max_tokens_limit}")
-        prompt = chat.prompt()
+        if chat.n > generation.max_n:
+            raise HTTPProblem(400, f"field 'n': got {chat.n}, expected at most {generation.max_n}")
+        messages = chat.conversation()
+        prompt = conversation_text(messages)  # what feedback rows and the shadow log store, as scorers read it
         metadata = chat.metadata or {}
         caller = self._caller(request, chat.user)
         response_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -175,30 +239,92 @@ class CanaryRouter:
         on_canary = bucket < state.canary_weight
         variant = "canary" if on_canary and state.mode == "split" else "incumbent"
         prompt_id = metadata.get("prompt_id") or "p-" + hashlib.sha256(prompt.encode()).hexdigest()[:16]
-        call = {"prompt": prompt, "prompt_id": prompt_id, "max_tokens": max_tokens,
-                "temperature": generation.temperature if chat.temperature is None else chat.temperature,
-                "top_p": chat.top_p or 1.0, "seed": chat.seed}
-        result, retries = await self._call_policy(variant, call)
-        if on_canary and state.mode == "shadow" and state.phase == "running":
-            self._spawn(self._shadow(call, result["text"]))
+        # the request's own sampling; the variant fills in defaults and clamps into its limits (serve_policy)
+        call = {"messages": messages, "prompt_id": prompt_id, "n": chat.n,
+                "sampling": {"max_tokens": max_tokens, "temperature": chat.temperature, "top_p": chat.top_p,
+                             "seed": chat.seed, "stop": list(chat.stop_strings()), "logprobs": chat.logprobs}}
+        shadow = on_canary and state.mode == "shadow" and state.phase == "running"
         session = metadata.get("session_id")
-        self._remember(ServedResponse(
+        served = ServedResponse(
             response_id=response_id, variant=variant, policy_id=self.policy_ids[variant], prompt_id=prompt_id,
-            prompt=prompt, response=result["text"], actor_id=caller.user,
+            prompt=prompt, response="", actor_id=caller.user,
             region=metadata.get("region") or self.args.router.default_region,
             session_id=self.pseudonyms.pseudonymize_session(f"{caller.user}/{session}") if session else None,
-            authenticated=caller.authenticated))
+            authenticated=caller.authenticated)
         fields, headers = self._response_metadata(caller, response_id, variant)
-        usage = {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"],
-                 "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
+        if chat.stream:
+            return await self._stream(chat, call, served, fields, headers, shadow)
+        result, retries = await self._call_policy(variant, call)
+        texts = [choice["text"] for choice in result["choices"]]
+        if shadow:
+            self._spawn(self._shadow(call, texts[0]))
+        # feedback on an answer of n > 1 choices rates its first choice
+        self._remember(dataclasses.replace(served, response=texts[0]))
         body = {"id": response_id, "object": "chat.completion", "created": int(time.time()),
                 "model": self.args.router.model_name, **fields,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
-                             "finish_reason": result["finish_reason"]}],
-                "usage": usage}
+                "choices": [{"index": c["index"], "message": {"role": "assistant", "content": c["text"]},
+                             "logprobs": None if c["logprobs"] is None else {"content": c["logprobs"]},
+                             "finish_reason": c["finish_reason"]} for c in result["choices"]],
+                "usage": _usage(result["prompt_tokens"], result["completion_tokens"])}
         if retries:
             headers[RETRIES_HEADER] = str(retries)
         return JSONResponse(body, headers=headers)
+
+    async def _stream(self, chat: ChatCompletionRequest, call: dict[str, Any], served: ServedResponse,
+                      fields: dict[str, Any], headers: dict[str, str], shadow: bool) -> Response:
+        """Server-sent events: a first chunk per choice (the assistant role, and the answer's metadata), then one
+        `chat.completion.chunk` per decoded piece as the policy generates it, a last one per choice with its
+        finish reason, the usage when `stream_options.include_usage`, and `data: [DONE]`. The first piece is
+        awaited before the response starts, so a policy that cannot answer still gets a 502 (and the retry)."""
+        variant, started = served.variant, time.perf_counter()
+        (pieces, first), retries = await self._call_policy(variant, call, stream=True)
+        if retries:
+            headers[RETRIES_HEADER] = str(retries)
+        deadline = started + self.args.generation.timeout_s
+        base = {"id": served.response_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": self.args.router.model_name}
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
+                  logprobs: list[dict[str, Any]] | None = None, **extra: Any) -> str:
+            choice = {"index": index, "delta": delta, "logprobs": None if logprobs is None else {"content": logprobs},
+                      "finish_reason": finish}
+            return _sse({**base, **extra, "choices": [choice]})
+
+        async def events() -> AsyncIterator[str]:
+            texts, usage = [""] * chat.n, {"prompt_tokens": 0, "completion_tokens": 0}
+            for index in range(chat.n):
+                yield chunk(index, {"role": "assistant", "content": ""}, **(fields if index == 0 else {}))
+            piece: dict[str, Any] | None = first
+            try:
+                while piece is not None:
+                    index = piece["index"]
+                    texts[index] += piece["text"]
+                    if piece["text"] or piece["logprobs"]:
+                        yield chunk(index, {"content": piece["text"]}, logprobs=piece["logprobs"])
+                    if "finish_reason" in piece:
+                        usage["prompt_tokens"] = piece["prompt_tokens"]
+                        usage["completion_tokens"] += piece["completion_tokens"]
+                        yield chunk(index, {}, piece["finish_reason"])
+                    piece = await _await_with_timeout(_next_or_none(pieces),
+                                                      max(deadline - time.perf_counter(), 0.001))
+            except Exception as error:  # headers are sent: the failure goes into the stream, as OpenAI's do
+                self._record(variant, error=True, latency=time.perf_counter() - started, flagged=False)
+                logger.warning("canary router: %s policy failed mid-stream: %s", variant, type(error).__name__)
+                yield _sse(HTTPProblem(502, f"the {variant} policy failed ({type(error).__name__}) while streaming; "
+                                            "retry", "upstream_error").body())
+                return
+            self._record(variant, error=False, latency=time.perf_counter() - started,
+                         flagged=any(blocklist_hits(t, self.args.router.blocklist) > 0 for t in texts))
+            self._remember(dataclasses.replace(served, response=texts[0]))
+            if shadow:
+                self._spawn(self._shadow(call, texts[0]))
+            if chat.include_usage():
+                yield _sse({**base, "choices": [], "usage": _usage(usage["prompt_tokens"],
+                                                                   usage["completion_tokens"])})
+            yield _sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache"})
 
     def _caller(self, request: Request, body_user: str | None) -> Caller:
         """Who sent `request` (`rlhf_ray.serving.admin.identify`); a user named by the client (`x-user-id`, the
@@ -224,15 +350,23 @@ class CanaryRouter:
             headers[VARIANT_HEADER] = variant
         return fields, headers
 
-    async def _call_policy(self, variant: str, call: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    async def _call_policy(self, variant: str, call: dict[str, Any], stream: bool = False) -> tuple[Any, int]:
         """One policy call, measured and counted, and how many times it was retried because the replica
         serving it died; any other failure, or a death after the retries or the timeout, is a 502 and an
-        error of that variant."""
+        error of that variant. `stream=True` opens the policy's stream and returns it with its first piece
+        (the caller counts the call when the stream ends)."""
         started = time.perf_counter()
         deadline = started + self.args.generation.timeout_s
         retries = 0
         while True:
             try:
+                if stream:
+                    pieces = self.handles[variant].options(stream=True).stream.remote(**call)
+                    first = await _await_with_timeout(_next_or_none(pieces),
+                                                      max(deadline - time.perf_counter(), 0.001))
+                    if first is None:
+                        raise RuntimeError("the policy's stream ended before its first piece")
+                    return (pieces, first), retries
                 result = await _await_with_timeout(self.handles[variant].generate.remote(**call),
                                                    max(deadline - time.perf_counter(), 0.001))
                 break
@@ -245,7 +379,7 @@ class CanaryRouter:
                                type(error).__name__, retries, POLICY_RETRIES)
             except Exception as error:
                 self._fail(variant, error, started)
-        flagged = blocklist_hits(result["text"], self.args.router.blocklist) > 0
+        flagged = any(blocklist_hits(c["text"], self.args.router.blocklist) > 0 for c in result["choices"])
         self._record(variant, error=False, latency=time.perf_counter() - started, flagged=flagged)
         return result, retries
 
@@ -263,7 +397,8 @@ class CanaryRouter:
         except HTTPProblem:
             return
         masked = {k: self.masker.mask(v)[0] for k, v in
-                  (("prompt", call["prompt"]), ("incumbent", incumbent_text), ("canary", result["text"]))}
+                  (("prompt", conversation_text(call["messages"])), ("incumbent", incumbent_text),
+                   ("canary", result["choices"][0]["text"]))}
         self.shadow_log.add({"time": datetime.now(timezone.utc).isoformat(), "prompt_id": call["prompt_id"],
                              "incumbent_policy_id": self.policy_ids["incumbent"],
                              "canary_policy_id": self.policy_ids["canary"], **masked})

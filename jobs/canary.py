@@ -34,6 +34,7 @@ from rlhf_ray.lineage.jobs import lineage_for, lineage_root, register_input_chec
 from rlhf_ray.serving.admin import load_admin_token
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
 from rlhf_ray.serving.replay import ReplayTraffic, read_traffic
+from rlhf_ray.serving.variants import apply_variant, is_variant, load_variant, register_variant
 from rlhf_ray.storage import StorageRoot, digest_files
 from rlhf_ray.telemetry.sink import sink_for
 
@@ -105,6 +106,9 @@ class CanaryConfig(JobConfig, ServingSections):
 
     incumbent_path: str | None = Field(None, description="checkpoint serving most traffic (sets incumbent.model_path)")
     canary_path: str | None = Field(None, description="checkpoint under test (sets canary.model_path)")
+    incumbent_variant: str | None = Field(None, description="variant file (YAML: model_path, system_prompt, "
+                                          "sampling) of the incumbent; sets those fields of `incumbent`")
+    canary_variant: str | None = Field(None, description="variant file of the canary; sets those fields of `canary`")
     output_dir: str = "runs/canary"
     world: WorldConfig = WorldConfig()
     serve: ServeSection = ServeSection()
@@ -112,16 +116,40 @@ class CanaryConfig(JobConfig, ServingSections):
     simulation: SimulationSection = SimulationSection()
     traffic: TrafficSection = TrafficSection()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_files(cls, data: Any) -> Any:
+        """A variant file's checkpoint, system prompt and sampling go into its policy section (read once here, so
+        every later step sees the variant)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("incumbent", "canary"):
+            file = data.get(f"{name}_variant")
+            if not file:
+                continue
+            variant = load_variant(str(file))
+            path = data.get(f"{name}_path")
+            if variant.model_path and path and os.path.abspath(path) != os.path.abspath(variant.model_path):
+                raise ValueError(f"{name}_path={path!r} and {name}_variant {file!r} (model_path "
+                                 f"{variant.model_path!r}) name two checkpoints; expected one of them")
+            data[name] = apply_variant(PolicySection.model_validate(data.get(name) or {}), variant)
+        return data
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--incumbent", help="incumbent checkpoint directory (sets incumbent_path)")
     parser.add_argument("--canary", help="canary checkpoint directory (sets canary_path)")
+    parser.add_argument("--incumbent-variant", help="incumbent variant file: YAML with model_path, system_prompt "
+                        "(or system_prompt_file) and sampling (sets incumbent_variant)")
+    parser.add_argument("--canary-variant", help="canary variant file (sets canary_variant)")
     parser.add_argument("--out", help="output directory (sets output_dir)")
     add_config_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    flags = {"incumbent": "incumbent_path", "canary": "canary_path", "out": "output_dir"}
+    flags = {"incumbent": "incumbent_path", "canary": "canary_path", "incumbent_variant": "incumbent_variant",
+             "canary_variant": "canary_variant", "out": "output_dir"}
     return run(resolve_config(CanaryConfig, args, flags))
 
 
@@ -129,17 +157,26 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _policy(config: CanaryConfig, variant: str, registry: LineageRegistry) -> PolicySection:
+    """The variant's section with its lineage id: its checkpoint's, or, with a system prompt or sampling settings,
+    a `variant` artifact's whose parents are the checkpoint and the system prompt (`register_variant`)."""
     section: PolicySection = getattr(config, variant)
     path = getattr(config, f"{variant}_path") or section.model_path
     if section.backend == "echo":
-        return section.model_copy(update={"policy_id": section.policy_id or f"echo-{variant}"})
-    if not path:
-        raise CanaryError(f"{variant}_path is not set: pass --{variant} DIR (a policy checkpoint directory)")
-    if not os.path.isdir(path):
+        section = section.model_copy(update={"policy_id": section.policy_id or f"echo-{variant}"})
+    elif not path:
+        raise CanaryError(f"{variant}_path is not set: pass --{variant} DIR (a policy checkpoint directory) or "
+                          f"--{variant}-variant FILE with a model_path")
+    elif not os.path.isdir(path):
         raise CanaryError(f"{variant}_path {path!r} is not a directory; expected a policy checkpoint directory")
-    path = os.path.abspath(path)
-    return section.model_copy(update={"model_path": path,
-                                      "policy_id": section.policy_id or register_input_checkpoint(registry, path)})
+    else:
+        path = os.path.abspath(path)
+        section = section.model_copy(update={
+            "model_path": path, "policy_id": section.policy_id or register_input_checkpoint(registry, path)})
+    if not is_variant(section):
+        return section
+    file = getattr(config, f"{variant}_variant")
+    name = load_variant(file).name if file else f"{config.serve.app_name}-{variant}"
+    return section.model_copy(update={"policy_id": register_variant(registry, section, name or variant)})
 
 
 def _check_key(config: CanaryConfig) -> None:

@@ -32,9 +32,37 @@ class AutoscalingSection(StrictModel):
         return self
 
 
+class SamplingSection(StrictModel):
+    """A variant's sampling settings: defaults for what a request leaves out, and the limits a request's own
+    values are clamped to (so a user gets an answer whichever variant serves them)."""
+
+    temperature: float | None = Field(None, ge=0, le=2, description="default temperature "
+                                      "(None: generation.temperature)")
+    top_p: float = Field(1.0, gt=0, le=1, description="default top_p")
+    max_tokens: int | None = Field(None, ge=1, description="default max_tokens (None: generation.max_tokens)")
+    min_temperature: float = Field(0.0, ge=0, le=2, description="a request's temperature is raised to this")
+    max_temperature: float = Field(2.0, ge=0, le=2, description="a request's temperature is lowered to this")
+    max_top_p: float = Field(1.0, gt=0, le=1, description="a request's top_p is lowered to this")
+    max_tokens_limit: int | None = Field(None, ge=1, description="a request's max_tokens is lowered to this "
+                                         "(None: generation.max_tokens_limit)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SamplingSection:
+        if self.min_temperature > self.max_temperature:
+            raise ValueError(f"min_temperature={self.min_temperature} must be ≤ max_temperature="
+                             f"{self.max_temperature}")
+        return self
+
+
 class PolicySection(StrictModel):
+    """One served variant: a checkpoint, an optional system prompt and sampling settings, and its resources."""
+
     model_path: str | None = Field(None, description="policy checkpoint directory (unused by backend=echo)")
-    policy_id: str | None = Field(None, description="lineage id of the policy; set by `rlhf-ray canary`")
+    policy_id: str | None = Field(None, description="lineage id of the variant (its checkpoint's when it has no "
+                                  "system prompt or sampling settings); set by `rlhf-ray canary`")
+    system_prompt: str | None = Field(None, min_length=1, description="put before every conversation (merged "
+                                      "with a client's own system message, this first)")
+    sampling: SamplingSection = SamplingSection()
     backend: Literal["hf", "vllm", "echo"] = Field("hf", description="hf = transformers generate (CPU/GPU), "
                                                    "vllm = GPU, echo = answers with the prompt (benchmarks)")
     backend_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra backend arguments")
@@ -50,6 +78,7 @@ class GenerationSection(StrictModel):
     max_tokens: int = Field(32, ge=1, description="default max_tokens of a request")
     max_tokens_limit: int = Field(256, ge=1, description="largest max_tokens a request may ask for")
     temperature: float = Field(0.7, ge=0, description="default temperature of a request")
+    max_n: int = Field(4, ge=1, description="largest n (answers per request) a request may ask for")
     timeout_s: float = Field(60.0, gt=0, description="a policy call slower than this is an error")
 
 

@@ -10,8 +10,10 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from rlhf_ray.inputs.prompts import conversation_text
 from rlhf_ray.rollout.backends import GenerationParams
 from rlhf_ray.rollout.batch import Sample
+from rlhf_ray.training.encoding import Prompt
 
 ECHO_DIGEST = "echo"
 
@@ -20,12 +22,14 @@ class EchoBackend:
     def __init__(self, model_path: str | None = None, **_: object) -> None:
         self.model_path = model_path
 
-    def generate(self, prompts: list[str], prompt_ids: list[str], num_samples: int,
+    def generate(self, prompts: list[Prompt], prompt_ids: list[str], num_samples: int,
                  params: GenerationParams) -> list[Sample]:
-        # word counts stand in for token counts so `usage` stays meaningful
-        return [Sample(prompt_id=pid, prompt=prompt, response=prompt, prompt_ids=[0] * len(prompt.split()),
-                       response_ids=[0] * len(prompt.split()), finished=True)
-                for prompt, pid in zip(prompts, prompt_ids, strict=True) for _ in range(num_samples)]
+        # a conversation is echoed as its transcript; word counts stand in for token counts so `usage` stays
+        # meaningful
+        texts = [conversation_text(prompt) for prompt in prompts]
+        return [Sample(prompt_id=pid, prompt=text, response=text, prompt_ids=[0] * len(text.split()),
+                       response_ids=[0] * len(text.split()), finished=True)
+                for text, pid in zip(texts, prompt_ids, strict=True) for _ in range(num_samples)]
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         raise NotImplementedError("the echo policy has no weights")

@@ -1,22 +1,25 @@
 """The HTTP API's request bodies as pydantic models, and error messages that name field, value, expectation.
 
-Chat requests follow the OpenAI chat-completions format. Unknown fields are ignored there on purpose:
-OpenAI clients send optional parameters (`frequency_penalty`, `logprobs`, ...) this server does not
-implement and that change nothing about the answer; parameters that would change the *shape* of the answer
-(`n > 1`, `stream`) are refused with a 400 instead. Feedback and admin bodies are ours, so they are strict.
+Chat requests follow the OpenAI chat-completions format: system, user and assistant turns, `n`, `stop`,
+`max_tokens`, `temperature`, `top_p`, `seed`, `logprobs`, `stream` (+ `stream_options.include_usage`). Unknown
+fields are ignored there on purpose: OpenAI clients send optional parameters (`frequency_penalty`, ...) this
+server does not implement and that change nothing about the shape of the answer; `top_logprobs > 0`, which
+would, is refused with a 400. Feedback and admin bodies are ours, so they are strict.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from rlhf_ray.contracts import MAX_TEXT_CHARS
 
 MAX_MESSAGES = 64
 MAX_ID_CHARS = 256
 MAX_METADATA_KEYS = 16
+MAX_STOP = 4  # OpenAI's limit on stop sequences
+MAX_STOP_CHARS = 64
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
@@ -28,26 +31,53 @@ class ChatMessage(BaseModel):
     content: Text
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Identifier
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="newer clients' name for max_tokens")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0)
-    n: Literal[1] = 1
-    stream: Literal[False] = False
+    n: int = Field(1, ge=1)
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
+    logprobs: bool = False
+    top_logprobs: Literal[0] | None = Field(None, description="only the sampled tokens' log-probs are returned")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
     user: Identifier | None = None
     metadata: dict[Identifier, Identifier] | None = Field(None, max_length=MAX_METADATA_KEYS)
 
-    def prompt(self) -> str:
-        """The text the policy answers: the last user turn (the tiny chat template is single-turn)."""
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.content
-        raise ValueError("messages: no message with role 'user'; expected at least one")
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_a_user_turn(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if messages[-1].role != "user":
+            raise ValueError("a last message with role 'user' (the turn the model answers)")
+        return messages
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The whole conversation (system, user and assistant turns), for the policy's chat template."""
+        return [message.model_dump() for message in self.messages]
+
+    def stop_strings(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens or self.max_completion_tokens
+
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
 
 
 class _Feedback(BaseModel):
