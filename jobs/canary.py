@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 
 from actors.runtime import serving_process
 from jobs.common import add_config_arguments, resolve_config
+from jobs.regress import RegressConfig, SuiteRunSection, regress
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.dataplane.shard_sets import write_shard_manifest
 from rlhf_ray.inputs.world import WorldConfig
@@ -115,6 +116,11 @@ class CanaryConfig(JobConfig, ServingSections):
     ramp: RampSection = RampSection()
     simulation: SimulationSection = SimulationSection()
     traffic: TrafficSection = TrafficSection()
+    regression_suite: str | None = Field(None, description="a behavioural regression suite (suites/*.yaml): the "
+                                         "canary runs it against the incumbent first and refuses to deploy on a "
+                                         "blocking regression (null: off)")
+    regression: SuiteRunSection = Field(SuiteRunSection(), description="how the regression suite runs")
+
 
     @model_validator(mode="before")
     @classmethod
@@ -380,6 +386,27 @@ def register_captured_feedback(args: CanaryAppArgs, registry: LineageRegistry) -
     return record.id
 
 
+def check_regression_suite(config: CanaryConfig) -> dict[str, Any] | None:
+    """The precondition of a canary with `regression_suite`: the canary's checkpoint against the incumbent's on the
+    suite (`rlhf-ray regress`); a case the incumbent passes and the canary fails, unless an accepted change,
+    refuses the deployment. None without a suite."""
+    if not config.regression_suite:
+        return None
+    paths = {v: getattr(config, f"{v}_path") or getattr(config, v).model_path for v in ("incumbent", "canary")}
+    if missing := [v for v, path in paths.items() if not path]:
+        raise CanaryError(f"regression_suite={config.regression_suite!r} needs both checkpoints; no path for {missing}")
+    result = regress(RegressConfig(
+        policy_path=paths["canary"], baseline_path=paths["incumbent"], suite=config.regression_suite,
+        output_dir=f"{config.output_dir.rstrip('/')}/regression", seed=config.seed, ray=config.ray,
+        wandb=config.wandb.model_copy(update={"mode": "disabled"}),
+        lineage=config.lineage.model_copy(update={"root": lineage_root(config)}),  # the canary's own registry
+        **config.regression.model_dump()))
+    if result["verdict"] != "pass":
+        raise CanaryError(f"regression suite {config.regression_suite!r}: cases {result['blocking']} pass on the "
+                          f"incumbent and fail on the canary; not deploying (report {result['report']})")
+    return {key: result[key] for key in ("verdict", "regressions", "accepted", "report")}
+
+
 def run(config: CanaryConfig) -> dict[str, Any]:
     from ray import serve
 
@@ -397,6 +424,7 @@ def run(config: CanaryConfig) -> dict[str, Any]:
     # SIGINT / SIGTERM: the application is deleted (its router replicas flush their feedback journals) and a Ray
     # this job started is shut down; a cluster it joined keeps running
     with serving_process(config.ray):
+        regression = check_regression_suite(config)  # before anything is deployed
         base_url = deploy_canary(args, config.serve.app_name, config.serve.route_prefix, config.serve.host,
                                  config.serve.port)
         print(f"[canary] serving on {base_url} (deployment {args.deployment_id})", file=sys.stderr)
@@ -422,7 +450,7 @@ def run(config: CanaryConfig) -> dict[str, Any]:
         **figures, **traffic, "deployment_id": args.deployment_id,
         "policies": {"incumbent": args.incumbent.policy_id, "canary": args.canary.policy_id},
         "base_url": base_url, "feedback_dir": args.feedback_dir, "feedback_id": captured,
-        "audit_dir": f"{args.state_dir}/audit",
+        "audit_dir": f"{args.state_dir}/audit", "regression": regression,
         "lineage_root": args.lineage_root, "timing/canary": round(time.perf_counter() - started, 2),
     }
     # the decision beside the audit trail, for `rlhf-ray report` and for people

@@ -65,6 +65,9 @@ JOBS: tuple[Job, ...] = (
     Job("evaluate", "jobs.evaluate",
         "offline gate: candidate vs incumbent policy on validation prompts (non-inferior win-rate by a judge RM, "
         "yield, safety, cost)"),
+    Job("regress", "jobs.regress",
+        "behavioural regression suite: a policy vs a baseline on a suite's cases (greedy + sampled answers); a case "
+        "the baseline passes and the policy fails blocks"),
     Job("canary", "jobs.canary",
         "serve incumbent + canary on Ray Serve (OpenAI API), ramp while guardrails hold, sequential promote/rollback"),
     Job("drift", "jobs.drift",
@@ -92,7 +95,8 @@ USER_ERRORS = (
     "rlhf_ray.inputs.formats:ImportFormatError",
     "jobs.train_rm:RewardModelError", "jobs.dpo:DPOError", "actors.ppo_config:PPOError", "jobs.sweep:SweepError",
     "jobs.canary:CanaryError", "jobs.cluster:ClusterError", "jobs.evaluate:EvaluateError", "jobs.drift:DriftError",
-    "jobs.report:ReportError", "jobs.workbench:WorkbenchError",
+    "jobs.report:ReportError", "jobs.workbench:WorkbenchError", "jobs.regress:RegressError",
+    "rlhf_ray.evaluation.regression:SuiteError",
 )
 EXIT_USAGE = 2
 EXIT_FAILED = 1

@@ -50,6 +50,7 @@ from jobs.loop_stages import (
     feedback_shards,
     iteration_dir,
     stage_configs,
+    stage_extras,
 )
 from jobs.loop_state import LoopState, fingerprint, shard_listing
 from rlhf_ray.console import Console, quiet_console
@@ -144,9 +145,13 @@ def check_gates(config: LoopConfig, name: str, done: dict[str, Figures], registr
     stage really ran)."""
     if name == "gate":
         verdict = done["gate"]
+        failed = []
         if verdict.get("verdict") != "pass":
-            return f"offline gate failed: {verdict.get('failed_checks')} (report {verdict.get('report')})"
-        return None
+            failed.append(f"offline gate failed: {verdict.get('failed_checks')} (report {verdict.get('report')})")
+        if verdict.get("regression_verdict") == "fail":
+            failed.append(f"regression suite failed: cases {verdict.get('regression_blocking')} pass on the incumbent "
+                          f"and fail on the candidate (report {verdict.get('regression_report')})")
+        return "; ".join(failed) or None
     judged = _stage_gate(config, name, done)
     if judged is None:
         return None
@@ -191,7 +196,7 @@ def run_iteration(config: LoopConfig, iteration: int, state: LoopState, done: di
             inputs = ingest_inputs(config.output_dir.rstrip("/"), state, iteration, fresh_inputs)
             stage_config = stage_config.model_copy(update={"files": [path for path, _ in inputs]})
             stages = stages._replace(ingest=stage_config)
-        print_ = fingerprint(stage_config, _upstream(name, done), inputs)
+        print_ = fingerprint(stage_config, {**_upstream(name, done), **stage_extras(stages, name)}, inputs)
         figures = state.done(iteration, name, print_)
         where = stage.where(stages)
         skipped = figures is not None and StorageRoot.from_uri(where).exists()

@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from actors import ingest, ppo_config
-from jobs import canary, curate, dpo, evaluate, import_feedback, init_model, ppo, sft, sweep_config, train_rm
+from jobs import canary, curate, dpo, evaluate, import_feedback, init_model, ppo, regress, sft, sweep_config, train_rm
 from jobs.training import ScalingSection
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.evaluation.drift import DriftThresholds
@@ -147,6 +147,12 @@ class GateStage(StrictModel):
     generation: evaluate.GenerationSection = evaluate.GenerationSection()
     judge: evaluate.JudgeSection = evaluate.JudgeSection()
     thresholds: evaluate.GateThresholds = evaluate.GateThresholds()
+    regression_suite: str | None = Field(None, description="a behavioural regression suite (suites/*.yaml) the "
+                                         "candidate runs against the incumbent after the win-rate gate; a case the "
+                                         "incumbent passes and the candidate fails (not an accepted change) fails "
+                                         "the gate (null: off)")
+    regression: regress.SuiteRunSection = Field(regress.SuiteRunSection(), description="how the suite runs "
+                                                "(judge_path null: the gate's judge)")
 
 
 class CanaryStage(ServingSections):

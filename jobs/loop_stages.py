@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from actors import ingest
@@ -27,6 +28,7 @@ from jobs import (
     import_feedback,
     init_model,
     ppo,
+    regress,
     sft,
     simulate,
     sweep,
@@ -36,6 +38,7 @@ from jobs import (
 from jobs.loop_config import ImportSpec, LoopConfig
 from rlhf_ray.config import LineageConfig, StrictModel
 from rlhf_ray.inputs import PromptFilesSection
+from rlhf_ray.lineage.hashing import canonical_json, sha256_hex
 from rlhf_ray.storage import StorageRoot
 
 # The canary of iteration k writes its captured feedback to <feedback shards>/canary-iter-<k>/.
@@ -75,6 +78,7 @@ class Stages(NamedTuple):
     ppo: ppo.PPOConfig
     gate: evaluate.EvaluateConfig | None  # built only when listed: it needs its judge (train-judge's, or a path)
     canary: canary.CanaryConfig
+    regression: regress.RegressConfig | None = None  # the gate's regression suite, when gate.regression_suite is set
 
 
 def feedback_shards(out: str) -> str:
@@ -220,13 +224,20 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
         sweep_stage = sweep_config.SweepConfig(ppo=trial_ppo, output_dir=f"{here}/sweep", **trials, **common)
     gate_stage = None
     if "gate" in config.stages:
-        gate_settings = config.gate.model_dump(exclude={"candidate"})
+        gate_settings = config.gate.model_dump(exclude={"candidate", "regression_suite", "regression"})
         if gate_settings["judge_by"] == "judge_rm" and not gate_settings["judge_path"]:
             gate_settings["judge_path"] = judge_model_dir(out)  # LoopConfig checked that train-judge is listed
         if source:
             gate_settings.update(prompt_file=source.eval_prompts, test_prompt_file=source.test_prompts)
         gate_stage = evaluate.EvaluateConfig(candidate_path=candidate, incumbent_path=serving,
                                              output_dir=f"{here}/gate", world=config.world, **gate_settings, **common)
+    regression_stage = None
+    if gate_stage is not None and config.gate.regression_suite:
+        suite_settings = config.gate.regression.model_dump()
+        suite_settings["judge_path"] = suite_settings["judge_path"] or gate_stage.judge_path  # the gate's judge
+        regression_stage = regress.RegressConfig(policy_path=candidate, baseline_path=serving,
+                                                 suite=config.gate.regression_suite,
+                                                 output_dir=f"{here}/gate/regression", **suite_settings, **common)
     canary_settings = config.canary.model_dump()
     canary_settings["feedback"]["dir"] = f"{feedback_shards(out)}/{CANARY_FEEDBACK_PREFIX}{iteration}"
     canary_settings["pseudonyms"] = {"key_env": pseudonyms.key_env, "key_file": pseudonyms.key_file}
@@ -254,6 +265,7 @@ def stage_configs(config: LoopConfig, iteration: int = 1, incumbent: str | None 
         gate_stage,
         canary.CanaryConfig(incumbent_path=serving, canary_path=candidate, output_dir=f"{here}/canary",
                             world=config.world, **canary_settings, **common),
+        regression=regression_stage,
     )
 
 
@@ -294,6 +306,29 @@ def train_judge(jobs: JudgeJobs) -> Figures:
             "timing/train_judge": round(time.perf_counter() - started, 2)}
 
 
+def run_gate(stages: Stages) -> Figures:
+    """The offline gate: evaluate's win-rate gate, then the regression suite on the candidate vs the incumbent when
+    `gate.regression_suite` is set (`regression_*` figures; `jobs.loop.check_gates` fails the gate on a blocking
+    regression, as on a failed check)."""
+    figures = evaluate.evaluate(stages.gate)
+    if stages.regression is None:
+        return figures
+    suite = regress.regress(stages.regression)
+    return {**figures, "regression_verdict": suite["verdict"], "regression_blocking": suite["blocking"],
+            "regression_accepted": suite["accepted"], "regression_report": suite["report"],
+            "regression_event": suite["regression_event"]}
+
+
+def stage_extras(stages: Stages, name: str) -> dict[str, str]:
+    """What a stage reads that its job config does not show, for its fingerprint: the gate's regression suite (its
+    settings and the suite file's content), so a changed suite re-runs the gate. Empty for every other stage."""
+    if name != "gate" or stages.regression is None:
+        return {}
+    suite = Path(stages.regression.suite or "")
+    return {"regression.config": sha256_hex(canonical_json(stages.regression.model_dump(mode="json"))),
+            "regression.suite": sha256_hex(suite.read_bytes()) if suite.is_file() else "missing"}
+
+
 class Stage(NamedTuple):
     """How the loop runs one stage: where it writes, its job's entry, and how its figures are named in the
     summary (`prefix` on every key except those starting with one of `keep`, so the stages never collide)."""
@@ -320,7 +355,7 @@ RUNNERS: dict[str, Stage] = {
     "sweep": Stage(lambda s: s.sweep.output_dir, lambda s, done: sweep.run(s.sweep), "sweep_", ("sweep_", "timing/")),
     "ppo": Stage(lambda s: s.ppo.output_dir, lambda s, done: ppo.run(with_sweep_choice(s.ppo, done.get("sweep"))),
                  "ppo_", ("timing/",)),
-    "gate": Stage(lambda s: s.gate.output_dir, lambda s, done: evaluate.evaluate(s.gate), "gate_", ("timing/",)),
+    "gate": Stage(lambda s: s.gate.output_dir, lambda s, done: run_gate(s), "gate_", ("timing/",)),
     "canary": Stage(lambda s: s.canary.output_dir, lambda s, done: canary.run(s.canary), "canary_", ("timing/",)),
 }
 

@@ -48,6 +48,27 @@ def gate_section(path: Path, run_dir: Path) -> Section | None:
     return section
 
 
+def regression_section(path: Path, run_dir: Path) -> Section | None:
+    """`regress.json` of `rlhf-ray regress` (alone, in the loop's gate, or as a canary's precondition): the verdict
+    and the per-case table (pass rates of candidate and baseline, status, blocking or accepted)."""
+    suite = json.loads(path.read_text())
+    if not isinstance(suite, dict) or "verdict" not in suite or "case_table" not in suite:
+        return None
+    section = Section("Regression suite", str(path.relative_to(run_dir)))
+    blocking = suite.get("blocking", [])
+    section.blocks.append(banner(f"verdict: {suite['verdict']}" + (f" (blocking: {', '.join(blocking)})"
+                                                                   if blocking else ""), suite["verdict"] == "pass"))
+    runs = suite.get("runs", {})
+    section.blocks.append(paragraph(
+        f"suite {suite.get('suite')} ({suite.get('cases')} cases); policy {suite.get('policy_id')} vs baseline "
+        f"{suite.get('baseline_id') or '(none: every failing case blocks)'}; each case answered greedily and "
+        f"{runs.get('samples')} times sampled, passed at a pass rate ≥ {runs.get('pass_threshold')}"))
+    section.blocks.append(table(suite["case_table"], ["case", "status", "blocks", "candidate_pass_rate",
+                                                      "baseline_pass_rate", "checks", "candidate_failed_checks",
+                                                      "accepted", "candidate_answer"]))
+    return section
+
+
 def _audit_entries(paths: list[Path]) -> list[dict[str, Any]]:
     entries = [json.loads(p.read_text()) for p in paths]
     return sorted((e for e in entries if isinstance(e, dict) and "action" in e and "time" in e),

@@ -5,6 +5,7 @@
     PPO             metrics.jsonl                   (rlhf-ray ppo; a sweep's per-trial files are left to the sweep)
     Sweep           trials.json (+ its plots, report.json)  (rlhf-ray sweep)
     Offline gate    gate.json                       (rlhf-ray evaluate)
+    Regression      regress.json                    (rlhf-ray regress; the loop's gate, a canary's precondition)
     Canary          audit/*.json, canary.json       (rlhf-ray canary)
     Drift           drift.json                      (rlhf-ray drift)
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from rlhf_ray.reporting.page import Section, paragraph, render_page
 from rlhf_ray.reporting.quality import agreement_section, data_section, drift_section
-from rlhf_ray.reporting.release import canary_section, gate_section
+from rlhf_ray.reporting.release import canary_section, gate_section, regression_section
 from rlhf_ray.reporting.training import ppo_section, sweep_section
 from rlhf_ray.storage import StorageRoot
 
@@ -53,6 +54,7 @@ SOURCES: tuple[tuple[str, Callable[[Path], bool], Many | None, One | None], ...]
     ("PPO", lambda p: p.name == "metrics.jsonl", None, ppo_section),
     ("Sweep", lambda p: p.name == "trials.json", None, sweep_section),
     ("Offline gate", lambda p: p.name == "gate.json", None, gate_section),
+    ("Regression suite", lambda p: p.name == "regress.json", None, regression_section),
     ("Canary", lambda p: p.name == "canary.json" or (p.parent.name == "audit" and p.suffix == ".json"),
      canary_section, None),
     ("Drift", lambda p: p.name == "drift.json", None, drift_section),
