@@ -35,7 +35,7 @@ from rlhf_ray.lineage.jobs import lineage_for, lineage_root, register_input_chec
 from rlhf_ray.serving.admin import load_admin_token
 from rlhf_ray.serving.config import LOOPBACK, CanaryAppArgs, PolicySection, ServingSections
 from rlhf_ray.serving.replay import ReplayTraffic, read_traffic
-from rlhf_ray.serving.variants import apply_variant, is_variant, load_variant, register_variant
+from rlhf_ray.serving.variants import VariantFile, apply_variant, is_variant, load_variant, register_variant
 from rlhf_ray.storage import StorageRoot, digest_files
 from rlhf_ray.telemetry.sink import sink_for
 
@@ -387,9 +387,9 @@ def register_captured_feedback(args: CanaryAppArgs, registry: LineageRegistry) -
 
 
 def check_regression_suite(config: CanaryConfig) -> dict[str, Any] | None:
-    """The precondition of a canary with `regression_suite`: the canary's checkpoint against the incumbent's on the
-    suite (`rlhf-ray regress`); a case the incumbent passes and the canary fails, unless an accepted change,
-    refuses the deployment. None without a suite."""
+    """The precondition of a canary with `regression_suite`: the canary against the incumbent on the suite (`rlhf-ray
+    regress`), each as served (checkpoint, system prompt, sampling); a case the incumbent passes and the canary
+    fails, unless an accepted change, refuses the deployment. None without a suite."""
     if not config.regression_suite:
         return None
     paths = {v: getattr(config, f"{v}_path") or getattr(config, v).model_path for v in ("incumbent", "canary")}
@@ -397,6 +397,8 @@ def check_regression_suite(config: CanaryConfig) -> dict[str, Any] | None:
         raise CanaryError(f"regression_suite={config.regression_suite!r} needs both checkpoints; no path for {missing}")
     result = regress(RegressConfig(
         policy_path=paths["canary"], baseline_path=paths["incumbent"], suite=config.regression_suite,
+        policy_variant=VariantFile(system_prompt=config.canary.system_prompt, sampling=config.canary.sampling),
+        baseline_variant=VariantFile(system_prompt=config.incumbent.system_prompt, sampling=config.incumbent.sampling),
         output_dir=f"{config.output_dir.rstrip('/')}/regression", seed=config.seed, ray=config.ray,
         wandb=config.wandb.model_copy(update={"mode": "disabled"}),
         lineage=config.lineage.model_copy(update={"root": lineage_root(config)}),  # the canary's own registry

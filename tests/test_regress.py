@@ -259,6 +259,36 @@ def test_the_command_line_sets_the_job_and_a_judge_min_case_needs_a_judge(polici
         checked_suite(config.model_copy(update={"judge_path": None}))
 
 
+def test_a_variant_file_is_a_policy_with_its_system_prompt_and_sampling(policies: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from jobs.regress import RegressConfig, _conversation, _lineage_id, _sampled
+    from rlhf_ray.lineage import LineageRegistry
+    from rlhf_ray.serving.variants import VariantFile
+
+    terse = tmp_path / "terse.yaml"
+    terse.write_text(yaml.safe_dump({"model_path": policies["quiet"], "system_prompt": "answer in five words .",
+                                     "sampling": {"temperature": 0.2, "max_tokens": 6}}))
+    config = RegressConfig(policy_path=str(terse), suite=policies["suite"])
+    variant = config.policy_variant
+    assert config.policy_path == policies["quiet"] and variant.system_prompt == "answer in five words ."
+    cases = {case.id: case for case in load_suite(policies["suite"]).cases}
+    assert _conversation(cases["quiet"], variant) == [{"role": "system", "content": "answer in five words ."},
+                                                      {"role": "user", "content": "how do i get a refund ?"}]
+    assert _conversation(cases["says-nothing"], variant)[0] == {"role": "system",  # the case's own system turn after
+                                                                "content": "answer in five words .\n\nbe brief ."}
+    assert _conversation(cases["quiet"], VariantFile()) == "how do i get a refund ?"
+    assert _sampled(config, variant) == {"max_new_tokens": 6, "temperature": 0.2, "top_p": 1.0, "seed": 0}
+    registry = LineageRegistry(str(tmp_path / "lineage"))
+    checkpoint = _lineage_id(registry, VariantFile(model_path=policies["quiet"]), "candidate")
+    served = registry.get(_lineage_id(registry, variant, "candidate"))
+    assert served.kind == "variant" and checkpoint in served.parents and registry.get(checkpoint).kind == "checkpoint"
+    (tmp_path / "bare.yaml").write_text("system_prompt: hi .\n")
+    with pytest.raises(ValidationError, match="names no model_path"):
+        RegressConfig(baseline_path=str(tmp_path / "bare.yaml"))
+
+
 def test_the_canary_refuses_to_deploy_a_candidate_that_breaks_a_passing_case(ray_cluster, policies: dict[str, str],
                                                                              tmp_path: Path) -> None:
     """`rlhf-ray canary` with `regression_suite` runs `regress` (the canary vs the incumbent) before deploying."""
