@@ -11,7 +11,8 @@ loopback in this process: one request at a time (latency p50/p99 without queuein
 (requests/s). The three paths are measured in turn, in a rotating order, `--rounds` times, and each figure is the
 median over the rounds, so a burst of load on a shared machine hits all three alike. Router cost = router −
 pass-through (target ≤ 1 ms p50, ≤ 5 ms p99); the Serve hop = pass-through − direct. Prints one JSON line with the
-1-minute load average before and after.
+1-minute load average before and after, and (once after the rounds) the router's streaming time to the first
+text chunk (the echo policy answers in one piece, so this is the streaming path's own latency).
 """
 
 from __future__ import annotations
@@ -77,6 +78,26 @@ def _measure(url: str, body: dict[str, Any], args: argparse.Namespace) -> dict[s
             f"p99_ms_concurrency_{args.concurrency}": loaded["p99_ms"]}
 
 
+async def _first_chunk(url: str, body: dict[str, Any], requests: int) -> dict[str, float]:
+    """Streaming (`stream: true`), one request at a time: time to the first server-sent event carrying text, and to
+    the end of the stream."""
+    first, total = [], []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(requests):
+            started, seen = time.perf_counter(), None
+            async with session.post(url, json={**body, "stream": True}) as reply:
+                if reply.status != 200:
+                    raise RuntimeError(f"{url} (stream): HTTP {reply.status}")
+                async for line in reply.content:
+                    if seen is None and line.startswith(b"data: {") and b'"content":"' in line \
+                            and b'"content":""' not in line:
+                        seen = time.perf_counter() - started
+            total.append(time.perf_counter() - started)
+            first.append(seen if seen is not None else total[-1])
+    return {"first_text_p50_ms": round(1000 * statistics.median(first), 3),
+            "total_p50_ms": round(1000 * statistics.median(total), 3)}
+
+
 def _medians(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(r[key] for r in rounds), 3) for key in rounds[0]}
 
@@ -97,8 +118,8 @@ def _pass_through_app(policy: dict[str, Any]) -> Any:
 
         async def __call__(self, request: Request) -> dict[str, Any]:
             body = await request.json()
-            return await self.handle.generate.remote(prompt=body["prompt"], prompt_id="p", max_tokens=16,
-                                                     temperature=0.0)
+            return await self.handle.generate.remote([{"role": "user", "content": body["prompt"]}], "p", 1,
+                                                     {"max_tokens": body["max_tokens"], "temperature": 0.0})
 
     section = PolicySection.model_validate(policy)
     return PassThrough.bind(PolicyDeployment.options(name="pass-policy", **policy_options(section))
@@ -147,6 +168,7 @@ def main() -> None:
         for index in range(args.rounds):
             for name in names[index % 3:] + names[:index % 3]:  # rotate which path goes first
                 rounds[name].append(_measure(*paths[name], args))
+        streaming = asyncio.run(_first_chunk(*paths["router"], args.requests))
         serve.shutdown()
     ray.shutdown()
     figures = {name: _medians(values) for name, values in rounds.items()}
@@ -159,6 +181,7 @@ def main() -> None:
         "serve_hop_p50_ms": round(floor["p50_ms"] - direct["p50_ms"], 3),
         "serve_hop_p99_ms": round(floor["p99_ms"] - direct["p99_ms"], 3),
         "overhead_vs_direct_p50_ms": round(router["p50_ms"] - direct["p50_ms"], 3),
+        "router_streaming": streaming,
         "target": {"router_cost_p50_ms": 1.0, "router_cost_p99_ms": 5.0},
         "load_avg_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "cpus": os.cpu_count(),
