@@ -171,7 +171,7 @@ def test_router_retries_a_policy_call_once_when_the_replica_under_it_died() -> N
             async def answer() -> dict[str, Any]:
                 if error is not None:
                     raise error
-                return {"text": call["prompt"], "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": "stop"}
+                return {"choices": [{"text": call["prompt"]}], "prompt_tokens": 1, "completion_tokens": 1}
 
             return answer()
 
@@ -188,8 +188,8 @@ def test_router_retries_a_policy_call_once_when_the_replica_under_it_died() -> N
         except HTTPProblem as problem:
             return problem.status, recorded
 
-    assert call(Policy(ActorDiedError())) == (({"text": "hi", "prompt_tokens": 1, "completion_tokens": 1,
-                                                "finish_reason": "stop"}, 1), [False])
+    assert call(Policy(ActorDiedError())) == (({"choices": [{"text": "hi"}], "prompt_tokens": 1,
+                                                "completion_tokens": 1}, 1), [False])
     assert call(Policy(ActorUnavailableError("gone", b"1" * 16)))[0][1] == 1
     twice = Policy(ActorDiedError(), ActorDiedError())
     assert call(twice) == (502, [True]) and twice.calls == 2  # one retry, then the variant's error
@@ -381,8 +381,8 @@ def test_bad_requests_get_4xx_with_a_message(canary_app) -> None:
     cases = [
         (requests.post(f"{url}/v1/chat/completions", data=b"{not json", timeout=30), 400, "not valid JSON"),
         (requests.post(f"{url}/v1/chat/completions", json={"model": MODEL}, timeout=30), 400, "messages"),
-        (_chat(url, "u", n=2), 400, "'n'"),
-        (_chat(url, "u", stream=True), 400, "'stream'"),
+        (_chat(url, "u", n=9), 400, "'n'"),
+        (_chat(url, "u", stream="sometimes"), 400, "'stream'"),
         (_chat(url, "u", max_tokens=100000), 400, "max_tokens"),
         (_chat(url, "u", temperature="hot"), 400, "temperature"),
         (requests.post(f"{url}/v1/chat/completions", json={"model": "gpt-4", "messages": [
