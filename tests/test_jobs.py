@@ -488,7 +488,9 @@ def test_a_loop_with_a_source_reads_the_users_model_and_files_instead_of_the_wor
         ("trl-preference", "prefs.jsonl", "runs/x/feedback/shards/import-0-trl-preference"),
         ("jsonl", "logs.jsonl", "runs/x/feedback/shards/import-1-jsonl")]
     assert imports.feedback[1].field_map == {"rating": "thumb"} and stages.ingest.input == "runs/x/feedback/shards"
-    assert imports.judge[0].output_dir.startswith(stages.judge.ingest.input + "/")  # the judge set's shards
+    assert imports.judge == []  # judge files are imported only for the train-judge stage
+    judged = stage_configs(LoopConfig(output_dir="runs/x", source=BYO_SOURCE, stages=[*SOURCE_STAGES, "train-judge"]))
+    assert judged.imports.judge[0].output_dir.startswith(judged.judge.ingest.input + "/")  # the judge set's shards
     assert stages.curate.gold is None and stages.judge.curate.gold is None  # no gold without the world
     assert (stages.sft.model_path, stages.sft.data) == ("my/base", "sft.jsonl")
     assert {s.model.chat_template for s in (stages.sft, stages.reward_model, stages.dpo, stages.ppo,
