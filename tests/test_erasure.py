@@ -154,7 +154,7 @@ def planted(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main([*args, "stages=[simulate,ingest,curate]"])
-    logs.mkdir()
+    logs.mkdir(exist_ok=True)  # the loop writes its own log there too (quiet console)
     (logs / "loop.log").write_text(out.getvalue() + err.getvalue())  # the loop's output is part of the run
     assert code == 0, err.getvalue()[-3000:]
     summary = _last_json(out.getvalue())

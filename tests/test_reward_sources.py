@@ -147,6 +147,7 @@ def test_serve_rm_scores_over_http_in_batches_like_the_directory(ray_cluster, ch
 
     config = ServeRMConfig(model_path=checkpoints["rm"], max_length=64, wandb={"mode": "disabled"},
                            serve={"port": _free_port(), "num_cpus": 0.1, "batch_wait_timeout_s": 0.2})
+    serve.shutdown()  # a Serve an earlier test left in the shared Ray keeps its own port (deploy's documented rule)
     url, handle = deploy(config)
     try:
         direct = RMSource(checkpoints["rm"], max_length=64).score(PROMPTS, RESPONSES)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from jobs.loop import LoopRun
-from jobs.loop_config import WatchSection
+from jobs.loop_config import LoopConfig, WatchSection
 from jobs.loop_state import LoopState
 from rlhf_ray.dataplane.erasure import MARK_EVENT
 from rlhf_ray.evaluation.triggers import retraining_trigger
@@ -56,7 +56,7 @@ def test_the_loop_finds_its_current_models_marked_by_an_erasure(tmp_path: Path) 
     state.record(1, "sft", "f", {"sft_model_id": sft})
     state.record(1, "train-rm", "f", {"reward_model_id": rm})
     state.record(1, "ppo", "f", {"policy_id": policy})
-    loop = SimpleNamespace(state=state, registry=registry)
+    loop = SimpleNamespace(state=state, registry=registry, config=LoopConfig())
     assert LoopRun.erased_models(loop, 2) == []
     registry.record_event(MARK_EVENT, rm, {"erasure_seq": 7})
     registry.record_event("gate", policy, {"verdict": "pass"})  # another event marks nothing
