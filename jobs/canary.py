@@ -17,6 +17,7 @@ import os
 import secrets
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +44,8 @@ NAME = "canary"
 HELP = "serve incumbent + canary on Ray Serve (OpenAI API), ramp while guardrails hold, sequential promote/rollback"
 APP_SECTIONS = tuple(ServingSections.model_fields)
 HTTP_TIMEOUT_S = 120.0
+# Feedback the router refuses for what a user did (not for a fault of the driver): counted, not raised.
+REFUSED_FEEDBACK = {409: "duplicate", 429: "rate_limited"}
 SUMMARY_FILE = "canary.json"
 
 
@@ -260,10 +263,17 @@ class CanaryClient:
                                   headers=self._as(body.get("user")))
         return reply.json() if reply.status_code == 200 else None
 
-    def feedback(self, body: dict[str, Any], reply: dict[str, Any], user: str | None) -> None:
-        """Feedback on `reply` from the user it was served to, proven by the answer's feedback token."""
-        self.session.post(f"{self.base_url}/v1/feedback", json={**body, "feedback_token": reply["feedback_token"]},
-                          headers=self._as(user), timeout=HTTP_TIMEOUT_S).raise_for_status()
+    def feedback(self, body: dict[str, Any], reply: dict[str, Any], user: str | None) -> str | None:
+        """Feedback on `reply` from the user it was served to, proven by the answer's feedback token; why the
+        router refused it when it did so for a user's own doing (a repeat, over the rate limit), else None. Any
+        other refusal is a fault of this driver and raises."""
+        answer = self.session.post(f"{self.base_url}/v1/feedback",
+                                   json={**body, "feedback_token": reply["feedback_token"]},
+                                   headers=self._as(user), timeout=HTTP_TIMEOUT_S)
+        if answer.status_code in REFUSED_FEEDBACK:
+            return REFUSED_FEEDBACK[answer.status_code]
+        answer.raise_for_status()
+        return None
 
     def status(self) -> dict[str, Any]:
         reply = self.session.get(f"{self.base_url}/v1/canary", timeout=HTTP_TIMEOUT_S)
@@ -320,15 +330,15 @@ def drive(config: CanaryConfig, client: CanaryClient, sink: Any, source: Traffic
     `settings.max_requests` are sent."""
     max_requests, concurrency = settings.max_requests, settings.concurrency
     steps, at_weight, sent = list(config.ramp.steps), 0, 0
-    status = client.status()
+    status, refused = client.status(), Counter()
     while sent < max_requests and status["phase"] == "running":
         batch = [source.next_request() for _ in range(concurrency)]
         bodies = [source.chat_body(request) for request in batch]
         replies = list(client.pool.map(client.chat, bodies))
         for request, body, reply in zip(batch, bodies, replies, strict=True):
             feedback = source.judge_reply(request, reply) if reply is not None else None
-            if feedback is not None:
-                client.feedback(feedback, reply, body.get("user"))
+            if feedback is not None and (why := client.feedback(feedback, reply, body.get("user"))):
+                refused[why] += 1
         sent += len(batch)
         at_weight += len(batch)
         status = client.status()
@@ -338,7 +348,7 @@ def drive(config: CanaryConfig, client: CanaryClient, sink: Any, source: Traffic
             sink.log({"requests": sent, "canary_weight": status["canary_weight"],
                       "judged_incumbent": status["variants"]["incumbent"]["judged"],
                       "judged_canary": status["variants"]["canary"]["judged"]}, step=sent)
-    return {"requests_sent": sent, **source.figures()}
+    return {"requests_sent": sent, "feedback_refused": dict(refused), **source.figures()}
 
 
 def watch(config: CanaryConfig, client: CanaryClient) -> dict[str, Any]:
