@@ -157,3 +157,33 @@ def test_falls_back_to_full_logits_where_chunking_would_differ() -> None:
             logits = model(input_ids=ids, attention_mask=attention,
                            position_ids=position_ids_from_mask(attention)).logits
         torch.testing.assert_close(logp, token_logprobs(logits, ids))
+
+
+def test_autocast_products_in_the_autocast_dtype_both_ways() -> None:
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 9, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(40, 16, generator=generator, requires_grad=True)  # fp32 master weights
+    labels = torch.randint(40, (2, 9), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = torch.nn.functional.linear(hidden, weight)
+        assert logits.dtype == torch.bfloat16
+        want = token_logprobs(logits, labels)
+        have, _ = chunked_token_logprobs(hidden, weight, labels, 4)
+    torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-5)  # the same bf16 logits, normalised in fp32
+    expected = torch.autograd.grad(want.sum(), (hidden, weight))
+    got = torch.autograd.grad(have.sum(), (hidden, weight))
+    for want_grad, have_grad in zip(expected, got, strict=True):
+        assert have_grad.dtype == torch.float32
+        torch.testing.assert_close(have_grad, want_grad, rtol=2e-2, atol=2e-2 * want_grad.abs().max().item())
+
+
+def test_an_output_left_out_of_the_loss_contributes_nothing() -> None:
+    generator = torch.Generator().manual_seed(4)
+    hidden = torch.randn(2, 5, 8, generator=generator, requires_grad=True)
+    weight = torch.randn(20, 8, generator=generator)
+    labels = torch.randint(20, (2, 5), generator=generator)
+    logp, entropy = _full(hidden, weight, None, labels, 1.0)
+    chunked_logp, chunked_entropy = chunked_token_logprobs(hidden, weight, labels, 3, with_entropy=True)
+    for want, have in ((logp, chunked_logp), (entropy, chunked_entropy)):  # the other output gets no gradient
+        torch.testing.assert_close(torch.autograd.grad(have.sum(), hidden, retain_graph=True)[0],
+                                   torch.autograd.grad(want.sum(), hidden, retain_graph=True)[0])
