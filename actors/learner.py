@@ -22,10 +22,12 @@ class _OnRayNode:
 class PolicyLearner(_OnRayNode, learner.PolicyLearner):
     """`rlhf_ray.roles.learner.PolicyLearner` on a Ray node, publishing through the object store."""
 
-    def publish(self) -> ray.ObjectRef:
+    def publish(self) -> ray.ObjectRef | None:
         """The policy weights in the object store (one put; every rollout worker gets the same object): what the
-        role publishes, so LoRA adapters arrive merged into plain weights."""
-        return publish_weights(super().publish())
+        role publishes, so LoRA adapters arrive merged into plain weights. None from the ranks that only took part
+        in a ZeRO-3 gather."""
+        state = super().publish()
+        return publish_weights(state) if state is not None else None
 
 
 class Critic(_OnRayNode, learner.Critic):

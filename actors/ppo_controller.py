@@ -43,6 +43,7 @@ from rlhf_ray.inputs import Evaluator, Prompt, PromptSource, mean_figures
 from rlhf_ray.inputs.evaluators import mean
 from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_checkpoint
 from rlhf_ray.models import load_tokenizer, resolve_model_path
+from rlhf_ray.roles.engines import zero_stage
 from rlhf_ray.rollout.batch import Sample, pack_samples
 from rlhf_ray.storage import StorageRoot, swap_in_directory
 from rlhf_ray.telemetry import MetricsSink
@@ -327,7 +328,7 @@ class PPOController:
         """Learner rank 0 puts its weights in the object store once; every rollout worker loads that object. A
         worker that dies meanwhile (e.g. with its node) is awaited and the load repeated, as for a step."""
         started = time.perf_counter()
-        weights = ray.get(self.learners.actors[0].publish.remote())
+        weights = ray.get([actor.publish.remote() for actor in self._weight_readers()])[0]
         for attempt in range(self.config.max_step_retries + 1):
             try:
                 digests = ray.get(self.rollout.call("load_weights", weights))
@@ -500,9 +501,15 @@ class PPOController:
     def export_policy(self) -> str:
         target = (self.out / "policy").absolute()
         staging = target.with_name(f".policy.tmp-{uuid.uuid4().hex}")
-        ray.get(self.learners.actors[0].save_model.remote(str(staging)))
+        ray.get([actor.save_model.remote(str(staging)) for actor in self._weight_readers()])
         swap_in_directory(staging, target)
         return str(target)
+
+    def _weight_readers(self) -> list[Any]:
+        """The learner ranks a read of the full policy weights calls: every rank under ZeRO-3 (the gather is a
+        collective; rank 0 keeps the result), else rank 0 alone."""
+        gathers = zero_stage(self._optimizer_settings(self.config.learner)) == 3
+        return list(self.learners.actors) if gathers else self.learners.actors[:1]
 
     # ---- the run ------------------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:

@@ -14,15 +14,18 @@ few DeepSpeed types its optimizer state holds): a tampered checkpoint cannot run
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
 
+from rlhf_ray.rollout.weights import StateDict, cpu_state_dict
+
 OPTIMIZER_FILE = "optimizer.pt"
 DEEPSPEED_TAG = "deepspeed"
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch's switch: every torch.load is weights-only
+GATHER_BUCKET_BYTES = 512 * 2**20  # full tensors a ZeRO-3 gather materialises at once on every rank
 
 
 class UpdateEngine(Protocol):
@@ -125,6 +128,82 @@ class DeepSpeedEngine:
     def load(self, directory: str) -> None:
         with weights_only_loads():
             self.model.load_checkpoint(directory, tag=DEEPSPEED_TAG, load_optimizer_states=True)
+
+
+def zero_stage(settings: dict[str, Any]) -> int | None:
+    """The ZeRO stage these train settings run (None without DeepSpeed): the generated config's, so a stage set
+    through `deepspeed.overrides` counts."""
+    if not settings.get("deepspeed"):
+        return None
+    return int(deepspeed_config(settings, use_gpu=False)["zero_optimization"].get("stage", 0))
+
+
+def is_partitioned(model: torch.nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 holds `model`'s parameters partitioned (each carries its `ds_id`): outside a
+    gather every rank then holds only empty placeholders, and `state_dict()` is no copy of the weights."""
+    return any(hasattr(parameter, "ds_id") for parameter in model.parameters())
+
+
+def plan_buckets(sizes: Sequence[int], limit: int) -> list[range]:
+    """Consecutive index ranges over `sizes` (bytes of each tensor, in gather order), each summing to ≤ `limit`
+    bytes, except that a tensor larger than `limit` is a bucket by itself: every index is in exactly one bucket,
+    in order, so a bucketed gather holds at most max(limit, largest tensor) bytes of full tensors at once."""
+    if limit <= 0:
+        raise ValueError(f"bucket limit must be > 0 bytes; got {limit}")
+    buckets: list[range] = []
+    start, total = 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and total + size > limit:
+            buckets.append(range(start, index))
+            start, total = index, 0
+        total += size
+    if start < len(sizes):
+        buckets.append(range(start, len(sizes)))
+    return buckets
+
+
+def gathered_state_dict(model: torch.nn.Module, bucket_bytes: int = GATHER_BUCKET_BYTES) -> StateDict | None:
+    """The model's full weights as CPU tensors under its `state_dict()` names (tied weights stay one tensor).
+
+    Under ZeRO-3 this is a collective over the group, so every rank must call it: the parameters are gathered in
+    buckets of ≤ `bucket_bytes` (`deepspeed.zero.GatheredParameters`, read-only), rank 0 copies each bucket to the
+    CPU before it is released, and the other ranks return None. Unpartitioned (stage 0–2, DDP, one process) every
+    rank's weights are whole: each returns its own copy and nothing is communicated."""
+    module = getattr(model, "module", model)  # the model inside a DeepSpeed engine or DDP wrapper
+    if not is_partitioned(module):
+        return cpu_state_dict(module)
+    import deepspeed
+
+    keep = torch.distributed.get_rank() == 0
+    entries = module.state_dict(keep_vars=True)  # the partitioned Parameter objects themselves, buffers as they are
+    partitioned = list({id(value): value for value in entries.values() if hasattr(value, "ds_id")}.values())
+    copies: dict[int, torch.Tensor] = {}
+    sizes = [parameter.ds_numel * parameter.element_size() for parameter in partitioned]
+    for bucket in plan_buckets(sizes, bucket_bytes):
+        members = [partitioned[index] for index in bucket]
+        with deepspeed.zero.GatheredParameters(members, modifier_rank=None):
+            if keep:  # copied: the gathered storage is released when the context exits
+                copies.update({id(p): p.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+                               for p in members})
+    if not keep:
+        return None
+    return {name: copies[id(value)] if id(value) in copies else value.detach().to("cpu").contiguous()
+            for name, value in sorted(entries.items())}
+
+
+@contextmanager
+def full_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """Every parameter of `model` whole inside the block, for code that needs all weights at once (merging LoRA
+    adapters, a model's own `save_pretrained`). Under ZeRO-3 a collective that every rank must enter: the whole
+    model is gathered on every rank (read-only: changes inside are discarded); otherwise nothing happens."""
+    module = getattr(model, "module", model)
+    if not is_partitioned(module):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        yield
 
 
 def make_engine(model: torch.nn.Module, config: dict[str, Any], wrap: Wrap | None = None) -> UpdateEngine:

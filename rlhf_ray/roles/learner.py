@@ -25,8 +25,15 @@ from rlhf_ray.algos.kl import kl_penalty
 from rlhf_ray.algos.logprobs import masked_mean, token_logprobs
 from rlhf_ray.algos.policy_loss import POLICY_LOSSES, token_entropy, value_loss
 from rlhf_ray.models import LoraSection, load_causal_lm, load_tokenizer, save_tokenizer
-from rlhf_ray.models.lora import add_lora, merged_state_dict, save_merged
-from rlhf_ray.roles.engines import DeepSpeedEngine, TorchEngine, UpdateEngine
+from rlhf_ray.models.lora import add_lora, merged_state_dict
+from rlhf_ray.roles.engines import (
+    DeepSpeedEngine,
+    TorchEngine,
+    UpdateEngine,
+    full_parameters,
+    gathered_state_dict,
+    is_partitioned,
+)
 from rlhf_ray.roles.scoring import causal_lm_token_logprobs, position_ids_from_mask, set_threads
 from rlhf_ray.rollout.batch import response_token_view
 from rlhf_ray.rollout.weights import StateDict, cpu_state_dict
@@ -116,9 +123,10 @@ class GroupMember:
         return {name: float(np.mean(values)) for name, values in figures.items()}
 
     def save(self, directory: str) -> None:
-        """Rank 0 writes the model directory; every rank writes its optimizer state (ZeRO shards)."""
+        """Rank 0 writes the model directory (under ZeRO-3 every rank takes part in gathering the weights it
+        writes); every rank writes its optimizer state (ZeRO shards)."""
         os.makedirs(directory, exist_ok=True)
-        if self.rank == 0:
+        if self.rank == 0 or is_partitioned(self.model):
             self.save_model(directory)
         self.engine.save(directory, self.rank)
 
@@ -126,7 +134,11 @@ class GroupMember:
         self.engine.load(directory)
 
     def save_model(self, directory: str) -> None:
-        self.model.save_pretrained(directory)
+        """Rank 0 writes the model's own `save_pretrained` directory. Under ZeRO-3 every rank must call it: the
+        whole model is gathered on every rank while rank 0 writes."""
+        with full_parameters(self.model):
+            if self.rank == 0:
+                self.model.save_pretrained(directory)
 
 
 class PolicyLearner(GroupMember):
@@ -179,10 +191,24 @@ class PolicyLearner(GroupMember):
             extras["kl_loss"] = kl.item()
         return loss, extras
 
-    def publish(self) -> StateDict:
-        """The policy weights as a CPU state dict, what a rollout worker's `load_weights` takes (the Ray actor
-        puts it in the object store once instead, so every worker gets the same object)."""
-        return cpu_state_dict(merged_state_dict(self.model) if self.lora else self.model)
+    def weights(self) -> StateDict | None:
+        """The policy's full weights as a CPU state dict, LoRA adapters merged in: what rollout workers load and
+        `save_model` writes. Under ZeRO-3 a collective every rank must join, whose copy only rank 0 keeps (the
+        others get None): the parameters are gathered in buckets, or with LoRA all at once to merge them."""
+        if not self.lora:
+            return gathered_state_dict(self.model)
+        partitioned = is_partitioned(self.model)
+        with full_parameters(self.model):
+            if partitioned and self.rank != 0:
+                return None
+            merged = cpu_state_dict(merged_state_dict(self.model))
+            # copies of the gathered tensors, whose storage is released when the gather ends
+            return {name: value.clone() for name, value in merged.items()} if partitioned else merged
+
+    def publish(self) -> StateDict | None:
+        """`weights()`, what a rollout worker's `load_weights` takes (the Ray actor puts it in the object store once
+        instead, so every worker gets the same object). Under ZeRO-3 every rank calls it; rank 0 publishes."""
+        return self.weights()
 
     def load_optimizer(self, directory: str) -> None:
         # The saved moments belong to adapters that are now merged into the weights; the new ones start afresh.
@@ -190,7 +216,14 @@ class PolicyLearner(GroupMember):
             super().load_optimizer(directory)
 
     def save_model(self, directory: str) -> None:
-        save_merged(self.model, directory)
+        """One consolidated HF checkpoint: config, the full `weights()` (LoRA merged) in the dtype the model
+        trains in (bf16 under DeepSpeed's bf16, else fp32) and the tokenizer, written by rank 0. Under ZeRO-3 every
+        rank must call it (the weights are gathered); the caller stages the directory and renames it into place."""
+        state = self.weights() if self.rank == 0 or is_partitioned(self.model) else None
+        if self.rank != 0:
+            return
+        base = self.model.get_base_model() if self.lora else self.model
+        base.save_pretrained(directory, state_dict=state)
         save_tokenizer(self.tokenizer, directory)
 
 

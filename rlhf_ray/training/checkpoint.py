@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from rlhf_ray.models.loading import save_tokenizer
 from rlhf_ray.models.lora import load_trainable_state, save_merged, trainable_state_dict, uses_lora
-from rlhf_ray.roles.engines import UpdateEngine
+from rlhf_ray.roles.engines import UpdateEngine, full_parameters
 from rlhf_ray.training.reward_model import CONFIG_FILE, HEAD_FILE, RewardModel
 from rlhf_ray.training.steps import unwrap_model
 
@@ -61,12 +61,15 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Any, engine: UpdateEngine
                     directory: str, rank: int) -> None:
     """A checkpoint is an HF model directory (loadable on its own; LoRA merged), the trainer state, the optimizer
     state (whole from rank 0 under DDP, one partition per rank under ZeRO) and, with LoRA, the adapters to resume
-    from."""
+    from. Every rank calls it: under ZeRO-3 the whole model is gathered on every rank while rank 0 writes the
+    model directory (a partitioned model's own state is empty placeholders)."""
+    with full_parameters(model):
+        if rank == 0:
+            save_model(model, os.path.join(directory, MODEL_DIR))
+            save_tokenizer(tokenizer, os.path.join(directory, MODEL_DIR))
+            if uses_lora(model):
+                save_file(trainable_state_dict(unwrap_model(model)), os.path.join(directory, ADAPTER_FILE))
     if rank == 0:
-        save_model(model, os.path.join(directory, MODEL_DIR))
-        save_tokenizer(tokenizer, os.path.join(directory, MODEL_DIR))
-        if uses_lora(model):
-            save_file(trainable_state_dict(unwrap_model(model)), os.path.join(directory, ADAPTER_FILE))
         with open(os.path.join(directory, STATE_FILE), "w") as stream:
             json.dump(state, stream)
     engine.save(directory, rank)
