@@ -16,6 +16,7 @@ from rlhf_ray.algos.advantages import GRPO_SCALES
 from rlhf_ray.algos.phrases import load_phrase_list
 from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.config.resources import ClusterSection
+from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET
 from rlhf_ray.models.options import ModelOptions
 from rlhf_ray.rewards.spec import RewardSourceSpec
 from rlhf_ray.training.config import DeepSpeedSection
@@ -64,6 +65,9 @@ class LearnerSection(OptimizerSection):
     clip_eps: float = Field(0.2, gt=0)
     dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c > 1 (Ye et al.), off by default")
     entropy_coef: float = Field(0.0, ge=0)
+    logprob_token_budget: int | None = Field(DEFAULT_TOKEN_BUDGET, ge=1, description="tokens whose logits exist "
+                                             "at once when computing log-probs and entropy (memory ≈ a few × budget "
+                                             "× vocabulary × 4 bytes); null forms all [B, T, V] logits at once")
 
 
 class CriticSection(OptimizerSection):
@@ -150,6 +154,8 @@ class PPOEngineConfig(JobConfig):
     reference_num_cpus: float = Field(0.25, ge=0)
     judge_num_cpus: float = Field(0.1, ge=0)
     reference_num_gpus: float = Field(0.0, ge=0)
+    reference_logprob_token_budget: int | None = Field(DEFAULT_TOKEN_BUDGET, ge=1, description="the reference "
+                                                       "model's learner.logprob_token_budget")
     cluster: ClusterSection | None = Field(None, description="the cluster this config is sized for; the actors' "
                                            "resource arithmetic is checked against it when the config loads")
     data_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data task sampling prompts (keep some free "

@@ -206,7 +206,8 @@ class PPOController:
             sources=reward.sources, retries=reward.retries)
         self.reference = self._single(ReferenceModel, "reference", config.reference_num_cpus,
                                       config.reference_num_gpus).remote(
-            str(resolve_model_path(config.reference_path or config.model_path)))
+            str(resolve_model_path(config.reference_path or config.model_path)),
+            token_budget=config.reference_logprob_token_budget)
         # The judge scores held-out answers only: no penalties, its own normalisation.
         self.judge = (self._single(RewardScorer, "judge", config.judge_num_cpus).remote(
             str(resolve_model_path(config.judge_model_path)), None, reward.max_length, True)

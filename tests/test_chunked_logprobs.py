@@ -187,3 +187,40 @@ def test_an_output_left_out_of_the_loss_contributes_nothing() -> None:
     for want, have in ((logp, chunked_logp), (entropy, chunked_entropy)):  # the other output gets no gradient
         torch.testing.assert_close(torch.autograd.grad(have.sum(), hidden, retain_graph=True)[0],
                                    torch.autograd.grad(want.sum(), hidden, retain_graph=True)[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from rlhf_ray.models import init_model
+
+    corpus = ["Where is my parcel? It left the depot this morning.", "Can I get a refund? Yes, it is on its way."]
+    return str(init_model(corpus * 20, tmp_path_factory.mktemp("policy"), "tiny", seed=0).path)
+
+
+def test_learner_and_reference_give_the_same_figures_and_gradients_chunked(tiny_policy: str) -> None:
+    from rlhf_ray.roles.learner import PolicyLearner
+    from rlhf_ray.roles.scoring import ReferenceModel
+
+    ids = torch.randint(5, 200, (4, 12), generator=torch.Generator().manual_seed(5))
+    attention = torch.ones_like(ids)
+    attention[0, :3] = 0
+    response = attention.clone()
+    response[:, :6] = 0
+    settings = {"seed": 0, "lr": 1e-2, "weight_decay": 0.0, "max_grad_norm": 1.0, "epochs": 1, "num_minibatches": 1,
+                "policy_loss": "ppo", "clip_eps": 0.2, "dual_clip": None, "entropy_coef": 0.01, "kl_loss_coef": 0.0}
+    results = []
+    for budget in (None, 5):  # whole logits, then 5 of the 44 tokens at a time
+        learner = PolicyLearner(tiny_policy, 1, {**settings, "logprob_token_budget": budget})
+        learner.init_group(*learner.address(), rank=0)
+        split_output_head(learner.engine.model)  # the chunked path is taken, not the fallback
+        old = learner.logprobs(ids, attention)
+        minibatch = {"input_ids": ids, "attention_mask": attention, "response_mask": response,
+                     "old_logprobs": old[:, 5:] - 0.1, "advantages": torch.linspace(-1, 1, 6).expand(4, 6)}
+        learner.model.train()
+        loss, extras = learner.minibatch_loss(minibatch)
+        loss.backward()
+        reference = ReferenceModel(tiny_policy, micro_batch_size=3, token_budget=budget).logprobs(ids, attention)
+        results.append((old, reference, loss.detach(), torch.tensor(extras["entropy"]),
+                        *(p.grad for p in learner.model.parameters())))
+    for want, have in zip(*results, strict=True):
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-6)

@@ -33,6 +33,10 @@ from rlhf_ray.algos.chunked import chunked_token_logprobs
 from rlhf_ray.algos.logprobs import token_logprobs
 from rlhf_ray.algos.policy_loss import token_entropy
 
+# Tokens whose logits may exist at once, where a config does not say: 2048 × 128k vocabulary × 4 bytes ≈ 1 GB per
+# float32 buffer on a large model; a tiny CI model's whole minibatch fits in one chunk.
+DEFAULT_TOKEN_BUDGET = 2048
+
 # Causal LMs whose forward (transformers 5.x) is `logits = lm_head(decoder(...).last_hidden_state)` exactly.
 CHUNKABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt_neox"})
 

@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 
 from rlhf_ray.algos.kl import kl_penalty
-from rlhf_ray.algos.logprobs import masked_mean, token_logprobs
-from rlhf_ray.algos.policy_loss import POLICY_LOSSES, token_entropy, value_loss
+from rlhf_ray.algos.logprobs import masked_mean
+from rlhf_ray.algos.policy_loss import POLICY_LOSSES, value_loss
 from rlhf_ray.models import LoraSection, load_causal_lm, load_tokenizer, save_tokenizer
+from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET, causal_lm_token_logprobs_entropy
 from rlhf_ray.models.lora import add_lora, merged_state_dict
 from rlhf_ray.roles.engines import (
     DeepSpeedEngine,
@@ -157,6 +158,8 @@ class PolicyLearner(GroupMember):
         if self.lora:
             torch.manual_seed(settings["seed"])  # the same adapter initialisation on every rank and every run
             self.model = add_lora(self.model, LoraSection(**self.lora))
+        # tokens whose logits exist at once in `logprobs` and the loss (None: all); hand-built settings may omit it
+        self.token_budget: int | None = settings.get("logprob_token_budget", DEFAULT_TOKEN_BUDGET)
 
     def train(self, experience: dict[str, Tensor], update: int | None = None,
               kl_loss_coef: float | None = None) -> dict[str, float]:
@@ -170,19 +173,21 @@ class PolicyLearner(GroupMember):
         """[B, T−1] token log-probs under the current weights: the "old" log-probs of PPO's ratio."""
         self.model.eval()
         with torch.no_grad():
-            return causal_lm_token_logprobs(self.model, input_ids, attention_mask)
+            return causal_lm_token_logprobs(self.model, input_ids, attention_mask, self.token_budget)
 
     def minibatch_loss(self, minibatch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         ids, attention, response = (minibatch[k] for k in SEQUENCE_KEYS)
-        logits = self.engine.model(input_ids=ids, attention_mask=attention,
-                                   position_ids=position_ids_from_mask(attention)).logits
-        logprobs, mask = response_token_view(token_logprobs(logits, ids), response)
-        entropy, _ = response_token_view(token_entropy(logits[:, :-1]), response)
+        token_logp, token_entropy = causal_lm_token_logprobs_entropy(
+            self.engine.model, ids, attention, position_ids_from_mask(attention), self.token_budget, with_entropy=True)
+        logprobs, mask = response_token_view(token_logp, response)
+        entropy, _ = response_token_view(token_entropy, response)
         policy = POLICY_LOSSES[self.settings["policy_loss"]](
             logprobs, minibatch["old_logprobs"], minibatch["advantages"], mask, self.settings["clip_eps"],
             self.settings["dual_clip"])
         mean_entropy = masked_mean(entropy, mask)
-        loss = policy.loss - self.settings["entropy_coef"] * mean_entropy
+        # without a bonus the entropy is only reported, and the chunked backward skips its terms
+        coef = self.settings["entropy_coef"]
+        loss = policy.loss - coef * mean_entropy if coef > 0 else policy.loss
         extras = {"clip_fraction": policy.clip_fraction.item(), "approx_kl": policy.approx_kl.item(),
                   "entropy": mean_entropy.item(), "policy_loss": policy.loss.item()}
         if self.settings["kl_loss_coef"] > 0:

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlhf_ray.algos.logprobs import token_logprobs
 from rlhf_ray.algos.penalties import RulePenaltySettings, keyword_coverage
+from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET, causal_lm_token_logprobs_entropy
 from rlhf_ray.models.loading import load_causal_lm
 from rlhf_ray.rewards.combine import combine_scores, with_retries
 from rlhf_ray.rewards.sources import RewardSource, build_source
@@ -73,15 +73,17 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     return positions.masked_fill(attention_mask == 0, 1)
 
 
-def causal_lm_token_logprobs(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def causal_lm_token_logprobs(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor,
+                             token_budget: int | None = None) -> Tensor:
     """`token_logprobs` of a causal LM on its own input: out[b, t] = log p(input_ids[b, t+1] | input_ids[b, ≤t]).
 
     Positions come from `position_ids_from_mask`. Columns whose target token is padding hold meaningless
     values: mask with `attention_mask[:, 1:]` (or a response mask's `[:, 1:]`), as everywhere in `algos`.
+    `token_budget`: at most this many tokens' logits exist at once (`causal_lm_token_logprobs_entropy`);
+    None forms all [B, T, V] logits at once.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask)).logits
-    return token_logprobs(logits, input_ids)
+    return causal_lm_token_logprobs_entropy(model, input_ids, attention_mask, position_ids_from_mask(attention_mask),
+                                            token_budget)[0]
 
 
 class _Timed:
@@ -243,19 +245,25 @@ class ReferenceModel(_Timed):
 
     Args:
         model_path: a local causal-LM checkpoint directory (the SFT policy PPO starts from).
-        micro_batch_size: rows per forward pass; bounds activation memory ([micro_batch, T, V] logits).
+        micro_batch_size: rows per forward pass; bounds activation memory.
         num_threads: `torch.set_num_threads` for this process (None: leave as is).
+        token_budget: at most this many tokens' logits at once (`causal_lm_token_logprobs`), so memory does not
+            grow with micro_batch × T × V; None forms each micro-batch's [micro_batch, T, V] logits whole.
         device: "cpu", "cuda", ...; None picks CUDA when visible.
         dtype: load dtype (None: float32; "auto": the checkpoint's; torch.bfloat16 on GPU). Log-probs are
             float32 whatever the dtype (`token_logprobs` normalises in float32).
     """
 
     def __init__(self, model_path: str, micro_batch_size: int = 8, *, num_threads: int | None = None,
-                 device: str | None = None, dtype: torch.dtype | str | None = None) -> None:
+                 token_budget: int | None = DEFAULT_TOKEN_BUDGET, device: str | None = None,
+                 dtype: torch.dtype | str | None = None) -> None:
         super().__init__()
         set_threads(num_threads)
         _check_batch_size("micro_batch_size", micro_batch_size)
+        if token_budget is not None:
+            _check_batch_size("token_budget", token_budget)
         self.micro_batch_size = micro_batch_size
+        self.token_budget = token_budget
         self.device = pick_device(device)
         self.model = load_causal_lm(model_path, dtype=dtype).to(self.device).eval().requires_grad_(False)
 
@@ -278,7 +286,8 @@ class ReferenceModel(_Timed):
             for first in range(0, input_ids.shape[0], self.micro_batch_size):
                 rows = slice(first, first + self.micro_batch_size)
                 out.append(causal_lm_token_logprobs(self.model, input_ids[rows].to(self.device),
-                                                    attention_mask[rows].to(self.device)).float().cpu())
+                                                    attention_mask[rows].to(self.device),
+                                                    self.token_budget).float().cpu())
         result = torch.cat(out) if out else torch.zeros((0, input_ids.shape[1] - 1))
         self._record(start)
         return result
