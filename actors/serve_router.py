@@ -1,4 +1,4 @@
-"""`CanaryRouter`: the HTTP ingress (FastAPI) in front of the incumbent and canary policy deployments.
+"""`CanaryRouter`: the HTTP ingress in front of the incumbent and canary policy deployments.
 
     POST /v1/chat/completions   OpenAI chat format (system/user/assistant turns, n, stop, logprobs, `stream` as
                                 server-sent events); routed by sticky weighted assignment of the user
@@ -34,12 +34,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from actors.serve_control import HEALTH_CHECK_PERIOD_S, serve_metric
 from actors.serve_monitor import initial_router_state
@@ -82,9 +81,6 @@ USER_HEADER = "x-user-id"  # the end user a trusted front end (holding the admin
 ISSUED_USER_HEADER = "x-rlhf-user"  # the server-issued id of a client without an API key; sent back to stay put
 FEEDBACK_TOKEN_HEADER = "x-rlhf-feedback-token"
 
-app = FastAPI(title="rlhf-ray canary", docs_url=None, redoc_url=None, openapi_url=None)
-
-
 _FIELD = re.compile(r"^field '([^']+)'")
 
 
@@ -108,11 +104,24 @@ class HTTPProblem(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    """Unknown paths and methods answer in the same error shape as everything else."""
-    kind = "not_found" if error.status_code == 404 else "invalid_request_error"
-    return HTTPProblem(error.status_code, f"{request.method} {request.url.path}: {error.detail}", kind).response()
+# (method, path pattern, handler): the deployment dispatches itself rather than through a web framework, since
+# a framework's per-request machinery (dependency solving, middleware stack) cost more than all of the router's
+# own work (benchmarks/serve.py). A handler takes the request and the pattern's named groups.
+ROUTES = [(method, re.compile(pattern), handler) for method, pattern, handler in (
+    ("GET", r"/v1/models", "models"),
+    ("GET", r"/v1/models/(?P<model>[^/]+)", "model"),
+    ("POST", r"/v1/chat/completions", "chat_completions"),
+    ("POST", r"/v1/feedback", "feedback"),
+    ("GET", r"/v1/canary", "canary_status"),
+    ("POST", r"/v1/canary/(?P<action>[^/]+)", "canary_admin"),
+    ("GET", r"/healthz", "healthz"),
+)]
+
+
+def route_path(scope: dict[str, Any]) -> str:
+    """The request's path below the application's route prefix (Serve puts the prefix in `root_path`)."""
+    path, root = scope.get("path", "/"), scope.get("root_path", "")
+    return (path[len(root):] or "/") if root and path.startswith(root) else path
 
 
 def _sse(data: dict[str, Any] | str) -> str:
@@ -143,7 +152,6 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 @serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
-@serve.ingress(app)
 class CanaryRouter:
     def __init__(self, incumbent: DeploymentHandle, canary: DeploymentHandle, monitor: DeploymentHandle,
                  args: dict[str, Any]) -> None:
@@ -187,15 +195,30 @@ class CanaryRouter:
         if state.revision >= self.state.revision:
             self.state = state
 
+    async def __call__(self, request: Request) -> Response:
+        """Dispatch on (method, path) to a handler of `ROUTES`; unknown paths and methods answer in the same
+        error shape as everything else."""
+        path, allowed = route_path(request.scope), []
+        for method, pattern, handler in ROUTES:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if method == request.method:
+                return await getattr(self, handler)(request, **match.groupdict())
+            allowed.append(method)
+        if allowed:
+            problem = HTTPProblem(405, f"{request.method} {path}: method not allowed, expected "
+                                       f"{' or '.join(allowed)}")
+            return JSONResponse(problem.body(), status_code=405, headers={"Allow": ", ".join(allowed)})
+        return HTTPProblem(404, f"{request.method} {path}: not found", "not_found").response()
+
     # ------------------------------------------------------------------ chat
 
-    @app.get("/v1/models")
-    async def models(self) -> JSONResponse:
+    async def models(self, request: Request) -> JSONResponse:
         """The one public model name; the variants behind it are not models a client can pick."""
         return JSONResponse({"object": "list", "data": [self._model_card()]})
 
-    @app.get("/v1/models/{model}")
-    async def model(self, model: str) -> JSONResponse:
+    async def model(self, request: Request, model: str) -> JSONResponse:
         if model != self.args.router.model_name:
             return self._unknown_model(model).response()
         return JSONResponse(self._model_card())
@@ -207,7 +230,6 @@ class CanaryRouter:
         return HTTPProblem(404, f"field 'model': got {model[:80]!r}, expected {self.args.router.model_name!r}",
                            param="model", code="model_not_found")
 
-    @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
         self._ensure_reporter()
         try:
@@ -419,7 +441,6 @@ class CanaryRouter:
 
     # ------------------------------------------------------------------ feedback
 
-    @app.post("/v1/feedback")
     async def feedback(self, request: Request) -> JSONResponse:
         """Feedback on an answer this server gave the caller, proven by the answer's feedback token; refused
         (and not recorded) otherwise. One rating per (response, user, kind); a per-user rate limit."""
@@ -493,13 +514,11 @@ class CanaryRouter:
 
     # ------------------------------------------------------------------ canary status and admin
 
-    @app.get("/v1/canary")
-    async def canary_status(self) -> JSONResponse:
+    async def canary_status(self, request: Request) -> JSONResponse:
         await self._report()
         return JSONResponse(await self.monitor.status.remote())
 
-    @app.post("/v1/canary/{action}")
-    async def canary_admin(self, action: str, request: Request) -> JSONResponse:
+    async def canary_admin(self, request: Request, action: str) -> JSONResponse:
         try:
             self._authorize(request)
             if action not in ADMIN_ACTIONS:
@@ -524,9 +543,8 @@ class CanaryRouter:
         self._adopt(RouterState.model_validate({k: result[k] for k in RouterState.model_fields}))
         return JSONResponse(result)
 
-    @app.get("/healthz")
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
 
     def _authorize(self, request: Request) -> None:
         if self.admin_token is None:

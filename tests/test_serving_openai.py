@@ -209,6 +209,9 @@ def test_the_openai_client_chats_and_streams_with_system_prompts_and_history(var
     assert too_many.value.param == "n" and "at most 4" in too_many.value.message
     unknown = requests.get(f"{url}/v1/nothing-here", timeout=30)
     assert unknown.status_code == 404 and set(unknown.json()["error"]) == {"message", "type", "param", "code"}
+    wrong_method = requests.get(f"{url}/v1/chat/completions", timeout=30)
+    assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "POST")
+    assert "method not allowed" in wrong_method.json()["error"]["message"]
 
 
 def _admin(url: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
