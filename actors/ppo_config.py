@@ -18,6 +18,7 @@ from rlhf_ray.config import JobConfig, StrictModel
 from rlhf_ray.config.resources import ClusterSection
 from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET
 from rlhf_ray.models.options import ModelOptions
+from rlhf_ray.models.placement import DEVICE_HELP, DeviceSpec, DtypeName, Placement
 from rlhf_ray.rewards.spec import RewardSourceSpec
 from rlhf_ray.training.config import DeepSpeedSection
 
@@ -26,7 +27,10 @@ class PPOError(ValueError):
     """The job cannot start: a missing model, reward or checkpoint."""
 
 
-class RolloutSection(StrictModel):
+class RolloutSection(Placement):
+    """Generation workers. `device` and `dtype` place the hf backend's model (loaded in `dtype`); vLLM places
+    itself on the worker's GPU and takes its dtype from `backend_kwargs.dtype`."""
+
     backend: Literal["hf", "vllm"] = Field("hf", description="hf = transformers generate (CPU/GPU); vllm = GPU")
     num_workers: int = Field(2, ge=1)
     num_cpus: float = Field(0.25, ge=0)
@@ -42,8 +46,27 @@ class RolloutSection(StrictModel):
     colocate_with_learner: bool = Field(False, description="worker i shares learner rank i's placement bundle "
                                         "(and GPU): one engine per learner rank")
 
+    @model_validator(mode="after")
+    def _one_place_for_placement(self) -> RolloutSection:
+        if self.backend == "vllm" and (self.device, self.dtype) != ("auto", "float32"):
+            raise ValueError(f"rollout.device={self.device!r} / rollout.dtype={self.dtype!r} place the hf backend; "
+                             "vLLM runs on the worker's GPU and takes backend_kwargs.dtype")
+        if self.backend == "hf" and (named := sorted({"device", "dtype"} & set(self.backend_kwargs))):
+            raise ValueError(f"rollout.backend_kwargs.{named[0]}: set rollout.{named[0]} instead (the hf backend's "
+                             "placement has one setting)")
+        return self
 
-class OptimizerSection(StrictModel):
+    def worker_backend_kwargs(self) -> dict[str, Any]:
+        """What a rollout worker builds its backend with: `backend_kwargs`, plus the hf backend's device and dtype
+        (vLLM places itself)."""
+        placement = {"device": self.device, "dtype": self.dtype} if self.backend == "hf" else {}
+        return {**self.backend_kwargs, **placement}
+
+
+class OptimizerSection(Placement):
+    """A trained role's group: its ranks, resources and optimizer. `device` and `dtype` (`Placement`): the fp32
+    model lives on `device`, and its forward passes run under autocast in `dtype` (float16 with a grad scaler)."""
+
     num_workers: int = Field(1, ge=1, description="data-parallel ranks (a torch.distributed group)")
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
@@ -58,6 +81,13 @@ class OptimizerSection(StrictModel):
     deepspeed: DeepSpeedSection | None = None
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per rank, e.g. "
                                         "{learner_node: 0.01}: ranks go only to nodes started with them")
+
+    @model_validator(mode="after")
+    def _fp16_needs_the_torch_engine(self) -> OptimizerSection:
+        if self.dtype == "float16" and self.deepspeed is not None:
+            raise ValueError("dtype='float16' scales the loss in the plain torch engine; with deepspeed set, use "
+                             "dtype: bfloat16 or float32 (or DeepSpeed's own fp16 section through deepspeed.overrides)")
+        return self
 
 
 class LearnerSection(OptimizerSection):
@@ -78,9 +108,10 @@ class CriticSection(OptimizerSection):
                                                          description="backbone of the critic (policy if no RM)")
 
 
-class RewardSection(StrictModel):
+class RewardSection(Placement):
     """The training reward: Σ_k w_k · score_k over `model_path` (one RM source of weight 1) and `sources`, or the
-    rule reward when neither is set; minus the rule penalties (`rlhf_ray.roles.scoring`)."""
+    rule reward when neither is set; minus the rule penalties (`rlhf_ray.roles.scoring`). `device` and `dtype`
+    place the model sources (reward models, LLM judges), whose weights load in `dtype`."""
 
     model_path: str | None = Field(None, description="reward model directory from `rlhf-ray train-rm`")
     sources: list[RewardSourceSpec] = Field(default_factory=list, description="further weighted reward sources: "
@@ -156,6 +187,9 @@ class PPOEngineConfig(JobConfig):
     reference_num_gpus: float = Field(0.0, ge=0)
     reference_logprob_token_budget: int | None = Field(DEFAULT_TOKEN_BUDGET, ge=1, description="the reference "
                                                        "model's learner.logprob_token_budget")
+    reference_device: DeviceSpec = Field("auto", description=f"the frozen reference model's device: {DEVICE_HELP}")
+    reference_dtype: DtypeName = Field("float32", description="float32 | bfloat16 | float16: the reference "
+                                       "model's weights load in it (its log-probs are float32 whatever it is)")
     cluster: ClusterSection | None = Field(None, description="the cluster this config is sized for; the actors' "
                                            "resource arithmetic is checked against it when the config loads")
     data_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data task sampling prompts (keep some free "
@@ -181,6 +215,16 @@ class PPOEngineConfig(JobConfig):
         if self.prompts_per_iteration < self.rollout.num_workers:
             raise ValueError(f"prompts_per_iteration={self.prompts_per_iteration} must be ≥ rollout.num_workers="
                              f"{self.rollout.num_workers} (each worker needs a prompt)")
+        gpus = {"learner": (self.learner.device, self.learner.num_gpus),
+                "critic": (self.critic.device, self.critic.num_gpus),
+                "rollout": (self.rollout.device, self.rollout.num_gpus),
+                "reward": (self.reward.device, self.reward.num_gpus),
+                "reference": (self.reference_device, self.reference_num_gpus)}
+        for name, (device, num_gpus) in gpus.items():
+            if device.startswith("cuda") and num_gpus == 0:
+                field = "reference_num_gpus" if name == "reference" else f"{name}.num_gpus"
+                raise ValueError(f"{name} device {device!r} needs a GPU, but {field}=0: a Ray actor sees only the "
+                                 "GPUs it reserves (set the num_gpus, or device: auto)")
         if problems := config_problems(self):
             raise ValueError("; ".join(problems))
         return self

@@ -203,11 +203,11 @@ class PPOController:
         self.scorer = self._single(RewardScorer, "reward", reward.num_cpus, reward.num_gpus).remote(
             self.reward_model, penalties, reward.max_length, reward.normalize,
             {"keywords": reward.rule_keywords} if not self.reward_model and not reward.sources else None,
-            sources=reward.sources, retries=reward.retries)
+            sources=reward.sources, retries=reward.retries, device=reward.device, dtype=reward.dtype)
         self.reference = self._single(ReferenceModel, "reference", config.reference_num_cpus,
                                       config.reference_num_gpus).remote(
-            str(resolve_model_path(config.reference_path or config.model_path)),
-            token_budget=config.reference_logprob_token_budget)
+            str(resolve_model_path(config.reference_path or config.model_path)), device=config.reference_device,
+            dtype=config.reference_dtype, token_budget=config.reference_logprob_token_budget)
         # The judge scores held-out answers only: no penalties, its own normalisation.
         self.judge = (self._single(RewardScorer, "judge", config.judge_num_cpus).remote(
             str(resolve_model_path(config.judge_model_path)), None, reward.max_length, True)
@@ -239,7 +239,7 @@ class PPOController:
             within=(self._within(learner_group) or (self.learners.placement_group, 0)) if rollout.colocate_with_learner
             else self._within("rollout"),
             init_kwargs={"model_path": policy_path, "backend": rollout.backend,
-                         "backend_kwargs": rollout.backend_kwargs, "seed": config.seed})
+                         "backend_kwargs": rollout.worker_backend_kwargs(), "seed": config.seed})
         if resume:
             ray.get(self.learners.call("load_optimizer", str(resume / "policy")))
             if self.critic:

@@ -22,6 +22,7 @@ from ray.train import Checkpoint
 
 from rlhf_ray.models import LoraSection, load_causal_lm, load_tokenizer
 from rlhf_ray.models.lora import add_lora
+from rlhf_ray.models.placement import autocast_for, model_device, torch_dtype
 from rlhf_ray.roles.engines import UpdateEngine, make_engine
 from rlhf_ray.training.checkpoint import load_adapters, load_trainer_state, refuse_adapters, save_checkpoint
 from rlhf_ray.training.reward_model import RewardModel
@@ -55,9 +56,10 @@ def _report(metrics: dict[str, Any], save: Callable[[str], None]) -> None:
 
 
 def _start(config: dict[str, Any], load: Callable[[str, bool], torch.nn.Module]) -> tuple[Any, ...]:
-    """Seed, load the model (from the base or a checkpoint), build the update engine (DDP + AdamW or DeepSpeed)
-    and restore its optimizer state when resuming. With `config["lora"]` the model is the base with adapters
-    (`add_lora`); a resumed run gets its checkpoint's adapters and heads back on that base.
+    """Seed, load the model (from the base or a checkpoint), move it to this worker's device (Ray Train's
+    `get_device()`: the worker's GPU with `use_gpu`, else the CPU), build the update engine (DDP + AdamW or
+    DeepSpeed) and restore its optimizer state when resuming. With `config["lora"]` the model is the base with
+    adapters (`add_lora`); a resumed run gets its checkpoint's adapters and heads back on that base.
 
     Returns (model to call forward on, tokenizer, engine, trainer state or None)."""
     import ray.train.torch  # in the worker only: the driver that imports these loops need not load it
@@ -73,7 +75,8 @@ def _start(config: dict[str, Any], load: Callable[[str, bool], torch.nn.Module])
         if directory is not None:
             refuse_adapters(directory)
         model = load(start_path, state is not None)
-    model.train()
+    # `prepare_model` would move it too, but the engine's fp16 grad scaler is built for the device it finds
+    model.to(ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")).train()
     engine = make_engine(model, config, wrap=ray.train.torch.prepare_model)
     if directory is not None:
         engine.load(directory)
@@ -86,7 +89,8 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, engine: Upda
                   evaluate: Callable[[], dict[str, Any]], throughput_key: str | None = None) -> None:
     """The epoch loop every trainer shares: shard batches → loss → engine step (clipped AdamW); every
     `log_every` steps a JSON line (rank 0) with the recent means; per epoch, the mean of `train_loss` and of
-    each extra batch figure, `evaluate()`'s held-out figures, a JSON line, and a report with a checkpoint."""
+    each extra batch figure, `evaluate()`'s held-out figures, a JSON line, and a report with a checkpoint.
+    The loss's forward pass runs under autocast in `config["dtype"]` (the weights stay float32)."""
     step, first_epoch = (state["step"], state["epoch"] + 1) if state else (0, 0)
     shard = ray.train.get_dataset_shard("train")
     context = ray.train.get_context()
@@ -97,7 +101,8 @@ def _train_epochs(job: str, model: torch.nn.Module, tokenizer: Any, engine: Upda
                                         local_shuffle_buffer_size=config["shuffle_buffer"],
                                         local_shuffle_seed=config["seed"] + epoch):
             seen += len(next(iter(batch.values())))
-            loss, extras = batch_loss(batch)
+            with autocast_for(model, config["dtype"]):
+                loss, extras = batch_loss(batch)
             engine.step(loss)
             step += 1
             for name, value in {"train_loss": loss.item(), **extras}.items():
@@ -157,7 +162,9 @@ def reward_model_loop(config: dict[str, Any]) -> None:
 def dpo_loop(config: dict[str, Any]) -> None:
     """DPO/IPO/hinge on preference rows against a frozen reference copy of the starting policy."""
     policy, tokenizer, engine, state = _start(config, lambda path, _: load_causal_lm(path))
-    reference = load_causal_lm(config["reference_path"]).eval().requires_grad_(False)
+    # frozen: loaded directly in the training dtype, on the policy's device
+    reference = load_causal_lm(config["reference_path"], dtype=torch_dtype(config["dtype"]))
+    reference = reference.to(model_device(policy)).eval().requires_grad_(False)
 
     def batch_loss(batch: dict[str, Any]) -> BatchLoss:
         return dpo_batch_loss(policy, reference, tokenizer, batch, beta=config["beta"], loss_type=config["loss_type"],

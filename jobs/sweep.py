@@ -177,7 +177,7 @@ def measure_on_test(settings: PPOConfig, policy_dir: str) -> dict[str, float]:
     rows = WorldPromptSource(settings.world, settings.seed).split(REPORT_SPLIT)[: settings.eval_prompts]
     rollout = settings.rollout
     worker = ray.remote(RolloutWorker).options(num_cpus=rollout.num_cpus, num_gpus=rollout.num_gpus).remote(
-        policy_dir, rollout.backend, rollout.backend_kwargs, settings.seed)
+        policy_dir, rollout.backend, rollout.worker_backend_kwargs(), settings.seed)
     params = {"max_new_tokens": rollout.max_new_tokens, "temperature": settings.eval_temperature,
               "top_p": rollout.top_p, "top_k": rollout.top_k, "seed": settings.seed}
     try:

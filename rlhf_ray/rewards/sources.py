@@ -38,14 +38,15 @@ class RMSource:
     """A trained reward model (`RewardModel.save_pretrained` directory with its tokenizer)."""
 
     def __init__(self, path: str, normalize: bool = True, max_length: int = 512, batch_size: int = 16,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype | str = "float32") -> None:
         from rlhf_ray.models.loading import load_tokenizer, resolve_model_path
+        from rlhf_ray.models.placement import resolve_device, torch_dtype
         from rlhf_ray.training.reward_model import RewardModel
 
         resolved = resolve_model_path(path)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(resolved)
-        self.model = RewardModel.load(resolved).to(self.device).eval().requires_grad_(False)
+        self.model = RewardModel.load(resolved, torch_dtype(dtype)).to(self.device).eval().requires_grad_(False)
         self.normalize, self.max_length, self.batch_size, self.failures = normalize, max_length, batch_size, 0
 
     def score(self, prompts: Sequence[str], responses: Sequence[str],
@@ -57,8 +58,9 @@ class RMSource:
             for first in range(0, len(prompts), self.batch_size):
                 batch = encode_chat(self.tokenizer, prompts[first: first + self.batch_size],
                                     responses[first: first + self.batch_size], self.max_length)
-                raw = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-                out.extend((self.model.normalized(raw) if self.normalize else raw).float().cpu().tolist())
+                # a bf16/fp16 model's raw reward is normalised in float32
+                raw = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)).float()
+                out.extend((self.model.normalized(raw) if self.normalize else raw).cpu().tolist())
         return out
 
 
@@ -115,10 +117,10 @@ class LLMJudgeSource:
 
     def __init__(self, path: str, rubric: str | None = None, score_range: tuple[float, float] = (1.0, 10.0),
                  max_new_tokens: int = 16, failure_score: float | None = None, batch_size: int = 16,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype | str = "float32") -> None:
         from rlhf_ray.rollout.backends import HFBackend
 
-        self.backend = HFBackend(path, device=str(device), max_batch_size=batch_size)
+        self.backend = HFBackend(path, device=str(device), dtype=dtype, max_batch_size=batch_size)
         self.rubric = rubric or JUDGE_RUBRIC
         self.low, self.high = score_range
         # an unparseable verdict is neither good nor bad: the middle of the scale unless configured
@@ -139,13 +141,14 @@ class LLMJudgeSource:
         return [self.failure_score if value is None else value for value in parsed]
 
 
-def build_source(spec: RewardSourceSpec, max_length: int = 512, device: torch.device | str = "cpu") -> RewardSource:
-    """The source a spec names, loaded (models on `device`)."""
+def build_source(spec: RewardSourceSpec, max_length: int = 512, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | str = "float32") -> RewardSource:
+    """The source a spec names, loaded (models on `device`, their weights in `dtype`)."""
     if spec.kind == "rm":
-        return RMSource(spec.path, spec.normalize, max_length, spec.batch_size, device)
+        return RMSource(spec.path, spec.normalize, max_length, spec.batch_size, device, dtype)
     if spec.kind == "http":
         return HTTPSource(spec.url, spec.timeout_s, spec.batch_size)
     if spec.kind == "function":
         return FunctionSource(spec.function)
     return LLMJudgeSource(spec.path, spec.rubric, spec.score_range, spec.max_new_tokens, spec.failure_score,
-                          spec.batch_size, device)
+                          spec.batch_size, device, dtype)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
+from rlhf_ray.models.placement import grad_scaler, model_device
 from rlhf_ray.rollout.weights import StateDict, cpu_state_dict
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -42,20 +43,32 @@ Wrap = Callable[[torch.nn.Module], torch.nn.Module]
 
 
 class TorchEngine:
-    """AdamW + global-norm clipping over a (usually DDP-wrapped) model."""
+    """AdamW + global-norm clipping over a (usually DDP-wrapped) model.
+
+    With `config["dtype"] == "float16"` the loss is scaled (`torch.amp.GradScaler`): the backward runs on
+    scale · loss so small fp16 gradients do not underflow, the gradients are unscaled before clipping (the norm is
+    of the true gradients), and a step whose gradients overflowed is skipped while the scale shrinks."""
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], wrap: Wrap | None = None) -> None:
         """`wrap` makes the data-parallel model (DDP, or Ray Train's `prepare_model` in a Train worker); None
         trains `model` as it is, for one process."""
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+        self.scaler = grad_scaler(model_device(model), config.get("dtype", "float32"))
         self.model = wrap(model) if wrap is not None else model
         self.max_grad_norm = config["max_grad_norm"]
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def save(self, directory: str, rank: int) -> None:
         if rank == 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from rlhf_ray.algos.policy_loss import POLICY_LOSSES, value_loss
 from rlhf_ray.models import LoraSection, load_causal_lm, load_tokenizer, save_tokenizer
 from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET, causal_lm_token_logprobs_entropy
 from rlhf_ray.models.lora import add_lora, merged_state_dict
+from rlhf_ray.models.placement import autocast, process_group_backend, resolve_device, to_device
 from rlhf_ray.roles.engines import (
     DeepSpeedEngine,
     TorchEngine,
@@ -61,15 +63,26 @@ def trim(minibatch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class GroupMember:
-    """A model trained as one rank of a data-parallel group; subclasses define the model and the loss."""
+    """A model trained as one rank of a data-parallel group; subclasses define the model and the loss.
+
+    `settings["device"]` and `settings["dtype"]` place it (`rlhf_ray.models.placement`): the subclass moves its
+    fp32 model to `self.device` once (`_place`); every minibatch and every scoring input is moved there, forward
+    passes run under autocast in `dtype`, and what goes back to the caller is on the CPU."""
 
     model: torch.nn.Module
 
     def __init__(self, world_size: int, settings: dict[str, Any], num_threads: int | None) -> None:
         set_threads(num_threads)
         self.rank, self.world_size, self.settings = 0, world_size, settings
+        self.device = resolve_device(settings.get("device", "auto"))
+        self.dtype = settings.get("dtype", "float32")
         self.engine: UpdateEngine | None = None
         self.updates = 0
+
+    def _place(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # NCCL and DeepSpeed use the current device of the process
+        return model.to(self.device)
 
     def address(self) -> tuple[str, int]:
         """Where rank 0 listens for the group's rendezvous: loopback and a free port, since without a cluster
@@ -82,7 +95,7 @@ class GroupMember:
         torch.manual_seed(self.settings["seed"] + rank)
         deepspeed = self.settings.get("deepspeed")
         if self.world_size > 1 or deepspeed:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            backend = process_group_backend(self.device)
             os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port), RANK=str(self.rank),
                               WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
             torch.distributed.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=self.rank,
@@ -90,7 +103,11 @@ class GroupMember:
         if deepspeed:
             self.engine = DeepSpeedEngine(self.model, self.settings)
         else:
-            wrap = torch.nn.parallel.DistributedDataParallel if self.world_size > 1 else None
+            wrap = None
+            if self.world_size > 1:
+                cuda = self.device.type == "cuda"  # DDP on a CUDA module is told its one device; on CPU none
+                wrap = partial(torch.nn.parallel.DistributedDataParallel,
+                               device_ids=[self.device.index] if cuda else None)
             self.engine = TorchEngine(self.model, self.settings, wrap=wrap)
         return True
 
@@ -116,7 +133,9 @@ class GroupMember:
         self.model.train()
         for _ in range(self.settings["epochs"]):
             for chunk in torch.tensor_split(torch.randperm(rows, generator=generator), chunks):
-                loss, extras = self.minibatch_loss(trim({k: v[chunk] for k, v in experience.items()}))
+                with autocast(self.device, self.dtype):
+                    loss, extras = self.minibatch_loss(to_device(trim({k: v[chunk] for k, v in experience.items()}),
+                                                                 self.device))
                 self.engine.step(loss)
                 for name, value in {"loss": loss.item(), **extras}.items():
                     figures[name].append(value)
@@ -158,6 +177,7 @@ class PolicyLearner(GroupMember):
         if self.lora:
             torch.manual_seed(settings["seed"])  # the same adapter initialisation on every rank and every run
             self.model = add_lora(self.model, LoraSection(**self.lora))
+        self.model = self._place(self.model)
         # tokens whose logits exist at once in `logprobs` and the loss (None: all); hand-built settings may omit it
         self.token_budget: int | None = settings.get("logprob_token_budget", DEFAULT_TOKEN_BUDGET)
 
@@ -170,10 +190,12 @@ class PolicyLearner(GroupMember):
         return super().train(experience, update)
 
     def logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """[B, T−1] token log-probs under the current weights: the "old" log-probs of PPO's ratio."""
+        """[B, T−1] token log-probs (float32, CPU) under the current weights: the "old" log-probs of PPO's ratio,
+        computed in the precision the update's forward pass uses, so the first ratio is 1."""
         self.model.eval()
-        with torch.no_grad():
-            return causal_lm_token_logprobs(self.model, input_ids, attention_mask, self.token_budget)
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            return causal_lm_token_logprobs(self.model, input_ids.to(self.device), attention_mask.to(self.device),
+                                            self.token_budget).float().cpu()
 
     def minibatch_loss(self, minibatch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         ids, attention, response = (minibatch[k] for k in SEQUENCE_KEYS)
@@ -238,17 +260,21 @@ class Critic(GroupMember):
     def __init__(self, model_path: str, world_size: int, settings: dict[str, Any],
                  num_threads: int | None = None) -> None:
         super().__init__(world_size, settings, num_threads)
-        self.model = ValueModel.from_pretrained(model_path)
+        self.model = self._place(ValueModel.from_pretrained(model_path))
 
     def values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """[B, T−1] V(s) before each token t ≥ 1, aligned with `token_logprobs` (column t−1 ↔ token t)."""
+        """[B, T−1] V(s) (float32, CPU) before each token t ≥ 1, aligned with `token_logprobs` (column t−1 ↔
+        token t)."""
         self.model.eval()
-        with torch.no_grad():
-            return self.model(input_ids, attention_mask, position_ids_from_mask(attention_mask))[:, :-1]
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            values = self.model(input_ids, attention_mask, position_ids_from_mask(attention_mask))[:, :-1]
+        return values.float().cpu()
 
     def minibatch_loss(self, minibatch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         ids, attention, response = (minibatch[k] for k in SEQUENCE_KEYS)
-        values, mask = response_token_view(self.engine.model(ids, attention, position_ids_from_mask(attention))[:, :-1],
-                                           response)
+        # the value head's output is low precision under autocast; the regression is computed in float32
+        values, mask = response_token_view(
+            self.engine.model(ids, attention, position_ids_from_mask(attention))[:, :-1].float(), response)
         loss = value_loss(values, minibatch["old_values"], minibatch["returns"], mask, self.settings["value_clip"])
         return loss, {"value_mean": masked_mean(values, mask).item()}

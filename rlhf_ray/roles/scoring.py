@@ -33,6 +33,7 @@ from torch import Tensor
 from rlhf_ray.algos.penalties import RulePenaltySettings, keyword_coverage
 from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET, causal_lm_token_logprobs_entropy
 from rlhf_ray.models.loading import load_causal_lm
+from rlhf_ray.models.placement import resolve_device, torch_dtype
 from rlhf_ray.rewards.combine import combine_scores, with_retries
 from rlhf_ray.rewards.sources import RewardSource, build_source
 from rlhf_ray.rewards.spec import RewardSourceSpec
@@ -47,13 +48,6 @@ def set_threads(num_threads: int | None) -> None:
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError(f"num_threads must be an integer >= 1 (or None); got {num_threads!r}")
     torch.set_num_threads(num_threads)
-
-
-def pick_device(device: str | None) -> torch.device:
-    """The named device, else CUDA when this process sees a GPU, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _check_batch_size(name: str, value: int) -> None:
@@ -119,13 +113,16 @@ class RewardScorer(_Timed):
         retries: tries after the first failure of a source before the call fails naming it.
         batch_size: responses per reward-model forward pass.
         num_threads: `torch.set_num_threads` for this process (None: leave as is).
-        device: "cpu", "cuda", ...; None picks CUDA when visible.
+        device: auto | cpu | cuda | cuda:N for the model sources (`rlhf_ray.models.placement`; auto: CUDA when
+            visible).
+        dtype: float32 | bfloat16 | float16: the model sources load their weights in it.
     """
 
     def __init__(self, reward_model_path: str | None, penalties: RulePenaltySettings | Mapping[str, Any] | None = None,
                  max_length: int = 512, normalize: bool = True, rule_reward: Mapping[str, Any] | None = None, *,
                  sources: Sequence[RewardSourceSpec | Mapping[str, Any]] = (), retries: int = 2,
-                 batch_size: int = 16, num_threads: int | None = None, device: str | None = None) -> None:
+                 batch_size: int = 16, num_threads: int | None = None, device: str = "auto",
+                 dtype: str = "float32") -> None:
         super().__init__()
         set_threads(num_threads)
         _check_batch_size("batch_size", batch_size)
@@ -155,9 +152,10 @@ class RewardScorer(_Timed):
         self.normalize = normalize
         self.batch_size = batch_size
         self.retries = retries
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
+        self.dtype = torch_dtype(dtype)
         self.weights = {name: spec.weight for name, spec in zip(names, specs, strict=True)}
-        self.sources: dict[str, RewardSource] = {name: build_source(spec, max_length, self.device)
+        self.sources: dict[str, RewardSource] = {name: build_source(spec, max_length, self.device, self.dtype)
                                                  for name, spec in zip(names, specs, strict=True)}
         self._sources: dict[str, dict[str, float]] = {}
         self.keywords: tuple[str, ...] = ()
@@ -249,14 +247,14 @@ class ReferenceModel(_Timed):
         num_threads: `torch.set_num_threads` for this process (None: leave as is).
         token_budget: at most this many tokens' logits at once (`causal_lm_token_logprobs`), so memory does not
             grow with micro_batch × T × V; None forms each micro-batch's [micro_batch, T, V] logits whole.
-        device: "cpu", "cuda", ...; None picks CUDA when visible.
-        dtype: load dtype (None: float32; "auto": the checkpoint's; torch.bfloat16 on GPU). Log-probs are
-            float32 whatever the dtype (`token_logprobs` normalises in float32).
+        device: auto | cpu | cuda | cuda:N (`rlhf_ray.models.placement`; auto: CUDA when visible).
+        dtype: float32 | bfloat16 | float16, the dtype the weights are loaded in (bfloat16 halves the memory on a
+            GPU). Log-probs are float32 whatever the dtype (`token_logprobs` normalises in float32).
     """
 
     def __init__(self, model_path: str, micro_batch_size: int = 8, *, num_threads: int | None = None,
-                 token_budget: int | None = DEFAULT_TOKEN_BUDGET, device: str | None = None,
-                 dtype: torch.dtype | str | None = None) -> None:
+                 token_budget: int | None = DEFAULT_TOKEN_BUDGET, device: str = "auto",
+                 dtype: str | torch.dtype = "float32") -> None:
         super().__init__()
         set_threads(num_threads)
         _check_batch_size("micro_batch_size", micro_batch_size)
@@ -264,8 +262,8 @@ class ReferenceModel(_Timed):
             _check_batch_size("token_budget", token_budget)
         self.micro_batch_size = micro_batch_size
         self.token_budget = token_budget
-        self.device = pick_device(device)
-        self.model = load_causal_lm(model_path, dtype=dtype).to(self.device).eval().requires_grad_(False)
+        self.device = resolve_device(device)
+        self.model = load_causal_lm(model_path, dtype=torch_dtype(dtype)).to(self.device).eval().requires_grad_(False)
 
     def ready(self) -> bool:
         return True

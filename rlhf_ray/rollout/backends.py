@@ -34,6 +34,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from rlhf_ray.inputs.prompts import conversation_text
 from rlhf_ray.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf_ray.models.placement import resolve_device, torch_dtype
 from rlhf_ray.rollout.batch import Sample
 from rlhf_ray.rollout.weights import state_digest
 from rlhf_ray.training.encoding import Prompt, end_of_turn, prompt_text
@@ -296,18 +297,20 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 class HFBackend:
     """`transformers` generate on a local checkpoint: left-padded batches, `max_batch_size` rows per call.
 
-    `chat_template` (a `model.chat_template` spec) replaces the checkpoint's template when given.
+    `chat_template` (a `model.chat_template` spec) replaces the checkpoint's template when given. The model is
+    loaded in `dtype` (float32 | bfloat16 | float16) and moved once to `device` (auto | cpu | cuda | cuda:N, see
+    `rlhf_ray.models.placement`); weights loaded later are cast to that dtype and device.
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], device: str = "cpu",
-                 dtype: torch.dtype | str | None = None, max_batch_size: int = 64,
+    def __init__(self, model_path: str | os.PathLike[str], device: str = "auto",
+                 dtype: torch.dtype | str = "float32", max_batch_size: int = 64,
                  chat_template: str | None = None) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be ≥ 1; got {max_batch_size}")
         self.model_path = resolve_model_path(model_path)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(self.model_path, chat_template)
-        self.model = load_causal_lm(self.model_path, dtype=dtype).to(self.device).eval()
+        self.model = load_causal_lm(self.model_path, dtype=torch_dtype(dtype)).to(self.device).eval()
         self.max_batch_size = max_batch_size
         self.eot = end_of_turn(self.tokenizer)
         self.stops = stop_token_ids(self.tokenizer, self.model.generation_config.eos_token_id)

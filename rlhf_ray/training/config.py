@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlhf_ray.config import StrictModel
+from rlhf_ray.models.placement import DtypeName
 
 
 class DeepSpeedSection(StrictModel):
@@ -26,3 +27,14 @@ class TrainSection(StrictModel):
     shuffle_buffer: int = Field(256, ge=1)
     log_every: int = Field(20, ge=1, description="steps between per-step JSON lines on stdout (rank 0)")
     deepspeed: DeepSpeedSection | None = Field(None, description="train with a DeepSpeed ZeRO engine instead of DDP")
+    dtype: DtypeName = Field("float32", description="float32 | bfloat16 | float16: the forward pass runs under "
+                             "autocast in it (weights and optimizer stay float32; float16 scales the loss); dpo's "
+                             "frozen reference loads in it. The device is the worker's: scaling.use_gpu")
+
+    @model_validator(mode="after")
+    def _fp16_needs_the_torch_engine(self) -> TrainSection:
+        if self.dtype == "float16" and self.deepspeed is not None:
+            raise ValueError("train.dtype='float16' scales the loss in the plain torch engine; with train.deepspeed "
+                             "set, use dtype: bfloat16 or float32 (or DeepSpeed's own fp16 section through "
+                             "deepspeed.overrides)")
+        return self

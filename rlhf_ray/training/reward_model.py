@@ -90,10 +90,12 @@ class RewardModel(nn.Module):
         (path / CONFIG_FILE).write_text(json.dumps(self.settings(), indent=2))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> RewardModel:
+    def load(cls, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> RewardModel:
+        """A saved reward model; `dtype` loads the backbone's weights directly in it (a frozen scorer in bf16),
+        None in float32."""
         path = resolve_model_path(directory)
         settings = json.loads((path / CONFIG_FILE).read_text())
-        model = cls(AutoModel.from_pretrained(path, local_files_only=True), settings.get("objectives"),
+        model = cls(AutoModel.from_pretrained(path, local_files_only=True, dtype=dtype), settings.get("objectives"),
                     settings["mean"], settings["std"])
         model.head.load_state_dict(torch.load(path / HEAD_FILE, weights_only=True))
-        return model
+        return model.to(dtype) if dtype is not None else model

@@ -6,7 +6,9 @@ and checkpoints) or in one process without Ray. The maths is in `rlhf_ray.algos`
 encoded chat rows.
 
 A model passed in may be wrapped for data parallelism (DDP: the real model is `.module`); the loss functions
-call the wrapper, so gradients are all-reduced, while the evaluations call the real model.
+call the wrapper, so gradients are all-reduced, while the evaluations call the real model. Encoded batches go to
+the device of the model's parameters (`model_device`), so a model on a GPU gets GPU inputs; figures come back as
+Python floats or CPU tensors. Mixed precision is the caller's: it wraps a loss in `placement.autocast`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rlhf_ray.algos.logprobs import sequence_logprob
 from rlhf_ray.algos.preference import bradley_terry_loss, dpo_loss, preference_accuracy
 from rlhf_ray.algos.sft import sft_loss
 from rlhf_ray.evaluation.reward_model import reward_model_report
+from rlhf_ray.models.placement import model_device, to_device
 from rlhf_ray.training.encoding import batch_conversations, conversation_of, encode_chat, encode_conversations
 
 BatchLoss = tuple[Tensor, dict[str, float]]
@@ -38,7 +41,7 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 def sft_batch_loss(model: torch.nn.Module, tokenizer: Any, batch: Mapping[str, Any], max_length: int) -> BatchLoss:
     """Mean response-token NLL (`sft_loss`) of a batch of (prompt, response) or `messages` rows (loss on every
     assistant turn); no extra figures."""
-    encoded = encode_conversations(tokenizer, batch_conversations(batch), max_length)
+    encoded = to_device(encode_conversations(tokenizer, batch_conversations(batch), max_length), model_device(model))
     logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
     return sft_loss(logits, encoded["input_ids"], encoded["response_mask"]), {}
 
@@ -51,7 +54,8 @@ def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict
     with torch.no_grad():
         for first in range(0, len(examples), batch_size):
             chunk = examples[first : first + batch_size]
-            batch = encode_conversations(tokenizer, [conversation_of(e) for e in chunk], max_length)
+            batch = to_device(encode_conversations(tokenizer, [conversation_of(e) for e in chunk], max_length),
+                              model_device(model))
             logits = unwrap_model(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             count = int(batch["response_mask"][:, 1:].sum())
             total += float(sft_loss(logits, batch["input_ids"], batch["response_mask"])) * count
@@ -66,8 +70,9 @@ def heldout_sft_loss(model: torch.nn.Module, tokenizer: Any, examples: list[dict
 def pair_rewards(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
                  max_length: int, per_objective: bool = False) -> tuple[Tensor, Tensor]:
     """Rewards of chosen and rejected answers ([B], or [B, K] per objective) from one pass over 2B sequences."""
-    encoded = encode_chat(tokenizer, prompts + prompts, chosen + rejected, max_length)
-    rewards = model(encoded["input_ids"], encoded["attention_mask"], per_objective=per_objective)
+    encoded = to_device(encode_chat(tokenizer, prompts + prompts, chosen + rejected, max_length), model_device(model))
+    # a reward head under autocast answers in bf16/fp16; the losses and reports take float32
+    rewards = model(encoded["input_ids"], encoded["attention_mask"], per_objective=per_objective).float()
     return rewards[: len(prompts)], rewards[len(prompts) :]
 
 
@@ -82,10 +87,10 @@ def reward_model_batch_loss(model: torch.nn.Module, tokenizer: Any, batch: Mappi
     """
     per_chosen, per_rejected = pair_rewards(model, tokenizer, list(batch["prompt"]), list(batch["chosen"]),
                                             list(batch["rejected"]), max_length, per_objective=True)
-    rows = torch.arange(len(batch["prompt"]))
-    head_index = torch.as_tensor([heads[name] for name in batch["objective"]])
+    rows = torch.arange(len(batch["prompt"]), device=per_chosen.device)
+    head_index = torch.as_tensor([heads[name] for name in batch["objective"]], device=per_chosen.device)
     rc, rr = per_chosen[rows, head_index], per_rejected[rows, head_index]
-    weights = torch.as_tensor(batch["weight"], dtype=rc.dtype) if use_pair_weights else None
+    weights = torch.as_tensor(batch["weight"], dtype=rc.dtype, device=rc.device) if use_pair_weights else None
     return bradley_terry_loss(rc, rr, weights=weights), {"train_accuracy": float(preference_accuracy(rc, rr))}
 
 
@@ -101,8 +106,8 @@ def evaluate_reward_model(model: torch.nn.Module, tokenizer: Any, pairs: list[di
             rc, rr = pair_rewards(reward_model, tokenizer, [p["prompt"] for p in chunk],
                                   [p["chosen"] for p in chunk], [p["rejected"] for p in chunk], max_length,
                                   per_objective=True)
-            chosen.append(rc)
-            rejected.append(rr)
+            chosen.append(rc.cpu())
+            rejected.append(rr.cpu())
     reward_model.train()
     per_chosen, per_rejected = torch.cat(chosen), torch.cat(rejected)
     words = np.array([[len(p["chosen"].split()), len(p["rejected"].split())] for p in pairs], dtype=float)
@@ -121,7 +126,7 @@ def evaluate_reward_model(model: torch.nn.Module, tokenizer: Any, pairs: list[di
 def pair_logprobs(model: torch.nn.Module, tokenizer: Any, prompts: list[str], chosen: list[str], rejected: list[str],
                   max_length: int) -> tuple[Tensor, Tensor]:
     """Σ log π(response | prompt) of chosen and rejected answers, from one forward pass over 2B sequences."""
-    encoded = encode_chat(tokenizer, prompts + prompts, chosen + rejected, max_length)
+    encoded = to_device(encode_chat(tokenizer, prompts + prompts, chosen + rejected, max_length), model_device(model))
     logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
     logps = sequence_logprob(logits, encoded["input_ids"], encoded["response_mask"])
     return logps[: len(prompts)], logps[len(prompts) :]
@@ -139,7 +144,7 @@ def dpo_batch_loss(policy: torch.nn.Module, reference: torch.nn.Module, tokenize
     policy_chosen, policy_rejected = pair_logprobs(policy, tokenizer, *args, max_length)
     with torch.no_grad():
         ref_chosen, ref_rejected = pair_logprobs(reference, tokenizer, *args, max_length)
-    weights = torch.as_tensor(batch["weight"], dtype=policy_chosen.dtype)
+    weights = torch.as_tensor(batch["weight"], dtype=policy_chosen.dtype, device=policy_chosen.device)
     output = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, loss_type, label_smoothing,
                       weights=weights if use_pair_weights else None)
     return output.loss, {"train_reward_accuracy": float((output.margins > 0).float().mean())}
