@@ -38,10 +38,11 @@ ZERO3_LEARNER = '''
     from transformers import AutoModelForCausalLM
 
     from rlhf_ray.models import init_model
-    from rlhf_ray.roles.engines import gathered_state_dict, plan_buckets
+    from rlhf_ray.roles.engines import DeepSpeedEngine, gathered_state_dict, plan_buckets
     from rlhf_ray.roles.learner import PolicyLearner
     from rlhf_ray.rollout.batch import response_token_view
     from rlhf_ray.sim import World, WorldConfig
+    from rlhf_ray.training.checkpoint import MODEL_DIR, save_checkpoint
 
     torch.set_num_threads(1)
     out = tempfile.mkdtemp()
@@ -49,7 +50,8 @@ ZERO3_LEARNER = '''
     settings = {"seed": 0, "lr": 1e-2, "weight_decay": 0.01, "max_grad_norm": 1.0, "epochs": 1, "num_minibatches": 1,
                 "batch_size": 4, "use_gpu": False, "policy_loss": "ppo", "clip_eps": 0.2, "dual_clip": None,
                 "entropy_coef": 0.01, "kl_loss_coef": 0.0}
-    zero3 = PolicyLearner(model_dir, 1, {**settings, "deepspeed": {"zero_stage": 3, "bf16": False, "overrides": {}}})
+    zero3_settings = {**settings, "deepspeed": {"zero_stage": 3, "bf16": False, "overrides": {}}}
+    zero3 = PolicyLearner(model_dir, 1, zero3_settings)
     plain = PolicyLearner(model_dir, 1, settings)  # no DeepSpeed: AdamW on the whole model, no process group
     for role in (zero3, plain):
         role.init_group(*role.address(), rank=0)
@@ -74,6 +76,20 @@ ZERO3_LEARNER = '''
     export = out + "/export"
     zero3.save_model(export)
     reloaded = AutoModelForCausalLM.from_pretrained(export).state_dict()
+    zero3.save(out + "/policy")  # the PPO checkpoint: model directory + ZeRO-3 shards
+    save_checkpoint(zero3.engine.model, zero3.tokenizer, zero3.engine, {"step": 1, "epoch": 0}, out + "/train", 0)
+    checkpoints = [AutoModelForCausalLM.from_pretrained(path).state_dict()
+                   for path in (out + "/policy", f"{out}/train/{MODEL_DIR}")]
+    zero3.train(experience, update=1)
+    second = zero3.publish()
+
+    # resume from the PPO checkpoint: the same weights, and the next step lands where zero3's did. The engine is
+    # built on this process's group (DeepSpeed keeps its groups for the process: a second group cannot replace it)
+    resumed = PolicyLearner(out + "/policy", 1, zero3_settings)
+    resumed.engine = DeepSpeedEngine(resumed.model, resumed.settings)
+    resumed.load_optimizer(out + "/policy")
+    resumed_weights = resumed.publish()
+    resumed.train(experience, update=1)
 
 
     def same(a, b):
@@ -91,18 +107,27 @@ ZERO3_LEARNER = '''
         "deepspeeds_own_same": same(deepspeeds_own, {k: published[k] for k in deepspeeds_own}),
         "files": sorted(os.listdir(export)), "reload_same": same(reloaded, published),
         "dtypes": sorted({str(v.dtype) for v in published.values()}),
+        "checkpoints_same": [same(state, published) for state in checkpoints],
+        "resumed_same": same(resumed_weights, published), "resumed_step_same": same(resumed.publish(), second),
+        "second_moved": not same(second, published),
     }), flush=True)
     torch.distributed.destroy_process_group()
     os._exit(0)  # DeepSpeed's CPU shm-comm thread would abort interpreter teardown; everything is printed by now
 '''
 
 
-def test_zero3_learner_publishes_and_exports_the_gathered_full_weights() -> None:
+@pytest.fixture(scope="module")
+def zero3_run() -> dict:
+    """One subprocess for both checks (DeepSpeed's start-up dominates their time)."""
+    return run_without_ray(ZERO3_LEARNER)
+
+
+def test_zero3_learner_publishes_and_exports_the_gathered_full_weights(zero3_run: dict) -> None:
     """One ZeRO-3 rank on CPU: the module holds empty placeholders, yet a PPO step trains, the published weights
     are full tensors equal (to float rounding) to a plain learner's after the same step, gathering in many small
     buckets gives the same tensors as DeepSpeed's own consolidation, and the exported HF checkpoint reloads with
     `from_pretrained` to exactly the published tensors."""
-    result = run_without_ray(ZERO3_LEARNER)
+    result = zero3_run
     assert result["placeholders"] == [[0]], "ZeRO-3 must have partitioned the module, or the gather proves nothing"
     assert result["forward_gap"] < 1e-5 and result["keys_match"] and result["shapes_match"]
     assert abs(result["losses"][0] - result["losses"][1]) < 1e-5
@@ -113,3 +138,12 @@ def test_zero3_learner_publishes_and_exports_the_gathered_full_weights() -> None
     assert result["buckets"] > 3 and result["small_buckets_same"] and result["deepspeeds_own_same"]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(result["files"])
     assert result["reload_same"] and result["dtypes"] == ["torch.float32"]
+
+
+def test_zero3_checkpoints_hold_the_full_model_and_resume_exactly(zero3_run: dict) -> None:
+    """The PPO checkpoint (`save`) and the Ray Train checkpoint (`save_checkpoint`) of a ZeRO-3 learner hold the
+    gathered full weights; a learner resumed from the PPO checkpoint holds them too and its next step equals the
+    uninterrupted learner's, tensor for tensor."""
+    result = zero3_run
+    assert result["checkpoints_same"] == [True, True]
+    assert result["second_moved"] and result["resumed_same"] and result["resumed_step_same"]
