@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, model_validator
 
 from actors.ppo_config import PPOEngineConfig
-from jobs.common import add_config_arguments, resolve_config
+from jobs.common import add_config_arguments, add_prompt_file_arguments, prompt_file_flags, resolve_config
 from rlhf_ray.inputs import Evaluator, FilePromptSource, PromptFilesSection, PromptSource
 from rlhf_ray.inputs.world import WorldConfig, WorldOracle, WorldPromptSource
 from rlhf_ray.models import prepare_checkpoint
@@ -56,12 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="starting policy directory, e.g. an SFT model (sets model_path)")
     parser.add_argument("--reward-model", dest="reward_model", help="reward model directory (sets reward.model_path)")
     parser.add_argument("--out", help="output directory (sets output_dir)")
-    parser.add_argument("--prompts", help="JSONL/Parquet file of training prompts, rows with `prompt` or `messages` "
-                        "(sets prompts.train; default: the synthetic world's)")
-    parser.add_argument("--eval-prompts", dest="eval_prompts", help="validation prompts: evaluated during training, "
-                        "what sweeps and early stopping choose on (sets prompts.validation)")
-    parser.add_argument("--test-prompts", dest="test_prompts", help="test prompts, read once for the report "
-                        "(sets prompts.test)")
+    add_prompt_file_arguments(parser, "prompts", "evaluated during training, what sweeps and early stopping "
+                              "choose on", "read once for the report")
     parser.add_argument("--resume", action="store_const", const="true",
                         help="continue from the last checkpoint in the output directory")
     add_config_arguments(parser)
@@ -69,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"model": "model_path", "reward_model": "reward.model_path", "out": "output_dir", "resume": "resume",
-             "prompts": "prompts.train", "eval_prompts": "prompts.validation", "test_prompts": "prompts.test"}
+             **prompt_file_flags("prompts")}
     return run(resolve_config(PPOConfig, args, flags))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from actors.ppo_resources import actor_bundle_layout
 from actors.runtime import ensure_ray
-from jobs.common import add_config_arguments, resolve_config
+from jobs.common import add_config_arguments, add_prompt_file_arguments, prompt_file_flags, resolve_config
 from jobs.ppo import PPOConfig, controller_for
 from jobs.sweep_config import REPORT_SPLIT, SweepConfig, trial_config
 from rlhf_ray.config import WandbConfig
@@ -96,12 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(sets ppo.reward.model_path)")
     parser.add_argument("--judge-model", dest="judge_model", help="judge reward model, trained on the judge set "
                         "(sets ppo.judge_model_path)")
-    parser.add_argument("--prompts", help="JSONL/Parquet training prompts, rows with `prompt` or `messages` "
-                        "(sets ppo.prompts.train; default: the synthetic world's)")
-    parser.add_argument("--eval-prompts", dest="eval_prompts", help="validation prompts the trials are judged on "
-                        "(sets ppo.prompts.validation)")
-    parser.add_argument("--test-prompts", dest="test_prompts", help="test prompts, read once for the chosen trial "
-                        "(sets ppo.prompts.test)")
+    add_prompt_file_arguments(parser, "ppo.prompts", "the trials are judged on them", "read once for the chosen trial")
     parser.add_argument("--out", help="output directory (sets output_dir)")
     parser.add_argument("--resume", action="store_const", const="true",
                         help="continue the interrupted sweep in the output directory")
@@ -111,8 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"model": "ppo.model_path", "reward_model": "ppo.reward.model_path",
              "judge_model": "ppo.judge_model_path", "out": "output_dir", "resume": "resume",
-             "prompts": "ppo.prompts.train", "eval_prompts": "ppo.prompts.validation",
-             "test_prompts": "ppo.prompts.test"}
+             **prompt_file_flags("ppo.prompts")}
     return run(resolve_config(SweepConfig, args, flags))
 
 
