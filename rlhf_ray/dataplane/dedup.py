@@ -11,7 +11,7 @@ version.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -34,6 +34,23 @@ def _repeats(ordered: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+def _repeat_changes(ordered: pa.Table, key: str,
+                    verdict: Callable[[int, int, str], tuple[str, str, str]]) -> pa.Table:
+    """Changes (CHANGE_SCHEMA) for every row of `ordered` (sorted by `key` first) whose `key` equals the row
+    before's: its (source_file, row_number) and `verdict(index, index of its run's first, where the first was
+    delivered)` = (status, reason, detail)."""
+    keys = ordered.column(key).to_pylist()
+    files = ordered.column("source_file").to_pylist()
+    rows = ordered.column("row_number").to_pylist()
+    changed: dict[str, list] = {name: [] for name in CHANGE_SCHEMA.names}
+    for index, first in _repeats(keys):
+        status, reason, detail = verdict(index, first, f"{files[first]} row {rows[first]}")
+        for name, value in zip(CHANGE_SCHEMA.names, (files[index], rows[index], status, reason, detail),
+                               strict=True):
+            changed[name].append(value)
+    return pa.table(changed, schema=CHANGE_SCHEMA)
+
+
 def resolve_duplicates(keys: pa.Table) -> pa.Table:
     """Rows (source_file, row_number, status, reason, detail) that must change from `accepted`.
 
@@ -42,21 +59,15 @@ def resolve_duplicates(keys: pa.Table) -> pa.Table:
     ordered = keys.sort_by([("signal_id", "ascending"), ("source_file", "ascending"), ("row_number", "ascending")])
     ids = ordered.column("signal_id").to_pylist()
     hashes = ordered.column("content_hash").to_pylist()
-    files = ordered.column("source_file").to_pylist()
-    rows = ordered.column("row_number").to_pylist()
-    changed: dict[str, list] = {name: [] for name in CHANGE_SCHEMA.names}
-    for index, first in _repeats(ids):
-        signal_id = ids[index]
-        same = hashes[index] == hashes[first]
-        changed["source_file"].append(files[index])
-        changed["row_number"].append(rows[index])
-        changed["status"].append("duplicate" if same else "quarantined")
-        changed["reason"].append("duplicate" if same else "duplicate_id:signal_id")
-        changed["detail"].append(
-            f"signal_id {signal_id!r} first delivered in {files[first]} row {rows[first]} "
-            + ("with the same content" if same else "with different content; expected unique ids")
-        )
-    return pa.table(changed, schema=CHANGE_SCHEMA)
+
+    def verdict(index: int, first: int, delivered: str) -> tuple[str, str, str]:
+        if hashes[index] == hashes[first]:
+            return "duplicate", "duplicate", f"signal_id {ids[index]!r} first delivered in {delivered} with the " \
+                                             "same content"
+        return "quarantined", "duplicate_id:signal_id", f"signal_id {ids[index]!r} first delivered in {delivered} " \
+                                                        "with different content; expected unique ids"
+
+    return _repeat_changes(ordered, "signal_id", verdict)
 
 
 def dataset_version(keys: pa.Table) -> str:
@@ -120,16 +131,11 @@ def resolve_feedback_repeats(keys: pa.Table) -> pa.Table:
     ordered = keyed.sort_by([("feedback_key", "ascending"), ("event_time", "ascending"),
                              ("source_file", "ascending"), ("row_number", "ascending")])
     names = ordered.column("feedback_key").to_pylist()
-    files = ordered.column("source_file").to_pylist()
-    rows = ordered.column("row_number").to_pylist()
-    changed: dict[str, list] = {name: [] for name in CHANGE_SCHEMA.names}
-    for index, first in _repeats(names):
-        key = names[index]
-        changed["source_file"].append(files[index])
-        changed["row_number"].append(rows[index])
-        changed["status"].append("duplicate")
-        changed["reason"].append("duplicate_feedback")
-        changed["detail"].append(f"the same user's {key.rsplit(chr(0), 1)[-1]} feedback on this response was first "
-                                 f"delivered in {files[first]} row {rows[first]}; expected one per response, user "
-                                 "and kind")
-    return pa.table(changed, schema=CHANGE_SCHEMA)
+
+    def verdict(index: int, first: int, delivered: str) -> tuple[str, str, str]:
+        kind = names[index].rsplit(chr(0), 1)[-1]
+        return "duplicate", "duplicate_feedback", (f"the same user's {kind} feedback on this response was first "
+                                                   f"delivered in {delivered}; expected one per response, user and "
+                                                   "kind")
+
+    return _repeat_changes(ordered, "feedback_key", verdict)
