@@ -360,10 +360,14 @@ class PPOController:
         calls: dict[str, Any] = {
             "reward": self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]),
             "reference": self.reference.logprobs.remote(ids, attention),
-            "old_logprobs": self.learners.actors[0].logprobs.remote(ids, attention)}
+            "old_logprobs": [actor.logprobs.remote(ids, attention)
+                             for actor in self._collective_ranks(self.learners, config.learner)]}
         if self.critic:
-            calls["values"] = self.critic.actors[0].values.remote(ids, attention)
+            calls["values"] = [actor.values.remote(ids, attention)
+                               for actor in self._collective_ranks(self.critic, config.critic)]
         scored, seconds = gather_timed(calls)
+        # under ZeRO-3 every rank ran the same forward (each layer's gather is a collective): rank 0's result is used
+        scored.update({name: scored[name][0] for name in ("old_logprobs", "values") if name in scored})
         timings.update({f"timing/{name}": value for name, value in seconds.items()})
         timings.update(ray.get(self.scorer.source_figures.remote()))  # each reward source's mean, latency, failures
         advantage_started = time.perf_counter()
@@ -507,10 +511,15 @@ class PPOController:
         return str(target)
 
     def _weight_readers(self) -> list[Any]:
-        """The learner ranks a read of the full policy weights calls: every rank under ZeRO-3 (the gather is a
-        collective; rank 0 keeps the result), else rank 0 alone."""
-        gathers = zero_stage(self._optimizer_settings(self.config.learner)) == 3
-        return list(self.learners.actors) if gathers else self.learners.actors[:1]
+        """The learner ranks a read of the full policy weights calls (see `_collective_ranks`)."""
+        return self._collective_ranks(self.learners, self.config.learner)
+
+    def _collective_ranks(self, group: ActorGroup, section: Any) -> list[Any]:
+        """The ranks of a trained group that a forward pass or a read of the full weights must call: every rank
+        under ZeRO-3, where each parameter gather is a collective over the group (rank 0's result is the one
+        used), else rank 0 alone."""
+        partitioned = zero_stage(self._optimizer_settings(section)) == 3
+        return list(group.actors) if partitioned else group.actors[:1]
 
     # ---- the run ------------------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
