@@ -258,3 +258,16 @@ def test_fp16_scales_the_loss_unscales_before_clipping_and_skips_an_overflow() -
     engine.step(model(inputs).pow(2).mean() * torch.tensor(float("inf")))
     assert all(torch.equal(p.detach(), w) for p, w in zip(model.parameters(), settled, strict=True))
     assert engine.scaler.get_scale() == scale / 2
+
+
+def test_trained_models_keep_fp32_weights_from_a_bf16_checkpoint(models: dict[str, str], tmp_path) -> None:
+    """transformers ≥ 5 loads a checkpoint in its saved dtype by default; the trained roles load fp32 anyway, and a
+    frozen scorer asked for float32 gets float32."""
+    load_causal_lm(models["policy"]).to(torch.bfloat16).save_pretrained(tmp_path)
+    load_tokenizer(models["policy"]).save_pretrained(tmp_path)
+    learner = PolicyLearner(str(tmp_path), 1, {**OPTIMIZER, "device": "cpu", "policy_loss": "ppo", "clip_eps": 0.2,
+                                               "dual_clip": None, "entropy_coef": 0.0, "kl_loss_coef": 0.0})
+    assert parameter_dtypes(learner.model) == {torch.float32}
+    assert parameter_dtypes(Critic(str(tmp_path), 1, {**OPTIMIZER, "value_clip": 0.2}).model) == {torch.float32}
+    assert parameter_dtypes(RewardModel.from_causal_lm(tmp_path)) == {torch.float32}
+    assert parameter_dtypes(ReferenceModel(str(tmp_path), device="cpu").model) == {torch.float32}

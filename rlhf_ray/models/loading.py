@@ -106,10 +106,13 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     """The causal LM saved in a local checkpoint directory, in eval mode.
 
-    `dtype=None` loads in torch's default dtype (float32), `"auto"` in the checkpoint's own dtype.
+    `dtype=None` loads in torch's default dtype (float32), `"auto"` in the checkpoint's own dtype. None is passed
+    on as that dtype, since transformers ≥ 5 would load a bf16 checkpoint in bf16: a trained model keeps fp32
+    master weights whatever the checkpoint was saved in (`rlhf_ray.models.placement`).
     """
     path = resolve_model_path(name_or_path)
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                dtype=torch.get_default_dtype() if dtype is None else dtype)
 
 
 def prepare_checkpoint(model_path: str | os.PathLike[str], chat_template: str | None,

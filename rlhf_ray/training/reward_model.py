@@ -51,8 +51,9 @@ class RewardModel(nn.Module):
     @classmethod
     def from_causal_lm(cls, path: str | os.PathLike[str], seed: int = 0,
                        objectives: Mapping[str, float] | None = None) -> RewardModel:
-        """Start from any local causal-LM checkpoint: its transformer body becomes the backbone."""
-        backbone = AutoModel.from_pretrained(resolve_model_path(path), local_files_only=True)
+        """Start from any local causal-LM checkpoint: its transformer body becomes the backbone (in float32,
+        whatever dtype it was saved in: it is about to train)."""
+        backbone = AutoModel.from_pretrained(resolve_model_path(path), local_files_only=True, dtype=torch.float32)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = cls(backbone, objectives)
@@ -92,10 +93,11 @@ class RewardModel(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> RewardModel:
         """A saved reward model; `dtype` loads the backbone's weights directly in it (a frozen scorer in bf16),
-        None in float32."""
+        None in float32 (transformers ≥ 5 would otherwise keep the checkpoint's dtype)."""
         path = resolve_model_path(directory)
         settings = json.loads((path / CONFIG_FILE).read_text())
+        dtype = torch.float32 if dtype is None else dtype
         model = cls(AutoModel.from_pretrained(path, local_files_only=True, dtype=dtype), settings.get("objectives"),
                     settings["mean"], settings["std"])
         model.head.load_state_dict(torch.load(path / HEAD_FILE, weights_only=True))
-        return model.to(dtype) if dtype is not None else model
+        return model.to(dtype)

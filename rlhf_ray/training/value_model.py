@@ -30,9 +30,10 @@ class ValueModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str]) -> ValueModel:
-        """A critic from any local backbone directory; a saved critic gets its trained head back."""
+        """A critic from any local backbone directory (in float32, whatever dtype it was saved in: the critic
+        trains); a saved critic gets its trained head back."""
         directory = resolve_model_path(path)
-        model = cls(AutoModel.from_pretrained(directory, local_files_only=True))
+        model = cls(AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32))
         if (directory / VALUE_HEAD_FILE).exists():
             model.head.load_state_dict(torch.load(directory / VALUE_HEAD_FILE, weights_only=True))
         return model
