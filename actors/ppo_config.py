@@ -45,6 +45,12 @@ class RolloutSection(Placement):
                                         "{rollout_node: 0.01}: workers go only to nodes started with them")
     colocate_with_learner: bool = Field(False, description="worker i shares learner rank i's placement bundle "
                                         "(and GPU): one engine per learner rank")
+    weight_sync: Literal["object_store", "nccl"] = Field(
+        "object_store", description="how new policy weights reach the workers: object_store = one Ray object every "
+        "worker gets (CPU or GPU, any backend); nccl = a broadcast from learner rank 0 into the vLLM engines' GPU "
+        "memory (backend vllm, GPUs on the learner and the workers)")
+    weight_sync_bucket_mb: float = Field(256.0, gt=0, description="nccl: tensors are broadcast in buckets of at "
+                                         "most this many MiB (a larger tensor goes alone)")
 
     @model_validator(mode="after")
     def _one_place_for_placement(self) -> RolloutSection:
@@ -61,6 +67,16 @@ class RolloutSection(Placement):
         (vLLM places itself)."""
         placement = {"device": self.device, "dtype": self.dtype} if self.backend == "hf" else {}
         return {**self.backend_kwargs, **placement}
+
+    @model_validator(mode="after")
+    def _nccl_sync_needs_vllm_on_gpus(self) -> RolloutSection:
+        # An error rather than a quiet fallback to the object store: a run sized for NCCL would move the whole
+        # policy through the object store every iteration, which is the cost the setting exists to avoid.
+        if self.weight_sync == "nccl" and (self.backend != "vllm" or self.num_gpus <= 0):
+            raise ValueError(f"rollout.weight_sync='nccl' broadcasts into vLLM engines on GPUs: it needs "
+                             f"rollout.backend='vllm' and rollout.num_gpus > 0; got backend={self.backend!r}, "
+                             f"num_gpus={self.num_gpus} (use rollout.weight_sync='object_store')")
+        return self
 
 
 class OptimizerSection(Placement):
@@ -225,6 +241,9 @@ class PPOEngineConfig(JobConfig):
                 field = "reference_num_gpus" if name == "reference" else f"{name}.num_gpus"
                 raise ValueError(f"{name} device {device!r} needs a GPU, but {field}=0: a Ray actor sees only the "
                                  "GPUs it reserves (set the num_gpus, or device: auto)")
+        if self.rollout.weight_sync == "nccl" and self.learner.num_gpus <= 0:
+            raise ValueError("rollout.weight_sync='nccl' sends from learner rank 0's GPU: it needs learner.num_gpus "
+                             f"> 0; got {self.learner.num_gpus} (use rollout.weight_sync='object_store')")
         if problems := config_problems(self):
             raise ValueError("; ".join(problems))
         return self

@@ -35,6 +35,7 @@ from actors.ppo_resources import actor_bundle_layout, colocation_reserve, live_p
 from actors.rollout import RolloutWorker
 from actors.runtime import ensure_ray
 from actors.scoring import ReferenceModel, RewardScorer
+from actors.transport import BroadcastSync
 from rlhf_ray.algos.advantages import AdvantageSettings, needs_critic
 from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
 from rlhf_ray.algos.penalties import RulePenaltySettings
@@ -233,6 +234,7 @@ class PPOController:
             self.critic = self._group(Critic, config.critic, start, self._optimizer_settings(config.critic),
                                       within=self._within("critic"))
         self._rollout_synced = False  # the workers hold `policy_path`'s weights until the first sync
+        self._broadcast: BroadcastSync | None = None  # rollout.weight_sync: nccl, opened at the first sync
         self.rollout = ActorGroup(  # after the learners: colocated workers go into their bundles
             RolloutWorker, rollout.num_workers, rollout.num_cpus, rollout.num_gpus, config.placement_strategy,
             max_restarts=rollout.max_restarts, name_prefix=None, resources=rollout.resources,
@@ -315,6 +317,8 @@ class PPOController:
             self.sync_weights()
 
     def _await_rollout(self) -> None:
+        # a restarted worker's engine is not in the broadcast group: the next sync opens a new one with everyone
+        self._broadcast = None
         deadline = time.monotonic() + RESTART_WAIT_S
         while True:
             try:
@@ -326,9 +330,33 @@ class PPOController:
                 time.sleep(0.5)
 
     def sync_weights(self) -> dict[str, float]:
-        """Learner rank 0 puts its weights in the object store once; every rollout worker loads that object. A
-        worker that dies meanwhile (e.g. with its node) is awaited and the load repeated, as for a step."""
+        """The learner's weights to every rollout worker, by `rollout.weight_sync`: learner rank 0 puts them in the
+        object store once and every worker loads that object, or broadcasts them over NCCL into the engines;
+        the workers' digests (of what their engines hold) must agree."""
         started = time.perf_counter()
+        digests = self._broadcast_weights() if self.config.rollout.weight_sync == "nccl" else self._put_weights()
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {digests}")
+        self._rollout_synced = True
+        return {"timing/sync": time.perf_counter() - started}
+
+    def _broadcast_weights(self) -> list[str]:
+        """rollout.weight_sync: nccl. The group is opened with the current workers at the first sync (and again
+        after the groups were rebuilt); a member dying inside a broadcast leaves a collective that cannot
+        finish, so that ends the run naming the setting instead of retrying."""
+        if self._broadcast is None:
+            self._broadcast = BroadcastSync(self._weight_readers(), list(self.rollout.actors),
+                                            int(self.config.rollout.weight_sync_bucket_mb * 2**20))
+        try:
+            return self._broadcast.sync()
+        except (RayActorError, ActorUnavailableError) as error:
+            self._broadcast = None
+            raise RuntimeError("rollout.weight_sync='nccl': a member of the broadcast group died during a sync; "
+                               "a broken collective cannot be retried (rollout.weight_sync='object_store' can)"
+                               ) from error
+
+    def _put_weights(self) -> list[str]:
+        """rollout.weight_sync: object_store. A worker that dies meanwhile is awaited and the load repeated."""
         weights = ray.get([actor.publish.remote() for actor in self._weight_readers()])[0]
         for attempt in range(self.config.max_step_retries + 1):
             try:
@@ -341,10 +369,7 @@ class PPOController:
                 print(f"[ppo] rollout worker failed in weight sync ({type(error).__name__}); retry {attempt + 1}",
                       file=sys.stderr)
                 self._await_rollout()
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {digests}")
-        self._rollout_synced = True
-        return {"timing/sync": time.perf_counter() - started}
+        return digests
 
     # ---- one iteration ------------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:

@@ -9,17 +9,26 @@ An `ObjectRef` passed as a top-level task argument is resolved by Ray before the
 worker receives the whole state dict in one transfer (shared memory on the same node, one object push per
 remote node): no per-parameter round trips. `rlhf_ray.rollout.weights.state_digest` hashes a state dict so
 both sides can prove the weights match.
+
+With `rollout.weight_sync: nccl` (vLLM on GPUs) the weights skip the object store: `BroadcastSync` opens one
+stateless group of learner rank 0 and every engine worker, and each sync announces the bucket plan to the
+workers and broadcasts the buckets (`rlhf_ray.rollout.nccl_sync`). The learner side runs in the learner actor
+through `__ray_call__` (`open_sender`, `prepare_broadcast`, `send_prepared`), on the weights its role publishes
+(gathered under ZeRO-3, LoRA merged), so the two paths send the same tensors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import ray
 import torch
 from torch import Tensor
 
-from rlhf_ray.rollout.weights import check_state_dict, cpu_state_dict
+from rlhf_ray.roles import learner as learner_role
+from rlhf_ray.rollout.nccl_sync import SyncPlan, open_communicator, plan_for, rank_offsets, send_buckets
+from rlhf_ray.rollout.weights import check_state_dict, cpu_state_dict, engine_weights, tied_embeddings
 
 
 def publish_weights(model_or_state: torch.nn.Module | Mapping[str, Tensor]) -> ray.ObjectRef:
@@ -32,3 +41,65 @@ def resolve_weights(state_or_ref: Mapping[str, Tensor] | ray.ObjectRef) -> Mappi
     if isinstance(state_or_ref, ray.ObjectRef):
         state_or_ref = ray.get(state_or_ref)
     return check_state_dict(state_or_ref)
+
+
+# ---- broadcast (rollout.weight_sync: nccl) -----------------------------------------------------------------
+# These run inside the learner rank 0 actor (`actor.__ray_call__.remote(fn, ...)` calls fn(instance, ...)).
+
+
+def open_sender(learner: Any, host: str, port: int, world_size: int, backend: str = "nccl") -> None:
+    """Join the sync group as rank 0, on the device of the learner's model."""
+    device = next(learner.model.parameters()).device
+    learner.weight_sender = open_communicator(backend, host, port, 0, world_size, device)
+
+
+def prepare_broadcast(learner: Any, bucket_bytes: int, keep: bool = True) -> SyncPlan | None:
+    """Publish the policy (the role's weights: gathered, LoRA merged) under the engine's names and, on the
+    sending rank (`keep`), hold it for `send_prepared` and return the plan the workers need before the
+    broadcast starts. Under ZeRO-3 every rank takes part in the gather and only rank 0 keeps the result."""
+    state = engine_weights(learner_role.PolicyLearner.publish(learner), tied_embeddings(learner.model))
+    if not keep:
+        return None
+    learner.weights_to_send = state
+    return plan_for(state, bucket_bytes)
+
+
+def send_prepared(learner: Any, plan: SyncPlan) -> int:
+    """Broadcast the prepared weights bucket by bucket (the workers receive meanwhile); returns the bytes."""
+    state, learner.weights_to_send = learner.weights_to_send, None
+    return send_buckets(learner.weight_sender, plan, state)
+
+
+class BroadcastSync:
+    """Learner rank 0 (`readers[0]`) → every engine worker of `workers` (rollout actors with
+    `engine_world_size`, `init_weight_sync`, `receive_weights`), in buckets of at most `bucket_bytes`.
+    `readers` are the learner ranks a read of the full weights calls (all of them under ZeRO-3)."""
+
+    def __init__(self, readers: list[ray.actor.ActorHandle], workers: list[ray.actor.ActorHandle],
+                 bucket_bytes: int, backend: str = "nccl") -> None:
+        self.readers, self.learner = readers, readers[0]
+        self.workers, self.bucket_bytes, self.backend = workers, bucket_bytes, backend
+        self.is_open = False
+
+    def open(self) -> None:
+        """Rendezvous: the learner hosts the group's store on its node; all members join at once."""
+        host, port = ray.get(self.learner.address.remote())
+        sizes = ray.get([worker.engine_world_size.remote() for worker in self.workers])
+        world_size = 1 + sum(sizes)
+        joins = [worker.init_weight_sync.remote(host, port, offset, world_size, self.backend)
+                 for worker, offset in zip(self.workers, rank_offsets(sizes), strict=True)]
+        ray.get([self.learner.__ray_call__.remote(open_sender, host, port, world_size, self.backend), *joins])
+        self.is_open = True
+
+    def sync(self) -> list[str]:
+        """One sync: the plan goes to every worker with its receive call, the learner broadcasts meanwhile;
+        returns the workers' digests of what their engines now hold."""
+        if not self.is_open:
+            self.open()
+        plan = ray.get([reader.__ray_call__.remote(prepare_broadcast, self.bucket_bytes, rank == 0)
+                        for rank, reader in enumerate(self.readers)])[0]
+        receiving = [worker.receive_weights.remote(plan) for worker in self.workers]
+        sent = self.learner.__ray_call__.remote(send_prepared, plan)
+        digests = ray.get(receiving)
+        ray.get(sent)
+        return digests

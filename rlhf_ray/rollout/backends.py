@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 from transformers import (
+    AutoConfig,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -36,7 +37,17 @@ from rlhf_ray.inputs.prompts import conversation_text
 from rlhf_ray.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf_ray.models.placement import resolve_device, torch_dtype
 from rlhf_ray.rollout.batch import Sample
-from rlhf_ray.rollout.weights import state_digest
+from rlhf_ray.rollout.nccl_sync import (
+    SyncPlan,
+    changed_tensors,
+    checksums_digest,
+    greedy_agreement,
+    greedy_continuation,
+    open_communicator,
+    receive_buckets,
+    tensor_checksums,
+)
+from rlhf_ray.rollout.weights import engine_weights, state_digest, tied_embeddings
 from rlhf_ray.training.encoding import Prompt, end_of_turn, prompt_text
 
 
@@ -441,29 +452,64 @@ VLLM_INSTALL_HINT = "the vLLM rollout backend needs vLLM: `pip install rlhf-ray[
 class VLLMWorkerExtension:
     """Methods mixed into every vLLM GPU worker (`worker_extension_cls`), called through `LLM.collective_rpc`.
 
-    Based on vLLM's RLHF examples (`examples/offline_inference/rlhf.py`, `rlhf_utils.py`, `WorkerExtension`):
-    the engine is built with `worker_extension_cls="<module>.<Class>"`, the trainer side calls
-    `llm.collective_rpc("<method>", args=(...))`, and the worker applies weights with
-    `self.model_runner.model.load_weights(weights=[(name, tensor), ...])`, which maps HF names onto vLLM's
-    fused layers (qkv_proj, gate_up_proj) and skips a tied lm_head. The examples move the tensors with an NCCL
-    broadcast; here the state dict arrives as the RPC argument (CPU tensors from the Ray object store), which
-    is right for small and mid-size policies. For large models switch this method to the examples' NCCL path.
+    Written against vLLM 0.34 (the `vllm` extra pins it), after its RLHF examples
+    (`examples/offline_inference/rlhf.py`, `rlhf_utils.py`): the engine is built with
+    `worker_extension_cls="<module>.<Class>"`, the trainer side calls `llm.collective_rpc("<method>", args=...)`,
+    and a worker applies weights with `self.model_runner.model.load_weights(weights=[(name, tensor), ...])`,
+    which maps HF names onto vLLM's fused layers (qkv_proj, gate_up_proj) and skips a tied lm_head.
+
+    Two ways in: the whole HF-named state dict as the RPC argument (`rollout.weight_sync: object_store`), or
+    a broadcast from learner rank 0 over a stateless NCCL group in byte-bounded buckets (`nccl`,
+    `rlhf_ray.rollout.nccl_sync`). `rlhf_ray_checksums` hashes the worker's own (fused, sharded) tensors, so
+    the weight-agreement check reads what the engine holds, not what was sent.
     """
 
+    def _rlhf_ray_model(self) -> torch.nn.Module:
+        return self.model_runner.model  # type: ignore[attr-defined]
+
     def rlhf_ray_load_weights(self, state: Mapping[str, Tensor]) -> int:
-        model = self.model_runner.model  # type: ignore[attr-defined]
+        model = self._rlhf_ray_model()
         device = next(model.parameters()).device
         model.load_weights(weights=[(name, tensor.to(device)) for name, tensor in state.items()])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return len(state)
 
+    def rlhf_ray_world_rank(self) -> int:
+        """This worker's rank in its engine (tensor/pipeline parallel); the engine has as many as answer."""
+        from vllm.distributed.parallel_state import get_world_group
+
+        return get_world_group().rank
+
+    def rlhf_ray_init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> int:
+        """Join the sync group as rank `rank_offset` + this worker's rank; the learner (rank 0) joins at the
+        same time. Returns the rank taken."""
+        rank = rank_offset + self.rlhf_ray_world_rank()
+        self.rlhf_ray_sync = open_communicator("nccl", host, port, rank, world_size,
+                                               self.device)  # type: ignore[attr-defined]
+        return rank
+
+    def rlhf_ray_receive_weights(self, plan: SyncPlan) -> int:
+        """Receive the buckets the learner broadcasts (while this runs) and load each as it lands."""
+        model = self._rlhf_ray_model()
+        loaded = 0
+        for pairs in receive_buckets(self.rlhf_ray_sync, plan):
+            model.load_weights(weights=pairs)
+            loaded += len(pairs)
+        torch.cuda.synchronize(self.rlhf_ray_sync.device)
+        return loaded
+
+    def rlhf_ray_checksums(self) -> dict[str, str]:
+        """`tensor_checksums` of this worker's parameters under vLLM's names (computed on its GPU)."""
+        return tensor_checksums(self._rlhf_ray_model().named_parameters())
+
 
 class VLLMBackend:
     """vLLM offline engine (`vllm.LLM`) on the worker's GPU; weights updated in place through the worker extension.
 
-    `state_digest` is the digest of the HF-named state dict last applied (of the checkpoint until then): vLLM
-    fuses parameters under its own names, so its internal tensors cannot be hashed comparably.
+    `state_digest` is `checksums_digest` of the engine's own tensors (every worker's, as `rlhf_ray_checksums`
+    reads them): two engines of one layout have equal digests exactly when they hold the same weights.
+    `last_changed` names the engine tensors the last update changed, per worker.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], dtype: str = "auto", gpu_memory_utilization: float = 0.5,
@@ -486,7 +532,9 @@ class VLLMBackend:
         )
         self.eot = end_of_turn(self.tokenizer)
         self.stops = stop_token_ids(self.tokenizer, _checkpoint_eos(self.model_path))
-        self._digest: str | None = None
+        self.tie_word_embeddings = tied_embeddings(AutoConfig.from_pretrained(self.model_path, local_files_only=True))
+        self._checksums: list[dict[str, str]] | None = None
+        self.last_changed: list[list[str]] = []
 
     def generate(self, prompts: list[Prompt], prompt_ids: list[str], num_samples: int,
                  params: GenerationParams) -> list[Sample]:
@@ -526,17 +574,67 @@ class VLLMBackend:
                                            stop_strings=params.stop))
         return samples
 
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        self.llm.collective_rpc("rlhf_ray_load_weights", args=(dict(state),))
+    def engine_checksums(self) -> list[dict[str, str]]:
+        """Per worker (in rank order), `tensor_checksums` of its own tensors under vLLM's names."""
+        return list(self.llm.collective_rpc("rlhf_ray_checksums"))
+
+    def engine_world_size(self) -> int:
+        """Workers of this engine (tensor × pipeline parallel): each is a member of the NCCL sync group."""
+        return len(self.llm.collective_rpc("rlhf_ray_world_rank"))
+
+    def _updated(self, apply: Callable[[], Any]) -> None:
+        """Run an update, then refresh the checksums and record what it changed."""
+        before = self._checksums if self._checksums is not None else self.engine_checksums()
+        apply()
         # cached KV blocks were computed with the old weights
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()
-        self._digest = state_digest(state)
+        self._checksums = self.engine_checksums()
+        self.last_changed = [changed_tensors(old, new) for old, new in zip(before, self._checksums, strict=True)]
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        weights = engine_weights(state, self.tie_word_embeddings)
+        self._updated(lambda: self.llm.collective_rpc("rlhf_ray_load_weights", args=(weights,)))
+
+    def init_weight_sync(self, host: str, port: int, rank_offset: int, world_size: int) -> list[int]:
+        """Every worker joins the learner's sync group (blocks until the learner joins too); their ranks."""
+        return list(self.llm.collective_rpc("rlhf_ray_init_weight_sync",
+                                            args=(host, port, rank_offset, world_size)))
+
+    def receive_weights(self, plan: SyncPlan) -> None:
+        """Take one broadcast sync (the learner sends `plan`'s buckets meanwhile)."""
+        self._updated(lambda: self.llm.collective_rpc("rlhf_ray_receive_weights", args=(plan,)))
 
     def state_digest(self) -> str:
-        if self._digest is None:
-            self._digest = state_digest(load_causal_lm(self.model_path).state_dict())
-        return self._digest
+        if self._checksums is None:
+            self._checksums = self.engine_checksums()
+        return checksums_digest(self._checksums)
+
+
+def verify_engine_update(backend: Any, apply: Callable[[], Any], reference_model: torch.nn.Module,
+                         prompt: Prompt, max_new_tokens: int = 8) -> dict[str, Any]:
+    """Prove one weight update reached an engine: run `apply` (the update), then check that it changed the
+    engine's own checksums and that the engine's greedy answer to `prompt` is the learner's own.
+
+    `backend` has `engine_checksums()` (per worker), `generate` and `stops` (a `VLLMBackend`); `reference_model`
+    is the learner's model holding the weights just sent. Raises naming what failed; returns the figures.
+    The GPU check and a vLLM test call this; it needs a running engine.
+    """
+    before = backend.engine_checksums()
+    apply()
+    after = backend.engine_checksums()
+    changed = [changed_tensors(old, new) for old, new in zip(before, after, strict=True)]
+    if not any(changed):
+        raise RuntimeError("the weight update changed none of the engine's tensors")
+    greedy = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    sample = backend.generate([prompt], ["verify"], 1, greedy)[0]
+    generated = sample.response_ids
+    reference = greedy_continuation(reference_model, sample.prompt_ids, len(generated), backend.stops)
+    agreement = greedy_agreement(generated, reference)
+    if not agreement["match"]:
+        raise RuntimeError(f"engine and learner greedy answers differ at token {agreement['first_difference']}: "
+                           f"engine {generated}, learner {reference}")
+    return {"changed_tensors": [len(names) for names in changed], **agreement}
 
 
 def _checkpoint_eos(path: os.PathLike[str]) -> int | list[int] | None:
