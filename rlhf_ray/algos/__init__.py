@@ -29,6 +29,7 @@ from rlhf_ray.algos.kl import (
     kl_penalty,
 )
 from rlhf_ray.algos.logprobs import (
+    logprob_parity,
     masked_mean,
     masked_sum,
     response_mask_from_lengths,
@@ -39,6 +40,7 @@ from rlhf_ray.algos.policy_loss import (
     POLICY_LOSSES,
     PolicyLossFn,
     PolicyLossOutput,
+    decoupled_ppo_loss,
     entropy_from_logits,
     ppo_policy_loss,
     token_entropy,
@@ -76,6 +78,7 @@ __all__ = [
     "bradley_terry_loss",
     "broadcast_to_tokens",
     "compute_advantages",
+    "decoupled_ppo_loss",
     "discounted_returns",
     "dpo_hinge_loss",
     "dpo_ipo_loss",
@@ -86,6 +89,7 @@ __all__ = [
     "gae",
     "grpo_advantages",
     "kl_penalty",
+    "logprob_parity",
     "masked_mean",
     "masked_sum",
     "masked_whiten",

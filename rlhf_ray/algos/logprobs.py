@@ -107,3 +107,31 @@ def response_mask_from_lengths(prompt_lengths: Tensor, attention_mask: Tensor) -
     real = attention_mask != 0
     rank = real.long().cumsum(dim=-1) - 1
     return real & (rank >= prompt_lengths.long().unsqueeze(-1))
+
+
+def logprob_parity(rollout_logprobs: Tensor, learner_logprobs: Tensor, mask: Tensor) -> dict[str, float]:
+    """How far the log-probs a rollout backend reported for the tokens it sampled are from the learner's
+    recomputation of the same tokens (same weights, same temperature):
+
+        Δ_t  = |log π_rollout,t − log π_learner,t|        over real tokens (m_t = 1)
+        mean = Σ m Δ / Σ m,     max = max_{m_t = 1} Δ_t   (both 0 when no token is real)
+
+    At numerical noise for the same weights in the same precision; a larger gap means the backend samples from
+    another distribution than the learner trains (stale weights, a different dtype or kernel, a temperature not
+    applied the same way), which biases the PPO ratio.
+
+    Args:
+        rollout_logprobs: [B, L] log-probs reported by the rollout.
+        learner_logprobs: [B, L] the learner's log-probs of the same tokens.
+        mask: [B, L] 1/true for real tokens.
+
+    Returns:
+        {"mean": float, "max": float}.
+    """
+    if rollout_logprobs.shape != learner_logprobs.shape or mask.shape != learner_logprobs.shape:
+        raise ValueError(f"rollout_logprobs, learner_logprobs and mask must have one shape; got "
+                         f"{tuple(rollout_logprobs.shape)}, {tuple(learner_logprobs.shape)} and {tuple(mask.shape)}")
+    keep = mask != 0
+    gap = torch.where(keep, (rollout_logprobs.double() - learner_logprobs.double()).abs(),
+                      torch.zeros((), dtype=torch.float64, device=keep.device))
+    return {"mean": float(masked_mean(gap, keep)), "max": float(gap.max()) if gap.numel() else 0.0}
