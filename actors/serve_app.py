@@ -16,7 +16,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from actors.serve_control import apply_app_config, http_port
+from actors.serve_control import apply_app_config, serving_url
 from actors.serve_monitor import ROUTER_DEPLOYMENT, CanaryMonitor, initial_router_state
 from actors.serve_policy import PolicyDeployment
 from actors.serve_router import CanaryRouter
@@ -77,4 +77,4 @@ def deploy_canary(args: CanaryAppArgs, name: str = "canary", route_prefix: str =
     and wait until it serves; returns its base URL. A running Serve keeps its own host and port."""
     serve.start(http_options={"host": host, "port": port})
     apply_app_config(serve_app_config(args, name, route_prefix))
-    return f"http://{host}:{http_port()}{route_prefix.rstrip('/')}"
+    return serving_url(route_prefix)

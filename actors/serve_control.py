@@ -98,9 +98,12 @@ def replica_actors(app_name: str, deployment: str) -> dict[str, Any]:
             for r in app["deployments"][deployment]["replicas"] if r["state"] == "RUNNING"}
 
 
-def http_port() -> int:
-    """The port Serve's HTTP proxy listens on."""
-    return int(_client().get_serve_details()["http_options"]["port"])
+def serving_url(route_prefix: str) -> str:
+    """Where an application under `route_prefix` answers: the running Serve's own host and port (a Serve that
+    was already running keeps them, whatever a job configured), loopback when it listens on every interface."""
+    http = _client().get_serve_details()["http_options"]
+    host = "127.0.0.1" if http["host"] in ("0.0.0.0", "::", "") else http["host"]
+    return f"http://{host}:{int(http['port'])}{route_prefix.rstrip('/')}"
 
 
 def serve_metric(name: str) -> Any:

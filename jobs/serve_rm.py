@@ -57,10 +57,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def deploy(config: ServeRMConfig) -> tuple[str, Any]:
-    """Start Serve on the configured host/port if it is not running, deploy the model; returns (url, handle)
-    (a Serve already running keeps its own host and port: configure the same ones)."""
+    """Start Serve on the configured host/port if it is not running, deploy the model; returns (url, handle).
+    A Serve already running keeps its own host and port, and the url says where it listens."""
     from ray import serve
 
+    from actors.serve_control import serving_url
     from actors.serve_rm import reward_model_app
 
     if not config.model_path:
@@ -72,7 +73,7 @@ def deploy(config: ServeRMConfig) -> tuple[str, Any]:
     handle = serve.run(reward_model_app(path, config.normalize, config.max_length, s.max_batch_size,
                                         s.batch_wait_timeout_s, s.num_replicas, s.num_cpus, s.num_gpus),
                        name=s.app_name, route_prefix=s.route_prefix)
-    return f"http://{s.host}:{s.port}{s.route_prefix}", handle
+    return serving_url(s.route_prefix), handle
 
 
 def run(config: ServeRMConfig) -> dict[str, Any]:

@@ -120,9 +120,11 @@ def workbench_args(config: WorkbenchConfig) -> WorkbenchArgs:
 
 
 def deploy(config: WorkbenchConfig, args: WorkbenchArgs | None = None) -> tuple[str, Any]:
-    """Start Serve on the configured host/port if it is not running, deploy the workbench, return (url, handle)."""
+    """Start Serve on the configured host/port if it is not running, deploy the workbench, return (url, handle).
+    A Serve already running keeps its own host and port, and the url says where it listens."""
     from ray import serve
 
+    from actors.serve_control import serving_url
     from actors.workbench import workbench_app
 
     args = args or workbench_args(config)
@@ -130,7 +132,7 @@ def deploy(config: WorkbenchConfig, args: WorkbenchArgs | None = None) -> tuple[
     serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
     handle = serve.run(workbench_app(args, config.serve.num_cpus), name=config.serve.app_name,
                        route_prefix=config.serve.route_prefix)
-    return f"http://{config.serve.host}:{config.serve.port}{config.serve.route_prefix.rstrip('/')}", handle
+    return serving_url(config.serve.route_prefix), handle
 
 
 def stop(config: WorkbenchConfig, handle: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -21,6 +22,31 @@ def ray_cluster():
         ray.init(num_cpus=2, include_dashboard=False, namespace="rlhf-ray-tests", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_session(ray_cluster) -> int:
+    """One Ray Serve (controller and HTTP proxy on loopback) for every test module that serves: starting it
+    costs ~20 s. Yields its port."""
+    from ray import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def serve_instance(serve_session: int) -> int:
+    """The shared Serve for one module; the applications the module deployed are deleted at its end, so the
+    next module starts with Serve's CPUs free."""
+    from ray import serve
+
+    yield serve_session
+    for name in list(serve.status().applications):
+        serve.delete(name)
 
 
 WORLD_SIZE = 200

@@ -5,7 +5,6 @@ Qwen2 models with a ChatML template and no pad token, built offline."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from pathlib import Path
 
@@ -131,14 +130,8 @@ def test_the_llm_judge_counts_the_verdicts_it_cannot_parse(checkpoints: dict[str
     assert scores == [5.5 if value is None else value for value in parsed]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.ray
-def test_serve_rm_scores_over_http_in_batches_like_the_directory(ray_cluster, checkpoints: dict[str, str]) -> None:
+def test_serve_rm_scores_over_http_in_batches_like_the_directory(serve_instance, checkpoints: dict[str, str]) -> None:
     from ray import serve
 
     from jobs.serve_rm import ServeRMConfig, deploy
@@ -146,8 +139,7 @@ def test_serve_rm_scores_over_http_in_batches_like_the_directory(ray_cluster, ch
     from rlhf_ray.roles.scoring import RewardScorer
 
     config = ServeRMConfig(model_path=checkpoints["rm"], max_length=64, wandb={"mode": "disabled"},
-                           serve={"port": _free_port(), "num_cpus": 0.1, "batch_wait_timeout_s": 0.2})
-    serve.shutdown()  # a Serve an earlier test left in the shared Ray keeps its own port (deploy's documented rule)
+                           serve={"port": serve_instance, "num_cpus": 0.1, "batch_wait_timeout_s": 0.2})
     url, handle = deploy(config)
     try:
         direct = RMSource(checkpoints["rm"], max_length=64).score(PROMPTS, RESPONSES)
@@ -175,5 +167,4 @@ def test_serve_rm_scores_over_http_in_batches_like_the_directory(ray_cluster, ch
             down.score(PROMPTS, RESPONSES)
     finally:
         serve.delete(config.serve.app_name)
-        serve.shutdown()
     assert Path(checkpoints["rm"]).is_dir()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -201,12 +200,6 @@ def test_router_retries_a_policy_call_once_when_the_replica_under_it_died() -> N
 # ---------------------------------------------------------------------------------------------- Serve fixtures
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _copy_model(source: str, target: Path, config_changes: dict[str, Any] | None = None,
                 perturb_seed: int | None = None) -> str:
     """A second real checkpoint: a copy with other weights (a distinct policy) or an edited config."""
@@ -244,16 +237,6 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     world = World(WorldConfig(num_prompts=WORLD_SIZE), 0)
     return str(init_model(world.corpus(), tmp_path_factory.mktemp("base") / "model", "tiny", seed=0).path)
-
-
-@pytest.fixture(scope="module")
-def serve_instance(ray_cluster):
-    from ray import serve
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield port
-    serve.shutdown()
 
 
 def _args(root: Path, incumbent: str, canary: str, secrets: dict[str, str], **sections: Any) -> Any:

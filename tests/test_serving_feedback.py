@@ -121,7 +121,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.ray
-def test_feedback_through_the_router_is_refused_unless_it_is_the_users_own_once(ray_cluster, tmp_path) -> None:
+def test_feedback_through_the_router_is_refused_unless_it_is_the_users_own_once(serve_instance, tmp_path) -> None:
     from ray import serve
 
     from actors.serve_app import deploy_canary
@@ -137,7 +137,7 @@ def test_feedback_through_the_router_is_refused_unless_it_is_the_users_own_once(
         "auth": {"keys_file": str(tmp_path / "keys.yaml")}, "router": {"initial_weight": 0.5, "num_cpus": 0.05,
                                                                        "monitor_num_cpus": 0.05},
         "feedback": {"flush_interval_s": 0.1, "burst": 5, "rate_per_s": 0.01}})
-    url = deploy_canary(args, name="feedback-test", route_prefix="/fb", port=_free_port())
+    url = deploy_canary(args, name="feedback-test", route_prefix="/fb", port=serve_instance)
     try:
         def chat(key: str | None, **extra: Any) -> requests.Response:
             headers = {"Authorization": f"Bearer {key}"} if key else {}

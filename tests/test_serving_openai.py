@@ -21,7 +21,7 @@ from rlhf_ray.serving.variants import (
     system_prompt_digest,
     with_system_prompt,
 )
-from tests.test_serving import TOKEN, base_model, secrets_dir, serve_instance  # noqa: F401 (module fixtures)
+from tests.test_serving import TOKEN, base_model, secrets_dir  # noqa: F401 (module fixtures)
 
 MODEL = "rlhf-policy"
 LONG_PROMPT = ("You are a thorough support assistant. Explain every step in detail, give an example for each step, "

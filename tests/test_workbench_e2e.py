@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -32,16 +31,8 @@ VARIANTS = ("policy-2025.12", "policy-2026.01")
 TIMEOUT_MS = 60_000
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def workbench(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from ray import serve
-
+def workbench(serve_instance, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from jobs.workbench import WorkbenchConfig, deploy, stop
     from rlhf_ray.config import load_config
     from rlhf_ray.governance import Pseudonymizer
@@ -60,16 +51,13 @@ def workbench(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "queue.adjudication": 4, "queue.active_learning": 8, "queue.rubric": 1, "queue.correction": 1,
         "queue.gold": 2, "queue.sla_hours": "{adjudication: 96, default: 48}",
         "session.max_tasks": 3, "session.rotate_after": 1, "shards.flush_every": 1,
-        "serve.port": _free_port(), "serve.app_name": "workbench-e2e", "serve.route_prefix": "/workbench",
+        "serve.port": serve_instance, "serve.app_name": "workbench-e2e", "serve.route_prefix": "/workbench",
         "serve.num_cpus": 0.1,
     }
     config = load_config(WorkbenchConfig, None, [f"{k}={v}" for k, v in overrides.items()])
     url, handle = deploy(config)
     yield {"url": url, "out": root / "feedback", "config": config, "handle": handle}
-    try:
-        stop(config, handle)
-    finally:
-        serve.shutdown()
+    stop(config, handle)
 
 
 @pytest.fixture(scope="module")
