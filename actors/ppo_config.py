@@ -110,6 +110,8 @@ class LearnerSection(OptimizerSection):
     policy_loss: Literal["ppo"] = "ppo"
     clip_eps: float = Field(0.2, gt=0)
     dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c > 1 (Ye et al.), off by default")
+    is_cap: float = Field(2.0, gt=1, description="samples of an older policy (pipeline modes): cap C of each token's "
+                          "weight min(π_prox/π_behav, C) in the decoupled PPO loss")
     entropy_coef: float = Field(0.0, ge=0)
     logprob_token_budget: int | None = Field(DEFAULT_TOKEN_BUDGET, ge=1, description="tokens whose logits exist "
                                              "at once when computing log-probs and entropy (memory ≈ a few × budget "

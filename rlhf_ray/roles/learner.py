@@ -24,7 +24,7 @@ from torch import Tensor
 
 from rlhf_ray.algos.kl import kl_penalty
 from rlhf_ray.algos.logprobs import masked_mean
-from rlhf_ray.algos.policy_loss import POLICY_LOSSES, value_loss
+from rlhf_ray.algos.policy_loss import POLICY_LOSSES, decoupled_ppo_loss, value_loss
 from rlhf_ray.models import LoraSection, load_causal_lm, load_tokenizer, save_tokenizer
 from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET, causal_lm_token_logprobs_entropy
 from rlhf_ray.models.lora import add_lora, merged_state_dict
@@ -60,6 +60,22 @@ def trim(minibatch: dict[str, Tensor]) -> dict[str, Tensor]:
     longest = int(minibatch["response_mask"].sum(dim=1).max())
     return {key: value[:, :width] if key in SEQUENCE_KEYS else value[:, :longest] if value.ndim == 2 else value
             for key, value in minibatch.items()}
+
+
+def length_buckets(lengths: Tensor, num_minibatches: int, generator: torch.Generator) -> list[Tensor]:
+    """Row indices of `num_minibatches` minibatches of similar real length, so `trim` leaves little padding:
+
+        π      = a random permutation of the rows              (which of equal-length rows go together)
+        order  = π stably sorted by lengths[π]                  (rows by length, ties in π's order)
+        chunks = `order` cut into num_minibatches consecutive parts (sizes differ by at most 1)
+        return   the chunks in a random order                   (no fixed short-to-long schedule)
+
+    Every row is in exactly one minibatch; the result is a function of `lengths` and the generator's state."""
+    rows = lengths.shape[0]
+    shuffled = torch.randperm(rows, generator=generator)
+    order = shuffled[torch.argsort(lengths[shuffled], stable=True)]
+    chunks = torch.tensor_split(order, num_minibatches)
+    return [chunks[i] for i in torch.randperm(num_minibatches, generator=generator).tolist()]
 
 
 class GroupMember:
@@ -115,10 +131,11 @@ class GroupMember:
         raise NotImplementedError
 
     def train(self, experience: dict[str, Tensor], update: int | None = None) -> dict[str, float]:
-        """`epochs` passes over this rank's shard, each in `num_minibatches` shuffled minibatches; returns the
-        mean of every figure over the steps. The shuffle is a function of (seed, `update`): the caller's update
-        index (PPO's iteration), so a group restarted from a checkpoint shuffles as an uninterrupted one would;
-        None counts this member's own updates."""
+        """`epochs` passes over this rank's shard, each in `num_minibatches` minibatches of rows of similar length
+        (`length_buckets`: trimmed, they carry little padding) in a shuffled order; returns the mean of every figure
+        over the steps. The shuffle is a function of (seed, `update`): the caller's update index (PPO's iteration),
+        so a group restarted from a checkpoint shuffles as an uninterrupted one would; None counts this member's own
+        updates."""
         if self.engine is None:
             raise RuntimeError("init_group must run before train")
         rows = experience["input_ids"].shape[0]
@@ -132,7 +149,7 @@ class GroupMember:
         figures: dict[str, list[float]] = defaultdict(list)
         self.model.train()
         for _ in range(self.settings["epochs"]):
-            for chunk in torch.tensor_split(torch.randperm(rows, generator=generator), chunks):
+            for chunk in length_buckets(experience["attention_mask"].sum(dim=1), chunks, generator):
                 with autocast(self.device, self.dtype):
                     loss, extras = self.minibatch_loss(to_device(trim({k: v[chunk] for k, v in experience.items()}),
                                                                  self.device))
@@ -203,15 +220,25 @@ class PolicyLearner(GroupMember):
             self.engine.model, ids, attention, position_ids_from_mask(attention), self.token_budget, with_entropy=True)
         logprobs, mask = response_token_view(token_logp, response)
         entropy, _ = response_token_view(token_entropy, response)
-        policy = POLICY_LOSSES[self.settings["policy_loss"]](
-            logprobs, minibatch["old_logprobs"], minibatch["advantages"], mask, self.settings["clip_eps"],
-            self.settings["dual_clip"])
+        if "behaviour_logprobs" in minibatch:
+            # samples of an older policy (pipelined rollout): clip against the proximal policy, whose log-probs are
+            # the old_logprobs computed before this update, and weight each token by min(π_prox/π_behav, is_cap)
+            policy = decoupled_ppo_loss(
+                logprobs, minibatch["old_logprobs"], minibatch["behaviour_logprobs"], minibatch["advantages"], mask,
+                self.settings["clip_eps"], self.settings["is_cap"], self.settings["dual_clip"])
+        else:
+            policy = POLICY_LOSSES[self.settings["policy_loss"]](
+                logprobs, minibatch["old_logprobs"], minibatch["advantages"], mask, self.settings["clip_eps"],
+                self.settings["dual_clip"])
         mean_entropy = masked_mean(entropy, mask)
         # without a bonus the entropy is only reported, and the chunked backward skips its terms
         coef = self.settings["entropy_coef"]
         loss = policy.loss - coef * mean_entropy if coef > 0 else policy.loss
         extras = {"clip_fraction": policy.clip_fraction.item(), "approx_kl": policy.approx_kl.item(),
                   "entropy": mean_entropy.item(), "policy_loss": policy.loss.item()}
+        if policy.is_weight_mean is not None:
+            extras.update(is_weight_mean=policy.is_weight_mean.item(),
+                          is_capped_fraction=policy.is_capped_fraction.item())
         if self.settings["kl_loss_coef"] > 0:
             kl = masked_mean(kl_penalty(logprobs, minibatch["ref_logprobs"], "k3", mask), mask)
             loss = loss + self.settings["kl_loss_coef"] * kl
