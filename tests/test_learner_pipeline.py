@@ -69,6 +69,31 @@ def test_behaviour_equal_to_old_steps_exactly_as_plain_ppo(tiny_policy: str) -> 
     assert any(not torch.equal(plain[name], stale[name]) for name in plain)
 
 
+class RecordingLearner(PolicyLearner):
+    """A policy learner that notes the width of every minibatch it trains on."""
+
+    widths: list[int]
+
+    def minibatch_loss(self, minibatch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        self.widths.append(minibatch["input_ids"].shape[1])
+        return super().minibatch_loss(minibatch)
+
+
+def test_train_steps_on_length_buckets_trimmed_to_their_longest_row(tiny_policy: str) -> None:
+    threads = torch.get_num_threads()
+    try:
+        learner = RecordingLearner(tiny_policy, 1, {**SETTINGS, "epochs": 4, "lr": 1e-6}, num_threads=1)
+        learner.init_group(*learner.address(), rank=0)
+        learner.widths = []
+        learner.train(experience(learner), update=0)
+    finally:
+        torch.set_num_threads(threads)
+    # rows of 14, 7, 11 and 9 tokens in 2 minibatches: {7, 9} and {11, 14} in every epoch (a shuffle would pair
+    # them otherwise 2 times in 3), in either order
+    pairs = [sorted(learner.widths[i:i + 2]) for i in range(0, 8, 2)]
+    assert pairs == [[9, 14]] * 4
+
+
 def test_is_cap_is_a_learner_setting_above_one() -> None:
     assert LearnerSection().model_dump()["is_cap"] == 2.0
     assert LearnerSection(is_cap=5).model_dump()["is_cap"] == 5.0
