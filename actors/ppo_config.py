@@ -51,6 +51,20 @@ class RolloutSection(Placement):
         "memory (backend vllm, GPUs on the learner and the workers)")
     weight_sync_bucket_mb: float = Field(256.0, gt=0, description="nccl: tensors are broadcast in buckets of at "
                                          "most this many MiB (a larger tensor goes alone)")
+    verify_weights_every: int = Field(10, ge=1, description="object_store: every N-th weight sync (and the first "
+                                      "of a group, and a worker's first load after it restarted) the workers hash "
+                                      "what they loaded and the digests must agree; the other syncs check the "
+                                      "policy versions only (the sha256 reads every weight: most of a small model's "
+                                      "sync)")
+    logprob_diff_alert: float = Field(0.05, gt=0, description="log-prob parity: above this mean |Δ| between the "
+                                      "log-probs the rollout reported for its tokens and the learner's recomputation "
+                                      "(`rollout/logprob_diff_mean`) a warning goes to stderr and "
+                                      "`rollout/logprob_diff_alerts` counts it")
+    logprob_parity_every: int = Field(10, ge=1, description="where the rollout's log-probs stand in for the "
+                                      "learner's old log-probs (sync, temperature 1, no top-p/top-k, hf in the "
+                                      "learner's dtype), the learner still recomputes them every N-th iteration (and "
+                                      "at the first one after a start or recovery) to check parity; other modes "
+                                      "check every iteration")
 
     @model_validator(mode="after")
     def _one_place_for_placement(self) -> RolloutSection:
@@ -161,6 +175,29 @@ class RewardSection(Placement):
             raise PPOError(f"reward.canned_phrases_file={self.canned_phrases_file!r}: {error}") from error
 
 
+class PipelineSection(StrictModel):
+    """How generation overlaps learning. sync: generate, score, update, sync, in lockstep. one_step_off: the
+    generation of iteration k+1 runs while iteration k updates (its samples are one policy version old). async:
+    up to `max_staleness` generation batches in flight ahead of the update. Samples of an older policy are trained
+    with the decoupled PPO loss (`learner.is_cap`) against the rollout's behaviour log-probs."""
+
+    mode: Literal["sync", "one_step_off", "async"] = "sync"
+    max_staleness: int = Field(1, ge=1, description="async: generation batches in flight ahead of the update, and "
+                               "the oldest policy (in updates behind the learner) a trained sample may come from; "
+                               "older samples are dropped (ledger reason 'stale')")
+
+    @model_validator(mode="after")
+    def _one_step_off_is_one(self) -> PipelineSection:
+        if self.mode == "one_step_off" and self.max_staleness != 1:
+            raise ValueError(f"pipeline.max_staleness={self.max_staleness} with pipeline.mode='one_step_off' (which "
+                             "is one batch ahead); use mode: async for more")
+        return self
+
+    def lookahead(self) -> int:
+        """Generation batches submitted ahead of the one being trained."""
+        return 0 if self.mode == "sync" else self.max_staleness
+
+
 class KLSection(StrictModel):
     coef: float = Field(0.05, ge=0, description="β, the initial coefficient when adaptive")
     kind: Literal["k1", "k2", "k3"] = "k1"
@@ -218,6 +255,7 @@ class PPOEngineConfig(JobConfig):
     reward: RewardSection = RewardSection()
     kl: KLSection = KLSection()
     advantage: AdvantageSection = AdvantageSection()
+    pipeline: PipelineSection = PipelineSection()
 
     @model_validator(mode="after")
     def _consistent(self) -> PPOEngineConfig:
@@ -246,6 +284,22 @@ class PPOEngineConfig(JobConfig):
         if self.rollout.weight_sync == "nccl" and self.learner.num_gpus <= 0:
             raise ValueError("rollout.weight_sync='nccl' sends from learner rank 0's GPU: it needs learner.num_gpus "
                              f"> 0; got {self.learner.num_gpus} (use rollout.weight_sync='object_store')")
+        rollout = self.rollout
+        if self.pipeline.mode != "sync":
+            # The rollout reports log softmax(logits / T) before top-k/top-p: the behaviour policy's log-probs only
+            # when it sampled from the policy itself. The older policy is gone by the update, so nothing can
+            # recompute them: refused rather than trained with a biased importance weight.
+            if (rollout.temperature, rollout.top_p, rollout.top_k) != (1.0, 1.0, 0):
+                raise ValueError(f"pipeline.mode={self.pipeline.mode!r} trains on samples of older policies, whose "
+                                 "log-probs only the rollout knows, and it reports them right only when sampling "
+                                 "from the policy itself: it needs rollout.temperature=1, rollout.top_p=1, "
+                                 f"rollout.top_k=0; got temperature={rollout.temperature}, top_p={rollout.top_p}, "
+                                 f"top_k={rollout.top_k} (or use pipeline.mode: sync)")
+            if rollout.weight_sync != "object_store":
+                raise ValueError(f"pipeline.mode={self.pipeline.mode!r} hands new weights to the workers between "
+                                 "their requests, which an NCCL broadcast (a collective every worker joins at once) "
+                                 f"cannot; got rollout.weight_sync={rollout.weight_sync!r} (use object_store, or "
+                                 "pipeline.mode: sync)")
         if problems := config_problems(self):
             raise ValueError("; ".join(problems))
         return self

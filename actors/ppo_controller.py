@@ -9,6 +9,16 @@ optimizer state), the critic and the controller state, so `--resume` continues t
 or critic rank that dies takes its torch.distributed group with it, so the controller rebuilds the policy
 groups from the latest checkpoint (`max_learner_recoveries`) and replays the iterations since; the metrics
 history is cut back to that checkpoint first, so no iteration appears twice.
+
+Pipelining (`pipeline.mode`): in one_step_off and async the generate calls of the next `pipeline.lookahead()`
+batches are sent before this iteration's update runs, and the new weights are queued to the workers after it
+(`publish_weights`), which apply them between requests; each sample carries the policy version that generated it,
+is trained with the decoupled PPO loss against the rollout's behaviour log-probs, and is dropped ("stale") if more
+than `max_staleness` updates old. The sample ledger (`rlhf_ray.training.ledger`) follows every prompt draw from
+drawn to trained or dropped; it is saved in each checkpoint, and after a resume or a learner recovery the draws that
+were in flight are recorded `lost_on_restart` and drawn again. Every iteration that recomputes the old log-probs
+compares them with the rollout's (`rollout/logprob_diff_*`); in lockstep at temperature 1 the rollout's stand in for
+them (`rollout.logprob_parity_every`).
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ import json
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +50,7 @@ from actors.scoring import ReferenceModel, RewardScorer
 from actors.transport import BroadcastSync
 from rlhf_ray.algos.advantages import AdvantageSettings, needs_critic
 from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
+from rlhf_ray.algos.logprobs import logprob_parity
 from rlhf_ray.algos.penalties import RulePenaltySettings
 from rlhf_ray.evaluation.hacking import FLAGS, hacking_flags, reward_length_correlation
 from rlhf_ray.inputs import Evaluator, Prompt, PromptSource, mean_figures
@@ -45,14 +58,17 @@ from rlhf_ray.inputs.evaluators import mean
 from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_checkpoint
 from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.roles.engines import zero_stage
-from rlhf_ray.rollout.batch import Sample, pack_samples
+from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view
 from rlhf_ray.storage import StorageRoot, swap_in_directory
 from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.training.experience import KL_PLACEMENT, build_experience, shard_rows
+from rlhf_ray.training.ledger import SampleLedger
 
 LATEST = "latest"
 STATE_FILE = "controller.json"
 HISTORY_FILE = "metrics.jsonl"
+LEDGER_FILE = "ledger.json"
+ROLES = ("rollout", "scorer", "reference", "learner")
 RESTART_WAIT_S = 120.0
 RANK_PROBE_S = 30.0
 
@@ -80,6 +96,56 @@ def prompt_row(prompt: Prompt) -> dict[str, str]:
 def row_conversation(row: Mapping[str, str]) -> Any:
     """What the rollout worker renders for a row: its conversation (system turn and history), else its text."""
     return json.loads(row["messages"]) if row.get("messages") else row["prompt"]
+
+
+def row_shards(rows: int, workers: int) -> list[list[int]]:
+    """Row indices per rollout worker, in order (so a prompt's samples stay contiguous)."""
+    return [[int(i) for i in part] for part in np.array_split(np.arange(rows), workers)]
+
+
+def rollout_token_logprobs(samples: Sequence[Sample], sequences: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The log-probs the rollout reported for its sampled tokens, laid out as the learner's token log-probs are:
+    [B, T−1], token t's value at column t−1 (so response token k of row b, at input position p_b + k, sits at
+    column p_b + k − 1), zero elsewhere; `sequences` is `pack_samples`' output for `samples`."""
+    width = sequences["input_ids"].shape[1]
+    out = torch.zeros((len(samples), width - 1), dtype=torch.float32)
+    for b, sample in enumerate(samples):
+        if sample.response_logprobs is None or len(sample.response_logprobs) != len(sample.response_ids):
+            raise ValueError(f"sample {sample.prompt_id!r}: the rollout reported "
+                             f"{None if sample.response_logprobs is None else len(sample.response_logprobs)} "
+                             f"log-probs for {len(sample.response_ids)} response tokens; expected one per token")
+        start = len(sample.prompt_ids) - 1
+        out[b, start : start + len(sample.response_ids)] = torch.tensor(sample.response_logprobs)
+    return out
+
+
+def stale_rows(versions: Sequence[int], iteration: int, max_staleness: int) -> list[int]:
+    """Rows whose policy version is more than `max_staleness` updates behind the learner at `iteration`
+    (staleness = iteration − version)."""
+    return [row for row, version in enumerate(versions) if iteration - version > max_staleness]
+
+
+@dataclass
+class RolloutBatch:
+    """One iteration's prompts on their way through the rollout: drawn (ledger ids), generate calls submitted
+    (refs, not awaited), and how many weight syncs had been sent to the workers before (a worker answering with
+    fewer applied restarted meanwhile)."""
+
+    index: int
+    rows: list[dict[str, str]]
+    draws: list[str]
+    refs: list[ray.ObjectRef]
+    syncs_before: int
+
+
+@dataclass
+class PendingLoad:
+    """A weight publication the workers apply between requests: its `version`, the first batch index submitted
+    after it (whose generate calls run after it on every worker), and the load calls' refs (digests)."""
+
+    version: int
+    before_batch: int
+    refs: list[ray.ObjectRef] = field(default_factory=list)
 
 
 class PromptSampler:
@@ -153,6 +219,10 @@ class PPOController:
             raise PPOError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
         self.step_retries = self.learner_recoveries = 0
         self.start_figures: dict[str, float] = {}  # the first run's starting point, kept in every checkpoint
+        self.parity_alerts = 0
+        # seconds each role spent executing calls, and when the first step started: `idle/*` shares of wall time
+        self._busy: dict[str, float] = defaultdict(float)
+        self._run_started: float | None = None
         policy_path = self._restore(resume)
         self.pad_id = load_tokenizer(policy_path).pad_token_id
         self._placement = within
@@ -178,6 +248,12 @@ class PPOController:
                    else FixedKLController(config.kl.coef))
         if "kl" in state:
             self.kl.load_state_dict(state["kl"])
+        # The ledger as of the checkpoint (a checkpoint written before ledgers existed starts one): the draws in
+        # flight then had samples that are gone now; they are recorded dropped and drawn again (a replay) when
+        # their batch is submitted again.
+        saved = checkpoint / LEDGER_FILE if checkpoint else None
+        self.ledger = SampleLedger.load(str(saved)) if saved is not None and saved.exists() else SampleLedger()
+        self.ledger.reconcile("lost_on_restart")
         return str(checkpoint / "policy") if checkpoint else self.base_policy
 
     # ---- actors -------------------------------------------------------------------------------------------
@@ -233,7 +309,10 @@ class PPOController:
                      else self.base_policy)
             self.critic = self._group(Critic, config.critic, start, self._optimizer_settings(config.critic),
                                       within=self._within("critic"))
-        self._rollout_synced = False  # the workers hold `policy_path`'s weights until the first sync
+        self._syncs = 0  # weight syncs sent to this rollout group; until the first it holds `policy_path`'s weights
+        self._pending: list[RolloutBatch] = []  # generation batches submitted ahead of the update (pipeline modes)
+        self._loads: list[PendingLoad] = []  # publications not yet verified (pipeline modes)
+        self._parity_due = True  # the first iteration after a start or a recovery checks log-prob parity
         self._broadcast: BroadcastSync | None = None  # rollout.weight_sync: nccl, opened at the first sync
         self.rollout = ActorGroup(  # after the learners: colocated workers go into their bundles
             RolloutWorker, rollout.num_workers, rollout.num_cpus, rollout.num_gpus, config.placement_strategy,
@@ -241,7 +320,8 @@ class PPOController:
             within=(self._within(learner_group) or (self.learners.placement_group, 0)) if rollout.colocate_with_learner
             else self._within("rollout"),
             init_kwargs={"model_path": policy_path, "backend": rollout.backend,
-                         "backend_kwargs": rollout.worker_backend_kwargs(), "seed": config.seed})
+                         "backend_kwargs": rollout.worker_backend_kwargs(), "seed": config.seed,
+                         "policy_version": self.iteration})
         if resume:
             ray.get(self.learners.call("load_optimizer", str(resume / "policy")))
             if self.critic:
@@ -285,24 +365,32 @@ class PPOController:
                 ray.kill(actor)
 
     # ---- rollout ------------------------------------------------------------------------------------------
-    def _params(self, temperature: float, seed: int) -> dict[str, Any]:
+    def _params(self, temperature: float, seed: int, logprobs: bool = False) -> dict[str, Any]:
         rollout = self.config.rollout
         return {"max_new_tokens": rollout.max_new_tokens, "temperature": temperature, "top_p": rollout.top_p,
-                "top_k": rollout.top_k, "seed": seed}
+                "top_k": rollout.top_k, "seed": seed, "logprobs": logprobs}
 
-    def generate(self, rows: list[dict[str, str]], samples_per_prompt: int, params: dict[str, Any]) -> list[dict]:
+    def _generate_calls(self, rows: list[dict[str, str]], samples_per_prompt: int,
+                        params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [([row_conversation(rows[i]) for i in part], [rows[i]["prompt_id"] for i in part], samples_per_prompt,
+                 {**params, "seed": params["seed"] * 101 + w})
+                for w, part in enumerate(row_shards(len(rows), len(self.rollout)))]
+
+    def generate(self, rows: list[dict[str, str]], samples_per_prompt: int, params: dict[str, Any],
+                 submitted: RolloutBatch | None = None) -> list[dict]:
         """Prompts split over the workers in order (so a prompt's samples stay contiguous); a dead worker is
-        awaited, re-synced and the step retried, up to `max_step_retries` times."""
-        shards = [list(part) for part in np.array_split(np.arange(len(rows)), len(self.rollout))]
-        calls = [([row_conversation(rows[i]) for i in part], [rows[i]["prompt_id"] for i in part], samples_per_prompt,
-                  {**params, "seed": params["seed"] * 101 + w}) for w, part in enumerate(shards)]
+        awaited, re-synced and the step retried, up to `max_step_retries` times. `submitted`: these rows' calls
+        were already sent (a pipelined batch): they are awaited first, and retried like any other."""
+        calls = self._generate_calls(rows, samples_per_prompt, params)
+        refs, syncs_before = (submitted.refs, submitted.syncs_before) if submitted else (None, self._syncs)
         attempt, cause = 0, None
         while True:
             try:
-                parts = ray.get(self.rollout.call_sharded("generate", calls))
+                parts = ray.get(refs if refs is not None else self.rollout.call_sharded("generate", calls))
+                self._busy["rollout"] += sum(part["seconds"] for part in parts) / len(parts)
                 # A worker Ray restarted between two calls answers without error, but with its checkpoint's
-                # weights (version 0) although the group has been synced since it started.
-                stale = [w for w, part in enumerate(parts) if self._rollout_synced and part["weights_version"] == 0]
+                # weights (version 0) although syncs were sent to the group before this call.
+                stale = [w for w, part in enumerate(parts) if syncs_before > 0 and part["weights_version"] == 0]
                 if not stale:
                     return parts
                 failure = f"worker(s) {stale} restarted since the last weight sync"
@@ -315,6 +403,7 @@ class PPOController:
             print(f"[ppo] {failure}; retry {attempt}", file=sys.stderr)
             self._await_rollout()
             self.sync_weights()
+            refs, syncs_before = None, self._syncs
 
     def _await_rollout(self) -> None:
         # a restarted worker's engine is not in the broadcast group: the next sync opens a new one with everyone
@@ -330,15 +419,45 @@ class PPOController:
                 time.sleep(0.5)
 
     def sync_weights(self) -> dict[str, float]:
-        """The learner's weights to every rollout worker, by `rollout.weight_sync`: learner rank 0 puts them in the
-        object store once and every worker loads that object, or broadcasts them over NCCL into the engines;
-        the workers' digests (of what their engines hold) must agree."""
+        """The learner's weights (policy version `iteration`) to every rollout worker, waiting until they hold
+        them, by `rollout.weight_sync`: learner rank 0 puts them in the object store once and every worker loads
+        that object, or broadcasts them over NCCL into the engines; the workers' digests (of what their engines
+        hold) must agree."""
         started = time.perf_counter()
         digests = self._broadcast_weights() if self.config.rollout.weight_sync == "nccl" else self._put_weights()
         if len(set(digests)) != 1:
             raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {digests}")
-        self._rollout_synced = True
+        self._syncs += 1
         return {"timing/sync": time.perf_counter() - started}
+
+    def publish_weights(self) -> dict[str, float]:
+        """Pipeline modes: the learner's weights (policy version `iteration`) queued to every rollout worker
+        without waiting. A Ray actor runs its calls in order, so each worker applies them between the generate
+        calls already queued and the next: those produce samples of the older policy, tagged with its version.
+        The digests are checked once a later batch came back (`_verify_loads`)."""
+        started = time.perf_counter()
+        weights = ray.get([actor.publish.remote() for actor in self._weight_readers()])[0]
+        refs = self.rollout.call("load_weights", weights, self.iteration)
+        self._loads.append(PendingLoad(self.iteration, self._next_batch(), refs))
+        self._syncs += 1
+        return {"timing/sync": time.perf_counter() - started}
+
+    def _verify_loads(self, collected: int) -> None:
+        """Check the digests of the publications every worker applied before batch `collected` came back (they
+        are done: the worker ran them first). A worker that died meanwhile is skipped: its restart reported
+        version 0 weights and that batch was regenerated."""
+        done = [load for load in self._loads if load.before_batch <= collected]
+        self._loads = [load for load in self._loads if load.before_batch > collected]
+        for load in done:
+            digests = []
+            for ref in load.refs:
+                try:
+                    digests.append(ray.get(ref))
+                except (RayActorError, ActorUnavailableError):
+                    continue
+            if len(set(digests)) > 1:
+                raise RuntimeError(f"rollout workers disagree on the weights of policy version {load.version}: "
+                                   f"{digests}")
 
     def _broadcast_weights(self) -> list[str]:
         """rollout.weight_sync: nccl. The group is opened with the current workers at the first sync (and again
@@ -360,7 +479,7 @@ class PPOController:
         weights = ray.get([actor.publish.remote() for actor in self._weight_readers()])[0]
         for attempt in range(self.config.max_step_retries + 1):
             try:
-                digests = ray.get(self.rollout.call("load_weights", weights))
+                digests = ray.get(self.rollout.call("load_weights", weights, self.iteration))
                 break
             except (RayActorError, ActorUnavailableError) as error:
                 if attempt == self.config.max_step_retries:
@@ -372,21 +491,76 @@ class PPOController:
         return digests
 
     # ---- one iteration ------------------------------------------------------------------------------------
+    def _next_batch(self) -> int:
+        """The index of the next generation batch to submit."""
+        return self._pending[-1].index + 1 if self._pending else self.iteration
+
+    def _submit(self, index: int) -> RolloutBatch:
+        """Draw batch `index`'s prompts (ledger) and send its generate calls without waiting for them."""
+        rows = self.prompts.batch(index)
+        epoch = index // self.prompts.per_epoch  # one epoch = one pass over the shuffled training prompts
+        draws = [self.ledger.draw(epoch, row["prompt_id"]) for row in rows]
+        params = self._params(self.config.rollout.temperature, self.config.seed + index, logprobs=True)
+        refs = self.rollout.call_sharded("generate", self._generate_calls(rows, self.config.samples_per_prompt, params))
+        return RolloutBatch(index, rows, draws, refs, self._syncs)
+
+    def _fill_pipeline(self) -> None:
+        """Submit generation batches up to `pipeline.lookahead()` ahead of this iteration (none past the last)."""
+        last = min(self.iteration + self.config.pipeline.lookahead(), self.config.iterations - 1)
+        while self._next_batch() <= last:
+            self._pending.append(self._submit(self._next_batch()))
+
+    def _rollout_is_old_policy(self) -> bool:
+        """Whether the rollout's log-probs are the learner's old log-probs (up to numerical noise), so the learner's
+        forward can be skipped: lockstep (the workers hold the learner's weights), sampling from the policy itself
+        (temperature 1, no top-p/top-k) and the hf backend in the learner's dtype (vLLM's kernels differ)."""
+        rollout, learner = self.config.rollout, self.config.learner
+        own_distribution = (rollout.temperature, rollout.top_p, rollout.top_k) == (1.0, 1.0, 0)
+        return (self.config.pipeline.mode == "sync" and own_distribution and rollout.backend == "hf"
+                and rollout.dtype == learner.dtype)
+
     def step(self) -> dict[str, Any]:
         config, started = self.config, time.perf_counter()
-        rows = self.prompts.batch(self.iteration)
+        if self._run_started is None:
+            self._run_started = started
+        self._fill_pipeline()
+        batch = self._pending.pop(0)
         timings = {"timing/sample_prompts": time.perf_counter() - started}
-        generated = self.generate(rows, config.samples_per_prompt,
-                                  self._params(config.rollout.temperature, config.seed + self.iteration))
-        samples: list[Sample] = [s for part in generated for s in part["samples"]]
+        generated = self.generate(batch.rows, config.samples_per_prompt,
+                                  self._params(config.rollout.temperature, config.seed + batch.index, logprobs=True),
+                                  submitted=batch)
+        self._verify_loads(batch.index)
         timings["timing/generate"] = time.perf_counter() - started - timings["timing/sample_prompts"]
+        # Each row's policy version: in lockstep the workers were verified to hold the learner's weights.
+        versions = [self.iteration] * len(batch.rows)
+        if config.pipeline.mode != "sync":
+            for part, shard in zip(generated, row_shards(len(batch.rows), len(generated)), strict=True):
+                for row in shard:
+                    versions[row] = part["policy_version"]
+        for draw, version in zip(batch.draws, versions, strict=True):
+            self.ledger.generated(draw, version)
+        dropped = stale_rows(versions, self.iteration, config.pipeline.lookahead())
+        for row in dropped:
+            self.ledger.dropped(batch.draws[row], "stale")
+        kept = [row for row in range(len(batch.rows)) if row not in dropped]
+        per_row = config.samples_per_prompt
+        row_samples = [s for part in generated for s in part["samples"]]
+        samples: list[Sample] = [row_samples[row * per_row + k] for row in kept for k in range(per_row)]
+        staleness = [self.iteration - versions[row] for row in kept for _ in range(per_row)]
+
         sequences = pack_samples(samples, self.pad_id)
+        rollout_logp = rollout_token_logprobs(samples, sequences)
+        # The learner recomputes the old log-probs unless the rollout's are the same policy's; then only on a
+        # sample of iterations, to check that they are (log-prob parity).
+        learner_forward = (not self._rollout_is_old_policy() or self._parity_due
+                           or self.iteration % config.rollout.logprob_parity_every == 0)
         ids, attention = ray.put(sequences["input_ids"]), ray.put(sequences["attention_mask"])
         calls: dict[str, Any] = {
             "reward": self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]),
-            "reference": self.reference.logprobs.remote(ids, attention),
-            "old_logprobs": [actor.logprobs.remote(ids, attention)
-                             for actor in self._collective_ranks(self.learners, config.learner)]}
+            "reference": self.reference.logprobs.remote(ids, attention)}
+        if learner_forward:
+            calls["old_logprobs"] = [actor.logprobs.remote(ids, attention)
+                                     for actor in self._collective_ranks(self.learners, config.learner)]
         if self.critic:
             calls["values"] = [actor.values.remote(ids, attention)
                                for actor in self._collective_ranks(self.critic, config.critic)]
@@ -395,12 +569,23 @@ class PPOController:
         scored.update({name: scored[name][0] for name in ("old_logprobs", "values") if name in scored})
         timings.update({f"timing/{name}": value for name, value in seconds.items()})
         timings.update(ray.get(self.scorer.source_figures.remote()))  # each reward source's mean, latency, failures
+        for role, name in (("scorer", "reward"), ("reference", "reference"), ("learner", "old_logprobs")):
+            self._busy[role] += seconds.get(name, 0.0)
+        for row in kept:
+            self.ledger.scored(batch.draws[row])
+        parity = self._parity(rollout_logp, scored.get("old_logprobs"), sequences["response_mask"], staleness)
+        self._parity_due = False
+        old_logp = scored["old_logprobs"] if learner_forward else rollout_logp
         advantage_started = time.perf_counter()
         settings = AdvantageSettings(config.advantage.gamma, config.advantage.lam, config.samples_per_prompt,
                                      config.advantage.grpo_scale, config.advantage.whiten)
-        experience, stats = build_experience(sequences, scored["old_logprobs"], scored["reference"],
+        experience, stats = build_experience(sequences, old_logp, scored["reference"],
                                              scored.get("values"), torch.tensor(scored["reward"]["total"]),
                                              self.estimator, settings, self.kl.value, config.kl.kind)
+        if any(staleness):
+            # samples of older policies: the loss clips against the proximal policy (old_logprobs, the learner's
+            # weights now) and weights each token by min(π_prox / π_behav, is_cap) against the rollout's policy
+            experience["behaviour_logprobs"] = response_token_view(rollout_logp, sequences["response_mask"])[0]
         timings["timing/advantages"] = time.perf_counter() - advantage_started
         updates = {"policy_update": self.learners.call_sharded(
             "train", [(shard, self.iteration, self._kl_loss_coef())
@@ -410,11 +595,14 @@ class PPOController:
                 "train", [(shard, self.iteration) for shard in shard_rows(experience, len(self.critic))])
         trained, seconds = gather_timed(updates)
         timings.update({f"timing/{name}": value for name, value in seconds.items()})
-        timings.update(self.sync_weights())
+        for row in kept:
+            self.ledger.trained(batch.draws[row], self.iteration)
         self.kl.update(stats["kl"], len(samples))
         self.iteration += 1
+        timings.update(self.sync_weights() if config.pipeline.mode == "sync" else self.publish_weights())
+        self._busy["learner"] += seconds["policy_update"] + timings["timing/sync"]
         elapsed = time.perf_counter() - started
-        tokens = sum(part["tokens"] for part in generated)
+        tokens = sum(len(s.response_ids) for s in samples)
         reward = scored["reward"]
         answers = self._answer_figures(samples, reward, self.sample_evaluators)
         metrics = {
@@ -431,9 +619,48 @@ class PPOController:
                if self.critic else {}),
             "samples_per_s": len(samples) / elapsed, "tokens_per_s": tokens / elapsed,
             **{name: answers[name] for name in self._evaluated_figures(self.sample_evaluators)},
+            **parity, **self._pipeline_figures(staleness, len(dropped) * per_row),
             "step_retries": self.step_retries, **timings, "timing/iteration": elapsed,
         }
         return metrics
+
+    def _parity(self, rollout_logp: torch.Tensor, learner_logp: torch.Tensor | None, response_mask: torch.Tensor,
+                staleness: Sequence[int]) -> dict[str, float]:
+        """`rollout/logprob_diff_mean|max`: the rollout's reported log-probs against the learner's recomputation,
+        over the samples of the learner's current policy (a stale sample differs by design). Absent where there is
+        no recomputation this iteration, no such sample, or the rollout did not sample at temperature 1 (it reports
+        log softmax(logits / T), which the learner does not compute; top-p/top-k act after, so they do not
+        matter). Above `rollout.logprob_diff_alert` a warning goes to stderr and the alert is counted."""
+        fresh = [row for row, age in enumerate(staleness) if age == 0]
+        if learner_logp is None or not fresh or self.config.rollout.temperature != 1.0:
+            return {}
+        rows = torch.tensor(fresh)
+        reported, mask = response_token_view(rollout_logp[rows], response_mask[rows])
+        recomputed, _ = response_token_view(learner_logp[rows], response_mask[rows])
+        gap = logprob_parity(reported, recomputed, mask)
+        threshold = self.config.rollout.logprob_diff_alert
+        if gap["mean"] > threshold:
+            self.parity_alerts += 1
+            print(f"[ppo] log-prob parity alert at iteration {self.iteration}: mean |Δ| = {gap['mean']:.4g} (max "
+                  f"{gap['max']:.4g}) between the rollout's reported log-probs and the learner's, above "
+                  f"rollout.logprob_diff_alert={threshold}: the rollout samples from another distribution than the "
+                  "learner trains (weights, dtype, kernels or temperature)", file=sys.stderr)
+        return {"rollout/logprob_diff_mean": gap["mean"], "rollout/logprob_diff_max": gap["max"],
+                "rollout/logprob_diff_alerts": self.parity_alerts}
+
+    def _pipeline_figures(self, staleness: Sequence[int], dropped_samples: int) -> dict[str, float]:
+        """`pipeline/staleness_mean`, the histogram `pipeline/staleness_<s>` (samples trained s updates behind, s
+        up to `lookahead`), `pipeline/dropped_stale` (samples), and `idle/<role>`: the share of wall time since
+        the first step that the role's actors were not executing a call (rollout: each worker's own generate
+        time, averaged over the workers; scorer, reference, learner: the controller's timing of their calls)."""
+        figures: dict[str, float] = {"pipeline/staleness_mean": float(np.mean(staleness)),
+                                     "pipeline/dropped_stale": float(dropped_samples)}
+        for age in range(self.config.pipeline.lookahead() + 1):
+            figures[f"pipeline/staleness_{age}"] = float(sum(1 for s in staleness if s == age))
+        wall = time.perf_counter() - (self._run_started or time.perf_counter())
+        for role in ROLES:
+            figures[f"idle/{role}"] = max(0.0, 1.0 - self._busy[role] / wall) if wall > 0 else 0.0
+        return figures
 
     @staticmethod
     def _evaluated_figures(evaluators: Sequence[Evaluator]) -> list[str]:
@@ -514,7 +741,8 @@ class PPOController:
         return self.out / "checkpoints" / pointer.read_text().strip() if pointer.exists() else None
 
     def checkpoint(self) -> str:
-        """Policy (+ optimizer shards), critic and controller state, staged then renamed into place."""
+        """Policy (+ optimizer shards), critic, controller state and the sample ledger, staged then renamed into
+        place."""
         root = self.out / "checkpoints"
         final = root / f"iter-{self.iteration:06d}"
         staging = root / f".{final.name}.tmp-{uuid.uuid4().hex}"
@@ -524,6 +752,8 @@ class PPOController:
         state = {"iteration": self.iteration, "kl": self.kl.state_dict(), "step_retries": self.step_retries,
                  "learner_recoveries": self.learner_recoveries, "start": self.start_figures}
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+        # inside the staging folder: the ledger on disk is always the one of the checkpoint it sits in
+        self.ledger.save(StorageRoot.from_uri(str(staging.absolute())), LEDGER_FILE)
         swap_in_directory(staging, final)
         StorageRoot.from_uri(str(root.absolute())).write_bytes_atomic(final.name.encode(), LATEST)
         return str(final)
@@ -584,6 +814,7 @@ class PPOController:
                 stream.write(json.dumps(metrics) + "\n")
             if self.on_iteration is not None:
                 self.on_iteration({**start_figures, **latest_eval, **metrics})
+        self._verify_loads(config.iterations)  # the last publication's digests (pipeline modes)
         end_eval = {k: v for k, v in metrics.items() if k.startswith("eval/")} or start_eval
         policy_dir = self.export_policy()
         registry = lineage_for(config)
@@ -599,6 +830,8 @@ class PPOController:
                                      metrics={k: round(v, 4) for k, v in summary.items() if v is not None},
                                      uri=policy_dir)
         final = {k: v for k, v in metrics.items() if not k.startswith("eval/")}
+        books = self.ledger.summary()
         return {"policy_dir": policy_dir, "policy_id": artifact.id, "estimator": self.estimator,
                 "iterations": self.iteration, "iterations_this_run": self.iteration - first_iteration,
-                "checkpoint": checkpoint, **summary, **final}
+                "checkpoint": checkpoint, **summary, **final,
+                "ledger": {key: books[key] for key in ("drawn", "trained", "dropped")}}

@@ -18,13 +18,15 @@ from rlhf_ray.rollout.nccl_sync import WEIGHT_SYNC_FIELD, SyncPlan
 class RolloutWorker(rollout.RolloutWorker):
     """`rlhf_ray.roles.rollout.RolloutWorker`, taking a ref to the learner's weights as well as the dict."""
 
-    def load_weights(self, state_or_ref: Mapping[str, Tensor] | ray.ObjectRef) -> str:
-        """Apply the learner's weights (a state dict, or a ref to one from `publish_weights`); returns the digest.
+    def load_weights(self, state_or_ref: Mapping[str, Tensor] | ray.ObjectRef, version: int | None = None,
+                     verify: bool = True) -> str:
+        """Apply the learner's weights (a state dict, or a ref to one from `publish_weights`), the policy `version`
+        if given; returns the digest, or with `verify=False` the version marker (see the role's `load_weights`).
 
         A ref passed directly as the call's argument is resolved by Ray before this runs; one nested in a
         container is fetched here.
         """
-        return super().load_weights(resolve_weights(state_or_ref))
+        return super().load_weights(resolve_weights(state_or_ref), version, verify)
 
     def _broadcast_backend(self) -> object:
         if not hasattr(self.backend, "receive_weights"):

@@ -20,21 +20,34 @@ from rlhf_ray.rollout.backends import GenerationBackend, GenerationParams, make_
 from rlhf_ray.rollout.weights import check_state_dict
 
 
+UNVERIFIED = "unverified:"
+
+
+def unverified_marker(policy_version: int) -> str:
+    """What `RolloutWorker.load_weights(verify=False)` returns: the policy version the worker now holds, prefixed
+    with `UNVERIFIED` so it never equals a digest."""
+    return f"{UNVERIFIED}{policy_version}"
+
+
 class RolloutWorker:
     """Generates samples with the current policy weights and takes new weights from the learner.
 
     `seed` seeds the process's torch RNG at start, so calls with `params.seed=None` are reproducible for the
     worker's lifetime; calls with an explicit `params.seed` depend on nothing else. `weights_version` counts
     the syncs applied since the actor (re)started — 0 means the checkpoint's own weights, e.g. after a restart.
+    `policy_version` names the policy the weights are (the learner's update count): `model_path`'s at start, then
+    whatever the caller tags a `load_weights` with; every `generate` reports it, so a pipelined caller knows
+    which policy produced each sample.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], backend: str = "hf",
-                 backend_kwargs: Mapping[str, Any] | None = None, seed: int = 0) -> None:
+                 backend_kwargs: Mapping[str, Any] | None = None, seed: int = 0, policy_version: int = 0) -> None:
         torch.manual_seed(seed)
         self.seed = seed
         self.backend_name = backend
         self.backend: GenerationBackend = make_backend(backend, model_path, **dict(backend_kwargs or {}))
         self.weights_version = 0
+        self.policy_version = policy_version
 
     def ready(self) -> dict[str, Any]:
         return {"backend": self.backend_name, "seed": self.seed, "weights_version": self.weights_version,
@@ -45,7 +58,7 @@ class RolloutWorker:
         """Samples plus what the job's `timing/generate` and throughput metrics need.
 
         Returns: {"samples": list[Sample], "seconds": wall time, "tokens": response tokens generated,
-        "weights_version": the policy version that produced them}.
+        "weights_version": syncs applied since the actor started, "policy_version": the policy that produced them}.
         """
         if not isinstance(params, GenerationParams):
             params = GenerationParams(**params)
@@ -53,14 +66,26 @@ class RolloutWorker:
         samples = self.backend.generate(list(prompts), list(prompt_ids), num_samples, params)
         seconds = time.perf_counter() - start
         return {"samples": samples, "seconds": seconds, "tokens": sum(len(s.response_ids) for s in samples),
-                "weights_version": self.weights_version, "params": asdict(params)}
+                "weights_version": self.weights_version, "policy_version": self.policy_version,
+                "params": asdict(params)}
 
-    def load_weights(self, state: Mapping[str, Tensor]) -> str:
-        """Apply the learner's weights (a state dict, e.g. from `PolicyLearner.publish`); returns the digest,
-        which the caller compares with the learner's to prove the sync."""
+    def load_weights(self, state: Mapping[str, Tensor], version: int | None = None, verify: bool = True) -> str:
+        """Apply the learner's weights (a state dict, e.g. from `PolicyLearner.publish`), the policy `version`
+        if given.
+
+        Returns the digest of the weights the backend now holds, which the caller compares with the learner's or
+        the other workers' to prove the sync; with `verify=False` only `unverified_marker(policy_version)`: the
+        sha256 reads every weight and costs more than the copy, so a caller takes it on a sample of syncs. A
+        worker's first load since it (re)started is hashed regardless: only the digest proves a fresh engine took
+        the weights.
+        """
         self.backend.load_state_dict(check_state_dict(state))
         self.weights_version += 1
-        return self.backend.state_digest()
+        if version is not None:
+            self.policy_version = int(version)
+        if verify or self.weights_version == 1:
+            return self.backend.state_digest()
+        return unverified_marker(self.policy_version)
 
     def weights_digest(self) -> str:
         return self.backend.state_digest()
