@@ -96,6 +96,9 @@ BINDINGS: tuple[Binding, ...] = (
     _exact("rlhf_ppo_samples_per_second", "samples_per_s"),
     _exact("rlhf_ppo_tokens_per_second", "tokens_per_s"),
     _exact("rlhf_ppo_step_retries", "step_retries"),
+    _prefixed("rlhf_ppo_rollout", "rollout/", "figure"),
+    _prefixed("rlhf_ppo_pipeline", "pipeline/", "figure"),
+    _prefixed("rlhf_ppo_idle", "idle/", "role"),
     # reward-hacking monitors (any job: ppo, sweep, evaluate)
     _prefixed("rlhf_hacking_flag", "hacking_flag/", "monitor"),
     _prefixed("rlhf_hacking_figure", "hacking/", "figure"),

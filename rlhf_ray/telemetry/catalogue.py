@@ -115,6 +115,11 @@ PPO: tuple[MetricSpec, ...] = (
     _gauge("rlhf_ppo_samples_per_second", "samples per second per iteration"),
     _gauge("rlhf_ppo_tokens_per_second", "generated tokens per second per iteration"),
     _gauge("rlhf_ppo_step_retries", "rollout steps retried after a worker died"),
+    _gauge("rlhf_ppo_rollout", "log-prob parity: mean/max |rollout - learner| log-prob of the sampled tokens "
+           "(logprob_diff_mean, logprob_diff_max) and the alerts raised (logprob_diff_alerts)", "figure"),
+    _gauge("rlhf_ppo_pipeline", "pipelined rollout: staleness_mean, staleness_<s> (samples trained s policy "
+           "versions behind), dropped_stale", "figure"),
+    _gauge("rlhf_ppo_idle", "share of wall time a role's actors were not executing a call", "role"),
 )
 
 HACKING: tuple[MetricSpec, ...] = (
