@@ -58,6 +58,7 @@ from rlhf_ray.inputs.evaluators import mean
 from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_checkpoint
 from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.roles.engines import zero_stage
+from rlhf_ray.roles.rollout import UNVERIFIED, unverified_marker, verify_due
 from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view
 from rlhf_ray.storage import StorageRoot, swap_in_directory
 from rlhf_ray.telemetry import MetricsSink
@@ -422,11 +423,20 @@ class PPOController:
         """The learner's weights (policy version `iteration`) to every rollout worker, waiting until they hold
         them, by `rollout.weight_sync`: learner rank 0 puts them in the object store once and every worker loads
         that object, or broadcasts them over NCCL into the engines; the workers' digests (of what their engines
-        hold) must agree."""
+        hold) must agree. Over the object store the workers hash what they loaded only when `verify_due` (and at a
+        worker's first load after a restart); the other syncs check that every worker holds this policy version."""
         started = time.perf_counter()
-        digests = self._broadcast_weights() if self.config.rollout.weight_sync == "nccl" else self._put_weights()
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {digests}")
+        if self.config.rollout.weight_sync == "nccl":
+            proofs = self._broadcast_weights()
+        else:
+            proofs = self._put_weights(verify_due(self._syncs, self.config.rollout.verify_weights_every))
+            unverified = [proof.startswith(UNVERIFIED) for proof in proofs]
+            if any(unverified) and not all(unverified):  # a restarted worker hashed: the others' digests to compare
+                proofs = ray.get(self.rollout.call("weights_digest"))
+            elif all(unverified) and proofs[0] != unverified_marker(self.iteration):
+                raise RuntimeError(f"rollout workers report {proofs} after the sync of policy version {self.iteration}")
+        if len(set(proofs)) != 1:
+            raise RuntimeError(f"rollout workers disagree on the policy weights after sync: {proofs}")
         self._syncs += 1
         return {"timing/sync": time.perf_counter() - started}
 
@@ -474,12 +484,14 @@ class PPOController:
                                "a broken collective cannot be retried (rollout.weight_sync='object_store' can)"
                                ) from error
 
-    def _put_weights(self) -> list[str]:
-        """rollout.weight_sync: object_store. A worker that dies meanwhile is awaited and the load repeated."""
+    def _put_weights(self, verify: bool) -> list[str]:
+        """rollout.weight_sync: object_store; each worker's digest (`verify`) or version marker. A worker that dies
+        meanwhile is awaited and the load repeated, hashed."""
         weights = ray.get([actor.publish.remote() for actor in self._weight_readers()])[0]
         for attempt in range(self.config.max_step_retries + 1):
             try:
-                digests = ray.get(self.rollout.call("load_weights", weights, self.iteration))
+                digests = ray.get(self.rollout.call("load_weights", weights, self.iteration,
+                                                    verify=verify or attempt > 0))
                 break
             except (RayActorError, ActorUnavailableError) as error:
                 if attempt == self.config.max_step_retries:
@@ -830,8 +842,10 @@ class PPOController:
                                      metrics={k: round(v, 4) for k, v in summary.items() if v is not None},
                                      uri=policy_dir)
         final = {k: v for k, v in metrics.items() if not k.startswith("eval/")}
-        books = self.ledger.summary()
+        # drawn = trained + Σ dropped + in_flight; replayed: draws drawn again after their samples were lost
+        books = {**self.ledger.summary(),
+                 "replayed": sum(entry["attempts"] > 1 for entry in self.ledger.entries.values())}
         return {"policy_dir": policy_dir, "policy_id": artifact.id, "estimator": self.estimator,
                 "iterations": self.iteration, "iterations_this_run": self.iteration - first_iteration,
                 "checkpoint": checkpoint, **summary, **final,
-                "ledger": {key: books[key] for key in ("drawn", "trained", "dropped")}}
+                "ledger": books}

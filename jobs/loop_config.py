@@ -110,6 +110,7 @@ class PPOStage(StrictModel):
     reward: ppo_config.RewardSection = ppo_config.RewardSection()
     kl: ppo_config.KLSection = ppo_config.KLSection()
     advantage: ppo_config.AdvantageSection = ppo_config.AdvantageSection()
+    pipeline: ppo_config.PipelineSection = ppo_config.PipelineSection()
 
 
 class SweepStage(StrictModel):

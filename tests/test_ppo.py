@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from rlhf_ray.rollout.weights import state_digest
 from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.training.experience import build_experience, shard_rows
+from rlhf_ray.training.ledger import SampleLedger
 
 WORLD = WorldConfig(num_prompts=200)
 
@@ -157,6 +159,18 @@ def _each_iteration_logged_once(out: Path, iterations: int, drill: Any) -> None:
     assert all(Path(folder, "controller.json").exists() for folder in (out / "checkpoints").glob("iter-*")), drill
 
 
+def _each_draw_trained_once(result: dict[str, Any], iterations: int, prompts: int) -> None:
+    """The ledger's accounting after a drill: every prompt drawn went through exactly one optimizer step (the
+    ledger raises on a second), `prompts` of them in each iteration, none dropped or left in flight."""
+    drill = result.get("drill")
+    draws = iterations * prompts
+    assert result["ledger"] == {"drawn": draws, "trained": draws, "dropped": {}, "in_flight": 0, "replayed": 0}, \
+        (drill, result["ledger"])
+    ledger = SampleLedger.load(str(Path(result["checkpoint"], "ledger.json")))
+    per_iteration = Counter(entry["iteration"] for entry in ledger.entries.values())
+    assert per_iteration == dict.fromkeys(range(iterations), prompts), (drill, per_iteration)
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("victim_rank", [0, 1])
 def test_a_killed_learner_rank_is_rebuilt_from_the_checkpoint_and_no_iteration_is_logged_twice(
@@ -178,6 +192,7 @@ def test_a_killed_learner_rank_is_rebuilt_from_the_checkpoint_and_no_iteration_i
     finally:
         controller.shutdown()
     _each_iteration_logged_once(tmp_path, 8, result["drill"])
+    _each_draw_trained_once(result, 8, 8)
     assert json.loads(Path(result["checkpoint"], "controller.json").read_text())["learner_recoveries"] == 1
 
 
@@ -201,6 +216,7 @@ def test_a_rollout_worker_killed_at_a_random_point_is_restarted_and_resynced(ray
     finally:
         controller.shutdown()
     _each_iteration_logged_once(tmp_path, 8, result["drill"])
+    _each_draw_trained_once(result, 8, 8)
 
 
 @pytest.mark.ray
@@ -219,6 +235,7 @@ def test_resume_continues_the_iteration_count_and_matches_an_uninterrupted_run(r
     assert first["iterations"] == 2 and Path(first["policy_dir"], "config.json").exists()
     resumed = run(_config(policy, tmp_path / "resumed", iterations=3, resume=True, **grpo))
     assert resumed["iterations"] == 3 and resumed["iterations_this_run"] == 1
+    _each_draw_trained_once(resumed, 3, 8)  # the first run's draws came back with its checkpoint's ledger
     history = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [h["iteration"] for h in history] == [0, 1, 2, 3]  # the start's held-out figures, then each iteration
     assert "eval/true_utility" in history[0] and "reward/rm" not in history[0]

@@ -84,7 +84,7 @@ def test_sync_rollout_logprobs_match_the_learners_and_stand_in_for_old_logprobs(
     assert [row["rollout/logprob_diff_max"] for row in rows] == pytest.approx([0, 0], abs=1e-4), rows
     assert all(row["rollout/logprob_diff_alerts"] == 0 and row["pipeline/staleness_0"] == 8 for row in rows)
     assert "policy/is_weight_mean" not in rows[-1]  # no stale sample: the plain PPO loss
-    assert result["ledger"] == {"drawn": 8, "trained": 8, "dropped": {}}, result
+    assert result["ledger"] == {"drawn": 8, "trained": 8, "dropped": {}, "in_flight": 0, "replayed": 0}, result
     saved = SampleLedger.load(str(Path(result["checkpoint"], "ledger.json")))
     assert sorted({entry["iteration"] for entry in saved.entries.values()}) == [0, 1]
     assert all(0 <= row[f"idle/{role}"] <= 1 for row in rows for role in ("rollout", "scorer", "reference",
@@ -96,7 +96,8 @@ def test_async_run_with_a_killed_rollout_worker_trains_every_draw_once(
         ray_cluster, policy: str, tmp_path: Path) -> None:  # noqa: F811 (the imported fixture)
     """Async, two batches in flight: samples come one and two policy versions old and are trained with the
     decoupled loss; a rollout worker killed at a random point (Ray restarts it) costs a retry, and the ledger
-    still has every draw trained exactly once, with the policy version that generated it."""
+    still has every draw trained exactly once, with the policy version that generated it. Resumed from the first
+    checkpoint, the draws in flight then are replayed."""
     config = _config(policy, tmp_path, iterations=3, checkpoint_every=1,
                      pipeline={"mode": "async", "max_staleness": 2})
     controller = controller_for(config, _sink(tmp_path))
@@ -121,8 +122,9 @@ def test_async_run_with_a_killed_rollout_worker_trains_every_draw_once(
         controller.shutdown()
     # the kill is noticed by a step or by the final evaluation (whose retry no step's metrics show)
     assert controller.step_retries >= 1, (seed, delay)
-    assert result["iterations"] == 3 and result["ledger"] == {"drawn": 12, "trained": 12, "dropped": {}}, \
-        (seed, delay, result)
+    assert result["iterations"] == 3, (seed, delay, result)
+    assert result["ledger"] == {"drawn": 12, "trained": 12, "dropped": {}, "in_flight": 0, "replayed": 0}, \
+        (seed, delay, result["ledger"])
     rows = _history(tmp_path)
     assert [row["iteration"] for row in rows] == [0, 1, 2, 3], (seed, delay)
     # batch 0 fresh; batches 1 and 2 were submitted before update 0 ran (two ahead), unless a retry regenerated them
@@ -132,3 +134,16 @@ def test_async_run_with_a_killed_rollout_worker_trains_every_draw_once(
     ledger = SampleLedger.load(str(Path(result["checkpoint"], "ledger.json")))
     trained = [entry for entry in ledger.entries.values() if entry["state"] == "trained"]
     assert len(trained) == 12 and all(0 <= entry["iteration"] - entry["policy_version"] <= 2 for entry in trained)
+
+    # A driver killed after the first checkpoint, resumed: the two batches then in flight come back with the
+    # checkpoint's ledger, are recorded lost_on_restart and drawn again (replayed), and trained once each.
+    in_flight = SampleLedger.load(str(tmp_path / "checkpoints" / "iter-000001" / "ledger.json")).summary()
+    assert in_flight["trained"] == 4 and in_flight["in_flight"] == 8, in_flight
+    (tmp_path / "checkpoints" / "latest").write_text("iter-000001")
+    controller = controller_for(config.model_copy(update={"resume": True}), _sink(tmp_path))
+    try:
+        resumed = controller.train()
+    finally:
+        controller.shutdown()
+    assert resumed["iterations_this_run"] == 2
+    assert resumed["ledger"] == {"drawn": 12, "trained": 12, "dropped": {}, "in_flight": 0, "replayed": 8}, resumed
