@@ -19,9 +19,11 @@ through `__ray_call__` (`open_sender`, `prepare_broadcast`, `send_prepared`), on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from torch import Tensor
@@ -31,9 +33,54 @@ from rlhf_ray.rollout.nccl_sync import SyncPlan, open_communicator, plan_for, ra
 from rlhf_ray.rollout.weights import check_state_dict, cpu_state_dict, engine_weights, tied_embeddings
 
 
+class PackedWeights(Mapping[str, Tensor]):
+    """A CPU state dict in the form Ray moves cheapest: every distinct tensor's bytes in one flat numpy buffer
+    (each at a 16-byte-aligned offset) and, per name, (offset, bytes, dtype, shape). Ray passes a numpy array out
+    of band: the put copies it once into the object store and a worker's get maps it read-only, where pickled
+    torch tensors are copied again on every get, and each buffer of a put costs its own bookkeeping (CPU per put
+    of the tiny model's 4.3 MB, measured: ~3 ms in one buffer, ~5 ms one per tensor, 7-12 ms pickled tensors;
+    a worker's get 0.15 ms against 3.5 ms). Tied weights (one
+    tensor under two names) travel once. A name reads as a read-only view: the loader copies it into its own
+    parameters (`load_state_dict`) and never writes to it."""
+
+    ALIGN = 16  # bytes: every dtype's view of the buffer starts at a multiple of its element size
+
+    def __init__(self, state: Mapping[str, Tensor]) -> None:
+        spans: dict[tuple[int, int], int] = {}  # (data pointer, bytes) → offset: tied names share one span
+        flat: list[tuple[int, Tensor]] = []
+        self.entries: dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]] = {}
+        size = 0
+        for name, tensor in state.items():
+            nbytes = tensor.numel() * tensor.element_size()
+            key = (tensor.data_ptr(), nbytes)
+            if key not in spans:
+                spans[key] = size
+                flat.append((size, tensor.detach().contiguous().reshape(-1).view(torch.uint8)))
+                size += -(-nbytes // self.ALIGN) * self.ALIGN
+            self.entries[name] = (spans[key], nbytes, tensor.dtype, tuple(tensor.shape))
+        buffer = torch.empty(size, dtype=torch.uint8)
+        for offset, data in flat:
+            buffer[offset : offset + data.numel()].copy_(data)
+        self.buffer: np.ndarray = buffer.numpy()
+
+    def __getitem__(self, name: str) -> Tensor:
+        offset, nbytes, dtype, shape = self.entries[name]
+        with warnings.catch_warnings():  # the object store's memory is read-only, and nothing writes to it here
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.from_numpy(self.buffer)
+        return flat[offset : offset + nbytes].view(dtype).reshape(shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
 def publish_weights(model_or_state: torch.nn.Module | Mapping[str, Tensor]) -> ray.ObjectRef:
-    """Put the policy's weights in the object store once; hand the ref to every worker's `load_weights`."""
-    return ray.put(cpu_state_dict(model_or_state))
+    """Put the policy's weights in the object store once (as `PackedWeights`); hand the ref to every worker's
+    `load_weights`."""
+    return ray.put(PackedWeights(cpu_state_dict(model_or_state)))
 
 
 def resolve_weights(state_or_ref: Mapping[str, Tensor] | ray.ObjectRef) -> Mapping[str, Tensor]:

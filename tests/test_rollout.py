@@ -313,5 +313,9 @@ def test_rollout_worker_runs_in_process(model_dir: str, end_id: int, tmp_path: P
     worker = RolloutWorker(model_dir, "hf", {"max_batch_size": 2}, seed=3)
     out = worker.generate(PROMPTS[:1], PROMPT_IDS[:1], 2, {"max_new_tokens": 4, "seed": 1})
     assert len(out["samples"]) == 2 and out["tokens"] == 8 and out["weights_version"] == 0
-    digest = worker.load_weights(stopping_policy(model_dir, end_id, 2.0).state_dict())
-    assert worker.weights_version == 1 and worker.weights_digest() == digest
+    policy = stopping_policy(model_dir, end_id, 2.0).state_dict()
+    digest = worker.load_weights(policy, verify=False)  # a worker's first load is hashed regardless
+    assert worker.weights_version == 1 and worker.weights_digest() == digest == state_digest(policy)
+    other = stopping_policy(model_dir, end_id, 0.5).state_dict()
+    assert worker.load_weights(other, version=4, verify=False) == "unverified:4"  # loaded, not hashed
+    assert worker.weights_digest() == state_digest(other) == worker.load_weights(other, version=5)

@@ -19,14 +19,21 @@ from torch import Tensor
 from rlhf_ray.rollout.backends import GenerationBackend, GenerationParams, make_backend
 from rlhf_ray.rollout.weights import check_state_dict
 
-
-UNVERIFIED = "unverified:"
+UNVERIFIED = "unverified:"  # starts what an unhashed load returns; no hex digest does
 
 
 def unverified_marker(policy_version: int) -> str:
     """What `RolloutWorker.load_weights(verify=False)` returns: the policy version the worker now holds, prefixed
     with `UNVERIFIED` so it never equals a digest."""
     return f"{UNVERIFIED}{policy_version}"
+
+
+def verify_due(syncs_sent: int, every: int) -> bool:
+    """Whether the next weight sync to a worker group hashes what the workers loaded: the group's first
+    (`syncs_sent` = 0, also after the group was rebuilt) and then every `every`-th, i.e. syncs_sent mod every = 0."""
+    if every < 1:
+        raise ValueError(f"rollout.verify_weights_every={every}; expected an integer ≥ 1")
+    return syncs_sent % every == 0
 
 
 class RolloutWorker:
