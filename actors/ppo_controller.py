@@ -563,8 +563,10 @@ class PPOController:
         sequences = pack_samples(samples, self.pad_id)
         rollout_logp = rollout_token_logprobs(samples, sequences)
         # The learner recomputes the old log-probs unless the rollout's are the same policy's; then only on a
-        # sample of iterations, to check that they are (log-prob parity).
-        learner_forward = (not self._rollout_is_old_policy() or self._parity_due
+        # sample of iterations, to check that they are (log-prob parity), and the rollout's are still the ones
+        # trained on, so a resumed run (whose first iteration is checked) trains as an uninterrupted one.
+        rollout_is_old = self._rollout_is_old_policy()
+        learner_forward = (not rollout_is_old or self._parity_due
                            or self.iteration % config.rollout.logprob_parity_every == 0)
         ids, attention = ray.put(sequences["input_ids"]), ray.put(sequences["attention_mask"])
         calls: dict[str, Any] = {
@@ -587,7 +589,7 @@ class PPOController:
             self.ledger.scored(batch.draws[row])
         parity = self._parity(rollout_logp, scored.get("old_logprobs"), sequences["response_mask"], staleness)
         self._parity_due = False
-        old_logp = scored["old_logprobs"] if learner_forward else rollout_logp
+        old_logp = rollout_logp if rollout_is_old else scored["old_logprobs"]
         advantage_started = time.perf_counter()
         settings = AdvantageSettings(config.advantage.gamma, config.advantage.lam, config.samples_per_prompt,
                                      config.advantage.grpo_scale, config.advantage.whiten)
