@@ -63,8 +63,9 @@ class RolloutSection(Placement):
     logprob_parity_every: int = Field(10, ge=1, description="where the rollout's log-probs stand in for the "
                                       "learner's old log-probs (sync, temperature 1, no top-p/top-k, hf in the "
                                       "learner's dtype), the learner still recomputes them every N-th iteration (and "
-                                      "at the first one after a start or recovery) to check parity; other modes "
-                                      "check every iteration")
+                                      "at the first one after a start or recovery) to check parity; otherwise it "
+                                      "recomputes them every iteration, and parity is measured over the samples of "
+                                      "its current policy (pipeline modes: rarely any, their samples are older)")
 
     @model_validator(mode="after")
     def _one_place_for_placement(self) -> RolloutSection:
