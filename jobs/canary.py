@@ -427,16 +427,16 @@ def run(config: CanaryConfig) -> dict[str, Any]:
     started = time.perf_counter()
     replay = replay_traffic(config) if config.traffic.replay else None
     _check_key(config)
-    args = app_args(config, lineage_for(config))
     driven: DrivenTraffic = config.traffic if replay else config.simulation
-    operator = None
-    if replay is not None or config.simulation.enabled:
-        operator, args = _operator_token(args)
     sink = sink_for(NAME, config)
     # SIGINT / SIGTERM: the application is deleted (its router replicas flush their feedback journals) and a Ray
     # this job started is shut down; a cluster it joined keeps running
     with serving_process(config.ray):
-        regression = check_regression_suite(config)  # before anything is deployed
+        regression = check_regression_suite(config)  # before anything is deployed or registered in lineage
+        args = app_args(config, lineage_for(config))
+        operator = None
+        if replay is not None or config.simulation.enabled:
+            operator, args = _operator_token(args)
         base_url = deploy_canary(args, config.serve.app_name, config.serve.route_prefix, config.serve.host,
                                  config.serve.port)
         print(f"[canary] serving on {base_url} (deployment {args.deployment_id})", file=sys.stderr)

@@ -320,4 +320,5 @@ def test_the_canary_refuses_to_deploy_a_candidate_that_breaks_a_passing_case(ray
     registry = LineageRegistry(str(out / "lineage"))
     event = [e for e in registry.events(report["policy_id"]) if e.event == "regression"][-1]
     assert event.payload["blocking"] == ["quiet", "judged"] and event.payload["baseline_id"] == report["baseline_id"]
+    assert [r.kind for r in registry.records() if r.kind == "deployment"] == []  # refused: nothing was deployed
     assert "Regression suite" in build_report(out) and "verdict: fail (blocking: quiet, judged)" in build_report(out)
