@@ -11,7 +11,8 @@ torch_threads (`torch.set_num_threads`; unset: torch's default, one per core).
 
 One "iteration" is one generation batch (prompts_per_iteration × group_size samples) followed by
 `num_minibatches` optimizer steps, as one `PPOController.step()`. Writes RESULT.json: samples/s over the timed
-iterations (the warm-up ones excluded), seconds per iteration, the seconds `generate` took, versions and config.
+iterations (the warm-up ones excluded), seconds per iteration, the seconds `generate` took, the process's
+CPU-seconds per timed sample (all threads: TRL's share of the 2-core bound), versions and config.
 """
 
 from __future__ import annotations
@@ -48,17 +49,19 @@ def load_keyword_coverage(path: str):
 
 
 class StepClock(TrainerCallback):
-    """perf_counter at the end of every optimizer step."""
+    """perf_counter and the process's CPU time (all its threads) at the end of every optimizer step."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
-        self.begin = 0.0
+        self.cpu_ends: list[float] = []
+        self.begin = self.cpu_begin = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.begin = time.perf_counter()
+        self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.ends.append(time.perf_counter())
+        self.cpu_ends.append(time.process_time())
 
 
 def main() -> None:
@@ -129,6 +132,8 @@ def main() -> None:
     ends = [clock.begin, *clock.ends[minibatches - 1 :: minibatches]]  # end of each iteration
     seconds = [b - a for a, b in itertools.pairwise(ends)]
     timed = seconds[spec["warmup_iterations"] :]
+    cpu_ends = [clock.cpu_begin, *clock.cpu_ends[minibatches - 1 :: minibatches]]
+    timed_cpu = cpu_ends[-1] - cpu_ends[spec["warmup_iterations"]]
     tokens = generate_tokens[spec["warmup_iterations"] :]
     result = {
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
@@ -136,6 +141,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "prompt_ids_match_project_rendering": same_ids,
         "samples_per_s": rows * len(timed) / sum(timed),
+        "cpu_s_per_sample": timed_cpu / (rows * len(timed)),  # CPU-seconds of the timed iterations per sample
         "tokens_per_s": sum(tokens) / sum(timed),
         "iteration_s": sum(timed) / len(timed), "iteration_s_each": [round(s, 3) for s in seconds],
         "generate_s": sum(generate_seconds[spec["warmup_iterations"] :]) / len(timed),
