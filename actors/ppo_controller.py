@@ -444,30 +444,34 @@ class PPOController:
         """Pipeline modes: the learner's weights (policy version `iteration`) queued to every rollout worker
         without waiting. A Ray actor runs its calls in order, so each worker applies them between the generate
         calls already queued and the next: those produce samples of the older policy, tagged with its version.
-        The digests are checked once a later batch came back (`_verify_loads`)."""
+        What they loaded (hashed when `verify_due`, as in `sync_weights`) is checked once a later batch came back
+        (`_verify_loads`)."""
         started = time.perf_counter()
         weights = ray.get([actor.publish.remote() for actor in self._weight_readers()])[0]
-        refs = self.rollout.call("load_weights", weights, self.iteration)
+        verify = verify_due(self._syncs, self.config.rollout.verify_weights_every)
+        refs = self.rollout.call("load_weights", weights, self.iteration, verify=verify)
         self._loads.append(PendingLoad(self.iteration, self._next_batch(), refs))
         self._syncs += 1
         return {"timing/sync": time.perf_counter() - started}
 
     def _verify_loads(self, collected: int) -> None:
-        """Check the digests of the publications every worker applied before batch `collected` came back (they
-        are done: the worker ran them first). A worker that died meanwhile is skipped: its restart reported
-        version 0 weights and that batch was regenerated."""
+        """Check the publications every worker applied before batch `collected` came back (they are done: the
+        worker ran them first): the digests agree, and an unhashed load reports the version published. A worker
+        that died meanwhile is skipped: its restart reported version 0 weights and that batch was regenerated."""
         done = [load for load in self._loads if load.before_batch <= collected]
         self._loads = [load for load in self._loads if load.before_batch > collected]
         for load in done:
-            digests = []
+            proofs = []
             for ref in load.refs:
                 try:
-                    digests.append(ray.get(ref))
+                    proofs.append(ray.get(ref))
                 except (RayActorError, ActorUnavailableError):
                     continue
-            if len(set(digests)) > 1:
+            digests = {proof for proof in proofs if not proof.startswith(UNVERIFIED)}
+            markers = {proof for proof in proofs if proof.startswith(UNVERIFIED)}
+            if len(digests) > 1 or markers - {unverified_marker(load.version)}:
                 raise RuntimeError(f"rollout workers disagree on the weights of policy version {load.version}: "
-                                   f"{digests}")
+                                   f"{proofs}")
 
     def _broadcast_weights(self) -> list[str]:
         """rollout.weight_sync: nccl. The group is opened with the current workers at the first sync (and again
