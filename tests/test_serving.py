@@ -161,7 +161,6 @@ def test_router_retries_a_policy_call_once_when_the_replica_under_it_died() -> N
     class Policy:  # a deployment handle whose calls fail in turn with the given errors, then answer
         def __init__(self, *errors: BaseException) -> None:
             self.errors, self.calls = list(errors), 0
-            self.generate = self
 
         def remote(self, **call: Any) -> Any:
             self.calls += 1
@@ -178,7 +177,7 @@ def test_router_retries_a_policy_call_once_when_the_replica_under_it_died() -> N
 
     def call(policy: Policy) -> tuple[Any, list[bool]]:
         router_class, recorded = CanaryRouter.func_or_class, []
-        router = SimpleNamespace(args=CanaryAppArgs(), handles={"canary": policy},
+        router = SimpleNamespace(args=CanaryAppArgs(), generators={"canary": policy},
                                  _record=lambda variant, error, latency, flagged: recorded.append(error),
                                  _retries=SimpleNamespace(inc=lambda tags: retried.append(tags["variant"])))
         router._fail = lambda *args: router_class._fail(router, *args)
