@@ -4,7 +4,7 @@ the router's place (the floor: Serve's extra hop alone), and straight to the pol
     python benchmarks/serve.py --requests 300 --warmup 50 --concurrency 8 --rounds 5
 
 All paths serve the `echo` policy (answers with the prompt, no model), so the figures are the serving path
-alone: Serve's HTTP proxy → CanaryRouter (FastAPI, validation, identity, sticky assignment, feedback token,
+alone: Serve's HTTP proxy → CanaryRouter (routing, validation, identity, sticky assignment, feedback token,
 metrics) → DeploymentHandle → policy replica; Serve's HTTP proxy → PassThrough (reads the JSON body, one handle
 call) → policy replica; and Serve's HTTP proxy → policy replica. The load generator (aiohttp, keep-alive) runs on
 loopback in this process: one request at a time (latency p50/p99 without queueing), then `--concurrency` at once
