@@ -1,6 +1,6 @@
 """The canary Serve application: builder, its Serve config, and deploying it.
 
-    CanaryRouter (HTTP ingress, user_config = weights)    ──► incumbent: PolicyDeployment
+    CanaryRouter (HTTP ingress, user_config = weights)   ──► incumbent: PolicyDeployment
                  │                                       └─► canary:    PolicyDeployment
                  └── reports / admin ──► CanaryMonitor (guardrails, sequential test, audit, lineage)
 
