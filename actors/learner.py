@@ -9,6 +9,8 @@ import ray
 from actors.transport import publish_weights
 from rlhf_ray.roles import learner
 from rlhf_ray.roles.learner import free_port
+from rlhf_ray.rollout.nccl_sync import SyncPlan, open_communicator, plan_for, send_buckets
+from rlhf_ray.rollout.weights import StateDict, engine_weights, tied_embeddings
 
 
 class _OnRayNode:
@@ -28,6 +30,31 @@ class PolicyLearner(_OnRayNode, learner.PolicyLearner):
         in a ZeRO-3 gather."""
         state = super().publish()
         return publish_weights(state) if state is not None else None
+
+    # ---- rollout.weight_sync: nccl (driven by `actors.transport.BroadcastSync`) ----
+
+    weight_sender: object | None = None
+    weights_to_send: StateDict | None = None
+
+    def open_weight_sender(self, host: str, port: int, world_size: int, backend: str = "nccl") -> None:
+        """Join the broadcast group as its rank 0, on the device of the policy."""
+        device = next(self.model.parameters()).device
+        self.weight_sender = open_communicator(backend, host, port, 0, world_size, device)
+
+    def prepare_broadcast(self, bucket_bytes: int, keep: bool = True) -> SyncPlan | None:
+        """The role's weights (gathered under ZeRO-3, LoRA merged) under the engine's names; on the sending rank
+        (`keep`) held for `send_prepared`, and the plan the workers need before the broadcast starts. Under ZeRO-3
+        every rank takes part in the gather and only rank 0 keeps the result."""
+        state = engine_weights(learner.PolicyLearner.publish(self), tied_embeddings(self.model))
+        if not keep:
+            return None
+        self.weights_to_send = state
+        return plan_for(state, bucket_bytes)
+
+    def send_prepared(self, plan: SyncPlan) -> int:
+        """Broadcast the prepared weights bucket by bucket (the workers receive meanwhile); returns the bytes."""
+        state, self.weights_to_send = self.weights_to_send, None
+        return send_buckets(self.weight_sender, plan, state)
 
 
 class Critic(_OnRayNode, learner.Critic):

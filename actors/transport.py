@@ -13,24 +13,22 @@ both sides can prove the weights match.
 With `rollout.weight_sync: nccl` (vLLM on GPUs) the weights skip the object store: `BroadcastSync` opens one
 stateless group of learner rank 0 and every engine worker, and each sync announces the bucket plan to the
 workers and broadcasts the buckets (`rlhf_ray.rollout.nccl_sync`). The learner side runs in the learner actor
-through `__ray_call__` (`open_sender`, `prepare_broadcast`, `send_prepared`), on the weights its role publishes
-(gathered under ZeRO-3, LoRA merged), so the two paths send the same tensors.
+(`actors.learner.PolicyLearner`: `open_weight_sender`, `prepare_broadcast`, `send_prepared`), on the weights its
+role publishes (gathered under ZeRO-3, LoRA merged), so the two paths send the same tensors.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import numpy as np
 import ray
 import torch
 from torch import Tensor
 
-from rlhf_ray.roles import learner as learner_role
-from rlhf_ray.rollout.nccl_sync import SyncPlan, open_communicator, plan_for, rank_offsets, send_buckets
-from rlhf_ray.rollout.weights import check_state_dict, cpu_state_dict, engine_weights, tied_embeddings
+from rlhf_ray.rollout.nccl_sync import rank_offsets
+from rlhf_ray.rollout.weights import check_state_dict, cpu_state_dict
 
 
 class PackedWeights(Mapping[str, Tensor]):
@@ -91,30 +89,6 @@ def resolve_weights(state_or_ref: Mapping[str, Tensor] | ray.ObjectRef) -> Mappi
 
 
 # ---- broadcast (rollout.weight_sync: nccl) -----------------------------------------------------------------
-# These run inside the learner rank 0 actor (`actor.__ray_call__.remote(fn, ...)` calls fn(instance, ...)).
-
-
-def open_sender(learner: Any, host: str, port: int, world_size: int, backend: str = "nccl") -> None:
-    """Join the sync group as rank 0, on the device of the learner's model."""
-    device = next(learner.model.parameters()).device
-    learner.weight_sender = open_communicator(backend, host, port, 0, world_size, device)
-
-
-def prepare_broadcast(learner: Any, bucket_bytes: int, keep: bool = True) -> SyncPlan | None:
-    """Publish the policy (the role's weights: gathered, LoRA merged) under the engine's names and, on the
-    sending rank (`keep`), hold it for `send_prepared` and return the plan the workers need before the
-    broadcast starts. Under ZeRO-3 every rank takes part in the gather and only rank 0 keeps the result."""
-    state = engine_weights(learner_role.PolicyLearner.publish(learner), tied_embeddings(learner.model))
-    if not keep:
-        return None
-    learner.weights_to_send = state
-    return plan_for(state, bucket_bytes)
-
-
-def send_prepared(learner: Any, plan: SyncPlan) -> int:
-    """Broadcast the prepared weights bucket by bucket (the workers receive meanwhile); returns the bytes."""
-    state, learner.weights_to_send = learner.weights_to_send, None
-    return send_buckets(learner.weight_sender, plan, state)
 
 
 class BroadcastSync:
@@ -135,7 +109,7 @@ class BroadcastSync:
         world_size = 1 + sum(sizes)
         joins = [worker.init_weight_sync.remote(host, port, offset, world_size, self.backend)
                  for worker, offset in zip(self.workers, rank_offsets(sizes), strict=True)]
-        ray.get([self.learner.__ray_call__.remote(open_sender, host, port, world_size, self.backend), *joins])
+        ray.get([self.learner.open_weight_sender.remote(host, port, world_size, self.backend), *joins])
         self.is_open = True
 
     def sync(self) -> list[str]:
@@ -143,10 +117,10 @@ class BroadcastSync:
         returns the workers' digests of what their engines now hold."""
         if not self.is_open:
             self.open()
-        plan = ray.get([reader.__ray_call__.remote(prepare_broadcast, self.bucket_bytes, rank == 0)
+        plan = ray.get([reader.prepare_broadcast.remote(self.bucket_bytes, rank == 0)
                         for rank, reader in enumerate(self.readers)])[0]
         receiving = [worker.receive_weights.remote(plan) for worker in self.workers]
-        sent = self.learner.__ray_call__.remote(send_prepared, plan)
+        sent = self.learner.send_prepared.remote(plan)
         digests = ray.get(receiving)
         ray.get(sent)
         return digests
