@@ -27,7 +27,7 @@ import json
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +149,18 @@ class PendingLoad:
     refs: list[ray.ObjectRef] = field(default_factory=list)
 
 
+def with_draw_keys(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Each row with its `draw_key`: its prompt id, suffixed `#k` for the k-th row (k ≥ 2) of an id that occurs more
+    than once (a prompt file may hold one prompt text twice: two rows, so two draws per epoch in the ledger)."""
+    seen: Counter[str] = Counter()
+    keyed = []
+    for row in rows:
+        seen[row["prompt_id"]] += 1
+        count = seen[row["prompt_id"]]
+        keyed.append({**row, "draw_key": row["prompt_id"] if count == 1 else f"{row['prompt_id']}#{count}"})
+    return keyed
+
+
 class PromptSampler:
     """Training prompts as a Ray Dataset, reshuffled every epoch; batch i is a pure function of (seed, i), so a
     resumed run sees the prompts it would have seen."""
@@ -156,7 +168,7 @@ class PromptSampler:
     def __init__(self, rows: list[dict[str, str]], batch_size: int, seed: int, num_cpus: float) -> None:
         if len(rows) < batch_size:
             raise PPOError(f"prompts_per_iteration={batch_size} exceeds the {len(rows)} training prompts")
-        self.dataset = ray.data.from_items(rows, override_num_blocks=1)
+        self.dataset = ray.data.from_items(with_draw_keys(rows), override_num_blocks=1)
         self.batch_size, self.seed, self.num_cpus = batch_size, seed, num_cpus
         self.per_epoch = len(rows) // batch_size
         self._epoch, self._rows = -1, []
@@ -515,7 +527,7 @@ class PPOController:
         """Draw batch `index`'s prompts (ledger) and send its generate calls without waiting for them."""
         rows = self.prompts.batch(index)
         epoch = index // self.prompts.per_epoch  # one epoch = one pass over the shuffled training prompts
-        draws = [self.ledger.draw(epoch, row["prompt_id"]) for row in rows]
+        draws = [self.ledger.draw(epoch, row["draw_key"]) for row in rows]
         params = self._params(self.config.rollout.temperature, self.config.seed + index, logprobs=True)
         refs = self.rollout.call_sharded("generate", self._generate_calls(rows, self.config.samples_per_prompt, params))
         return RolloutBatch(index, rows, draws, refs, self._syncs)

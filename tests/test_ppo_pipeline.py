@@ -14,7 +14,7 @@ import pytest
 import ray
 import torch
 
-from actors.ppo_controller import rollout_token_logprobs, stale_rows
+from actors.ppo_controller import rollout_token_logprobs, stale_rows, with_draw_keys
 from jobs.ppo import PPOConfig, controller_for
 from rlhf_ray.config import WandbConfig
 from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view
@@ -23,6 +23,13 @@ from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.training.ledger import SampleLedger
 from tests.test_ppo import _config as ppo_config
 from tests.test_ppo import policy  # noqa: F401 (module fixture: the tiny policy)
+
+
+def test_a_prompt_file_that_repeats_a_prompt_gives_each_row_its_own_draw() -> None:
+    rows = [{"prompt_id": f"p-{text}", "prompt": text} for text in ("a", "b", "a", "a")]
+    assert [row["draw_key"] for row in with_draw_keys(rows)] == ["p-a", "p-b", "p-a#2", "p-a#3"]
+    ledger = SampleLedger()
+    assert len({ledger.draw(0, row["draw_key"]) for row in with_draw_keys(rows)}) == 4  # no "already drawn"
 
 
 def test_pipeline_modes_refuse_what_they_cannot_train_right() -> None:
