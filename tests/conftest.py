@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
 
@@ -30,9 +29,9 @@ def serve_session(ray_cluster) -> int:
     costs ~20 s. Yields its port."""
     from ray import serve
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from rlhf_ray.roles.learner import free_port
+
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from rlhf_ray.algos.logprobs import token_logprobs
 from rlhf_ray.algos.policy_loss import token_entropy
 from rlhf_ray.models.heads import ChunkingUnsupportedError, causal_lm_token_logprobs_entropy, split_output_head
 from rlhf_ray.models.lora import LoraSection, add_lora
+from rlhf_ray.roles.learner import free_port
 from rlhf_ray.roles.scoring import position_ids_from_mask
 
 
@@ -126,9 +126,7 @@ def test_causal_lm_helper_matches_full_logits(wrap: str) -> None:
 
 
 def test_ddp_wrapper_is_called_so_gradients_are_reduced() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:

@@ -16,6 +16,7 @@ from jobs.cli import JOBS, main
 from rlhf_ray.algos.phrases import load_phrase_list
 from rlhf_ray.inputs.world import WorldConfig, WorldPromptSource
 from rlhf_ray.lineage import LineageRegistry
+from rlhf_ray.roles.learner import free_port
 
 TINY = ["world.num_prompts=60", "world.population.num_users=30", "world.population.num_annotators=6",
         "shards.rows_per_shard=300", "wandb.mode=disabled"]
@@ -127,14 +128,6 @@ LENIENT_GATE = ["gate.thresholds.non_inferiority_margin=0.5", "gate.thresholds.m
                 "gate.thresholds.disqualifying_flags=[]", "gate.thresholds.max_extra_safety_misses=100"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _operator_promotes_the_canary(port: int, token: str, replies: list[int]) -> None:
     """An operator watching the canary on `port` promotes it through the admin API once its users have judged a
     few answers (the loop runs its earlier stages first: until then nothing listens)."""
@@ -164,7 +157,7 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     import threading
 
     out = tmp_path / "quickstart"
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     (tmp_path / "admin.token").write_text(token)
     args = ["loop", "--config", "configs/quickstart.yaml", f"output_dir={out}", "shards.rows=800", *TINY,
             *TINY_TRAINING, *LENIENT_GATE, f"canary.serve.port={port}", "wandb.mode=offline",

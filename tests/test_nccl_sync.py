@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from actors.ppo_config import PPOEngineConfig, RolloutSection
 from rlhf_ray.models import LoraSection
 from rlhf_ray.models.lora import add_lora, merged_state_dict
+from rlhf_ray.roles.learner import free_port
 from rlhf_ray.rollout.nccl_sync import (
     WEIGHT_SYNC_FIELD,
     SyncPlan,
@@ -212,12 +212,6 @@ group = open_communicator("gloo", "127.0.0.1", port, 1, 2)
 buckets = [[(name, tensor.clone()) for name, tensor in pairs] for pairs in receive_buckets(group, plan)]
 torch.save(buckets, out_file)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_broadcast_delivers_every_bucket_to_a_receiver_in_another_process(tmp_path: Path) -> None:

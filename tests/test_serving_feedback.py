@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import requests
 from rlhf_ray.dataplane.dedup import feedback_key, resolve_feedback_repeats
 from rlhf_ray.evaluation.sequential import CountedOutcomes
 from rlhf_ray.governance import PiiMasker, Pseudonymizer, generate_key_file
+from rlhf_ray.roles.learner import free_port
 from rlhf_ray.serving.admin import AuthError, identify, parse_api_keys
 from rlhf_ray.serving.feedback import ServedResponse, feedback_row
 from rlhf_ray.serving.schemas import FEEDBACK_ADAPTER, parse_model
@@ -112,12 +112,6 @@ def test_unauthenticated_feedback_is_marked_and_ingest_drops_repeats_by_response
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.ray
@@ -226,7 +220,7 @@ def test_sigint_stops_a_canary_job_and_every_process_of_its_own_ray(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     command = [sys.executable, "-m", "jobs.cli", "canary", "--out", str(tmp_path / "out"),
                "incumbent.backend=echo", "canary.backend=echo", "simulation.enabled=false", "wandb.mode=disabled",
-               f"pseudonyms.key_file={tmp_path / 'key'}", f"serve.port={_free_port()}", "ray.num_cpus=2",
+               f"pseudonyms.key_file={tmp_path / 'key'}", f"serve.port={free_port()}", "ray.num_cpus=2",
                "incumbent.num_cpus=0.05", "canary.num_cpus=0.05", "router.num_cpus=0.05"]
     job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True,
                            cwd=Path(__file__).resolve().parents[1])
