@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from actors.ppo_resources import config_problems
 from rlhf_ray.algos.advantages import GRPO_SCALES
 from rlhf_ray.algos.phrases import load_phrase_list
-from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.config import JobConfig, StrictModel, drop_retired
 from rlhf_ray.config.resources import ClusterSection
 from rlhf_ray.models.heads import DEFAULT_TOKEN_BUDGET
 from rlhf_ray.models.options import ModelOptions
@@ -214,6 +214,10 @@ class AdvantageSection(StrictModel):
     grpo_scale: Literal[GRPO_SCALES] = "group"  # type: ignore[valid-type]
 
 
+# Keys earlier releases read, dropped with a warning so their configs (and runs' saved configs) still load.
+RETIRED_KEYS = {"data_cpus": "training prompts are shuffled in the driver, with no Ray Data tasks to reserve for"}
+
+
 class PPOEngineConfig(JobConfig):
     model_path: str | None = Field(None, description="the starting policy (an SFT model directory)")
     model: ModelOptions = ModelOptions()
@@ -248,8 +252,6 @@ class PPOEngineConfig(JobConfig):
                                        "model's weights load in it (its log-probs are float32 whatever it is)")
     cluster: ClusterSection | None = Field(None, description="the cluster this config is sized for; the actors' "
                                            "resource arithmetic is checked against it when the config loads")
-    data_cpus: float = Field(0.25, gt=0, description="CPUs per Ray Data task sampling prompts (keep some free "
-                             "next to the actors' reservations)")
     rollout: RolloutSection = RolloutSection()
     learner: LearnerSection = LearnerSection()
     critic: CriticSection = CriticSection()
@@ -257,6 +259,11 @@ class PPOEngineConfig(JobConfig):
     kl: KLSection = KLSection()
     advantage: AdvantageSection = AdvantageSection()
     pipeline: PipelineSection = PipelineSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        return drop_retired(data, RETIRED_KEYS, "")
 
     @model_validator(mode="after")
     def _consistent(self) -> PPOEngineConfig:

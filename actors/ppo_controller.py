@@ -162,23 +162,23 @@ def with_draw_keys(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 class PromptSampler:
-    """Training prompts as a Ray Dataset, reshuffled every epoch; batch i is a pure function of (seed, i), so a
-    resumed run sees the prompts it would have seen."""
+    """Training prompts reshuffled every epoch; batch i is a pure function of (seed, i), so a resumed run sees
+    the prompts it would have seen. The prompts are already in the driver's memory (read and split by the
+    prompt source), so each epoch's order is a seeded permutation here: a Ray Data shuffle of them cost ≈ 1.3 s
+    of task scheduling per epoch on the hot path and bought nothing."""
 
-    def __init__(self, rows: list[dict[str, str]], batch_size: int, seed: int, num_cpus: float) -> None:
+    def __init__(self, rows: list[dict[str, str]], batch_size: int, seed: int) -> None:
         if len(rows) < batch_size:
             raise PPOError(f"prompts_per_iteration={batch_size} exceeds the {len(rows)} training prompts")
-        self.dataset = ray.data.from_items(with_draw_keys(rows), override_num_blocks=1)
-        self.batch_size, self.seed, self.num_cpus = batch_size, seed, num_cpus
+        self.rows, self.batch_size, self.seed = with_draw_keys(rows), batch_size, seed
         self.per_epoch = len(rows) // batch_size
-        self._epoch, self._rows = -1, []
+        self._epoch, self._order = -1, np.arange(0)
 
     def batch(self, iteration: int) -> list[dict[str, str]]:
         epoch, index = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:
-            self._epoch, self._rows = epoch, self.dataset.random_shuffle(seed=self.seed + epoch,
-                                                                               num_cpus=self.num_cpus).take_all()
-        return self._rows[index * self.batch_size : (index + 1) * self.batch_size]
+            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+        return [self.rows[i] for i in self._order[index * self.batch_size : (index + 1) * self.batch_size]]
 
 
 class RewardModelJudge:
@@ -245,7 +245,7 @@ class PPOController:
         if within is None and (problems := live_problems(config, alive)):
             raise PPOError("the actors do not fit this Ray cluster (nothing started): " + "; ".join(problems))
         self.prompts = PromptSampler([prompt_row(p) for p in prompts.split("train")],
-                                     config.prompts_per_iteration, config.seed, config.data_cpus)
+                                     config.prompts_per_iteration, config.seed)
         self._start_actors(policy_path, resume)
 
     def _restore(self, checkpoint: Path | None) -> str:

@@ -1,7 +1,7 @@
 """The PPO job's resource demand: its actor groups as bundles, checked against a cluster before any actor starts.
 
 One bundle group per placement the controller makes: rollout workers, learner ranks, critic ranks (GAE only),
-the reward scorer, the reference model and the Ray Data prompt sampler. With `rollout.colocate_with_learner`
+the reward scorer and the reference model (and the judge, when there is one). With `rollout.colocate_with_learner`
 rollout worker i shares learner rank i's bundle (one engine per learner GPU), so the two roles count once:
 
     learner+rollout 8 × {GPU: 0.6 + 0.4} = 8 GPU      instead of      rollout 8 × 1 + learner 8 × 1 = 16 GPU
@@ -33,9 +33,6 @@ class PPOSizing(Protocol):
     reference_num_gpus: float
     judge_model_path: str | None
     judge_num_cpus: float
-    data_cpus: float
-
-PROMPT_DATA = "prompt-data"
 
 
 def _bundle(cpus: float, gpus: float, custom: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -77,7 +74,6 @@ def _declared_groups(config: PPOSizing) -> list[BundleGroup]:
                               ("reference",)))
     if config.judge_model_path:
         groups.append(BundleGroup("judge", 1, _bundle(config.judge_num_cpus, 0.0), ("judge",)))
-    groups.append(BundleGroup(PROMPT_DATA, 1, _bundle(config.data_cpus, 0.0), ("data",)))
     return groups
 
 
@@ -93,14 +89,12 @@ def groups_without_resources(config: PPOSizing) -> list[str]:
 
 def actor_bundle_layout(config: PPOSizing) -> tuple[list[dict[str, float]], dict[str, int]]:
     """The actors' bundles as one flat list, and the index of each group's first bundle, for a placement group
-    reserved up front (a Ray Tune trial's). The prompt sampler is left out: Ray Data schedules its tasks outside
-    any placement group, so its CPUs must stay free next to the reservation."""
+    reserved up front (a Ray Tune trial's)."""
     bundles: list[dict[str, float]] = []
     first: dict[str, int] = {}
     for group in ppo_groups(config):
-        if group.name != PROMPT_DATA:
-            first[group.name] = len(bundles)
-            bundles += [dict(group.bundle) for _ in range(group.count)]
+        first[group.name] = len(bundles)
+        bundles += [dict(group.bundle) for _ in range(group.count)]
     return bundles, first
 
 

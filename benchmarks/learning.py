@@ -19,6 +19,13 @@ validation only; the fixed settings come from the configs. Only then is the test
   sequence (k3 estimator summed over response tokens, log-probs from the roles' `ReferenceModel`);
 - the same on the novel-intent slice of test, reported apart and excluded from the targets.
 
+`--pipeline async` (or `one_step_off`, or both) adds a PPO run per mode: the PPO run's settings with
+`ppo.pipeline.mode` set (and `--max-staleness`), so it trains on the same number of drawn samples; stale samples it
+drops are counted. Its figures sit beside the others, and `pipeline` holds, per mode, the gains over SFT of it and of
+the sync PPO run and the seed-paired 95 % t-interval of (mode − sync) test true utility (issue 22's quality check:
+the mode is not worse when the interval's low end is above −0.05). `--runs ppo` leaves the GRPO runs out (their
+targets are then not reported).
+
 The JSON holds each seed's figures and their mean ± sd over seeds (`aggregate`), and the issue's targets as
 booleans (`targets`): the last line of stdout, and `<out>/learning.json`. It is a benchmark, not a test.
 """
@@ -46,6 +53,8 @@ UNUSED = ("gate", "canary", "sweep", "watch")  # quickstart sections of stages n
 STAGES = ["simulate", "ingest", "curate", "init-model", "sft", "train-rm", "dpo"]
 # name → (advantage estimator, with the learned penalties)
 PPO_RUNS = {"ppo": ("gae", True), "grpo": ("grpo", True), "grpo_no_penalties": ("grpo", False)}
+PIPELINE_MODES = ("one_step_off", "async")
+NOT_WORSE_MARGIN = 0.05  # issue 22: a pipelined run's (mode − sync) paired interval stays above −0.05
 # Issue 19's thresholds.
 RM_ACCURACY_TARGET = 0.85
 GAIN_TARGET = 0.15
@@ -107,6 +116,38 @@ def hacking(reward_change: float, utility_change: float) -> bool:
     return reward_change >= HACKING_REWARD_RISE and utility_change <= -HACKING_UTILITY_FALL
 
 
+def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Seed-paired interval of a − b: d_i = a_i − b_i, mean(d) ± t_{(1+confidence)/2, n−1} · sd(d) / √n."""
+    from scipy import stats
+
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired_interval needs two equally long lists of ≥ 2 seeds; got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = float(stats.t.ppf((1 + confidence) / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    return {"diffs": [round(d, 4) for d in diffs], "mean": round(mean, 4), "low": round(mean - half, 4),
+            "high": round(mean + half, 4), "confidence": confidence}
+
+
+def pipeline_quality(runs: Sequence[Mapping[str, Any]], modes: Sequence[str]) -> dict[str, Any]:
+    """Per pipeline mode (its run is `ppo_<mode>`, the sync baseline `ppo`): the test true-utility gain over SFT of
+    both runs on each seed, whether each gains on every seed, and the seed-paired interval of (mode − sync)
+    utility with `not_worse` = its low end > −NOT_WORSE_MARGIN (None with one seed: no interval)."""
+    result: dict[str, Any] = {}
+    for mode in modes:
+        sync = [run["policies"]["ppo"] for run in runs]
+        piped = [run["policies"][f"ppo_{mode}"] for run in runs]
+        figures: dict[str, Any] = {
+            "sync_gain": [s["utility_gain"] for s in sync], "mode_gain": [p["utility_gain"] for p in piped],
+            "sync_gains_on_every_seed": all(s["utility_gain"] > 0 for s in sync),
+            "mode_gains_on_every_seed": all(p["utility_gain"] > 0 for p in piped)}
+        if len(runs) > 1:
+            interval = paired_interval([p["true_utility"] for p in piped], [s["true_utility"] for s in sync])
+            figures.update(mode_minus_sync=interval, not_worse=interval["low"] > -NOT_WORSE_MARGIN)
+        result[mode] = figures
+    return result
+
+
 def targets(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Issue 19's targets as booleans over the seeds' figures (test split, seen intents only):
 
@@ -115,15 +156,20 @@ def targets(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
       GRPO (with learned penalties); policy_gain: either of them;
     - hacking_without_penalties: the hacking test holds on every seed for GRPO without penalties;
       no_hacking_with_penalties: it holds on no seed for GRPO with the learned penalties.
+
+    A target whose runs were left out (`--runs`) is not reported.
     """
     accuracy = mean_sd([run["reward_model"]["accuracy"] for run in runs])["mean"]
     result: dict[str, Any] = {"rm_accuracy": accuracy is not None and accuracy >= RM_ACCURACY_TARGET}
+    ran = set(runs[0]["policies"])
     for algo in ("ppo", "grpo"):
-        result[f"{algo}_gain"] = all(run["policies"][algo]["utility_gain"] >= GAIN_TARGET
-                                     and run["policies"][algo]["kl"] <= KL_LIMIT for run in runs)
-    result["policy_gain"] = result["ppo_gain"] or result["grpo_gain"]
-    result["hacking_without_penalties"] = all(run["hacking"]["without_penalties"]["hacking"] for run in runs)
-    result["no_hacking_with_penalties"] = not any(run["hacking"]["with_penalties"]["hacking"] for run in runs)
+        if algo in ran:
+            result[f"{algo}_gain"] = all(run["policies"][algo]["utility_gain"] >= GAIN_TARGET
+                                         and run["policies"][algo]["kl"] <= KL_LIMIT for run in runs)
+    result["policy_gain"] = any(result.get(f"{algo}_gain", False) for algo in ("ppo", "grpo"))
+    if {"without_penalties", "with_penalties"} <= set(runs[0].get("hacking", {})):
+        result["hacking_without_penalties"] = all(run["hacking"]["without_penalties"]["hacking"] for run in runs)
+        result["no_hacking_with_penalties"] = not any(run["hacking"]["with_penalties"]["hacking"] for run in runs)
     return result
 
 
@@ -166,9 +212,11 @@ def penalty_settings() -> dict[str, Any]:
     return {key: quickstart.get(key, generic.get(key)) for key in PENALTY_KEYS}
 
 
-def ppo_configs(config: Any, out: Path) -> dict[str, Any]:
-    """The three PPO runs: the loop's own PPO config (SFT start and reference, the reward model, curate's phrase
-    list) with the estimator and the penalties set (`penalty_settings`, or none)."""
+def ppo_configs(config: Any, out: Path, runs: Sequence[str] = tuple(PPO_RUNS), pipeline_modes: Sequence[str] = (),
+                max_staleness: int = 1) -> dict[str, Any]:
+    """The PPO runs named in `runs`: the loop's own PPO config (SFT start and reference, the reward model,
+    curate's phrase list) with the estimator and the penalties set (`penalty_settings`, or none); and per pipeline
+    mode, `ppo_<mode>`: the `ppo` run's settings with `pipeline: {mode, max_staleness}`."""
     from jobs import ppo
     from jobs.loop import stage_configs
 
@@ -178,7 +226,8 @@ def ppo_configs(config: Any, out: Path) -> dict[str, Any]:
                          f"{config.phrases.enabled}); the benchmark needs curate's learned list")
     penalties = penalty_settings()
     configs = {}
-    for name, (estimator, penalised) in PPO_RUNS.items():
+    for name in runs:
+        estimator, penalised = PPO_RUNS[name]
         reward = {**base["reward"], **penalties}
         if not penalised:
             reward.update(verbosity_coef=0.0, canned_coef=0.0, repetition_coef=0.0, canned_phrases=[],
@@ -186,6 +235,10 @@ def ppo_configs(config: Any, out: Path) -> dict[str, Any]:
         settings = {**base, "output_dir": str(out / name), "resume": False, "reward": reward,
                     "advantage": {**base["advantage"], "estimator": estimator}}
         configs[name] = ppo.PPOConfig.model_validate(settings)
+    for mode in pipeline_modes:
+        settings = {**configs["ppo"].model_dump(), "output_dir": str(out / f"ppo_{mode}"),
+                    "pipeline": {"mode": mode, "max_staleness": 1 if mode == "one_step_off" else max_staleness}}
+        configs[f"ppo_{mode}"] = ppo.PPOConfig.model_validate(settings)
     return configs
 
 
@@ -283,11 +336,12 @@ def measure(config: Any, policies: Mapping[str, str], reward_model_dir: str, sam
         label: {"rm_reward_change": measured[run]["rm_reward_change"],
                 "true_utility_change": measured[run]["utility_gain"],
                 "hacking": hacking(measured[run]["rm_reward_change"], measured[run]["utility_gain"])}
-        for label, run in (("without_penalties", "grpo_no_penalties"), ("with_penalties", "grpo"))}
+        for label, run in (("without_penalties", "grpo_no_penalties"), ("with_penalties", "grpo")) if run in measured}
     return figures
 
 
-def run_seed(seed: int, out: Path, fast: bool) -> dict[str, Any]:
+def run_seed(seed: int, out: Path, fast: bool, runs: Sequence[str] = tuple(PPO_RUNS),
+             pipeline_modes: Sequence[str] = (), max_staleness: int = 1) -> dict[str, Any]:
     from jobs import loop, ppo
 
     started = time.perf_counter()
@@ -297,16 +351,20 @@ def run_seed(seed: int, out: Path, fast: bool) -> dict[str, Any]:
         raise RuntimeError(f"seed {seed}: the loop stopped at {pipeline['stopped']}")
     timing = {"pipeline_s": round(time.perf_counter() - started, 1)}
     policies = {"sft": pipeline["sft_model_dir"], "dpo": pipeline["dpo_policy_dir"]}
-    for name, ppo_config in ppo_configs(config, out / f"seed-{seed}" / "bench").items():
+    trained = {}
+    for name, ppo_config in ppo_configs(config, out / f"seed-{seed}" / "bench", runs, pipeline_modes,
+                                        max_staleness).items():
         began = time.perf_counter()
-        policies[name] = ppo.run(ppo_config)["policy_dir"]
+        summary = ppo.run(ppo_config)
+        policies[name] = summary["policy_dir"]
+        trained[name] = summary.get("ledger")
         timing[f"{name}_s"] = round(time.perf_counter() - began, 1)
     began = time.perf_counter()
     samples, pairs = MEASURE["fast" if fast else "full"]
     figures = measure(config, policies, pipeline["reward_model_dir"], samples, pairs)
     timing["measure_s"] = round(time.perf_counter() - began, 1)
     timing["seed_s"] = round(time.perf_counter() - started, 1)
-    return {"seed": seed, **figures, "timing": timing}
+    return {"seed": seed, **figures, "ledger": trained, "timing": timing}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -314,23 +372,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, default=3, help="world seeds 0..N-1 (default 3)")
     parser.add_argument("--fast", action="store_true", help="tiny settings for development")
     parser.add_argument("--out", default="runs/benchmark-learning", help="output directory")
+    parser.add_argument("--runs", default=",".join(PPO_RUNS), help=f"PPO runs, of {', '.join(PPO_RUNS)}")
+    parser.add_argument("--pipeline", default="", help=f"pipeline modes to run beside sync PPO, of "
+                                                       f"{', '.join(PIPELINE_MODES)} (comma-separated)")
+    parser.add_argument("--max-staleness", type=int, default=1, help="pipeline.max_staleness of the async run")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be ≥ 1; got {args.seeds}")
+    runs = [name for name in args.runs.split(",") if name]
+    modes = [mode for mode in args.pipeline.split(",") if mode]
+    if unknown := [name for name in runs if name not in PPO_RUNS]:
+        parser.error(f"--runs: unknown run {unknown[0]!r}; expected some of {', '.join(PPO_RUNS)}")
+    if unknown := [mode for mode in modes if mode not in PIPELINE_MODES]:
+        parser.error(f"--pipeline: unknown mode {unknown[0]!r}; expected some of {', '.join(PIPELINE_MODES)}")
+    if modes and "ppo" not in runs:
+        parser.error(f"--pipeline {args.pipeline} compares with the sync run 'ppo'; --runs {args.runs} leaves it out")
     from actors.runtime import ensure_ray
 
     started = time.perf_counter()
     ensure_ray(loop_config(0, Path(args.out), args.fast).ray)  # one Ray for every job of every seed
-    runs = [run_seed(seed, Path(args.out).absolute(), args.fast) for seed in range(args.seeds)]
+    per_seed = [run_seed(seed, Path(args.out).absolute(), args.fast, runs, modes, args.max_staleness)
+                for seed in range(args.seeds)]
     result = {"benchmark": "learning", "split": "test", "seeds": args.seeds, "fast": args.fast,
               "settings": {"config": str(QUICKSTART.relative_to(ROOT)),
                            "penalties": penalty_settings(),
                            "overrides": [*COMMON, *gates_off(), *(FAST if args.fast else [])],
+                           "runs": runs, "pipeline_modes": modes, "max_staleness": args.max_staleness,
                            "test_samples_per_prompt": MEASURE["fast" if args.fast else "full"][0],
                            "test_pairs_per_prompt": MEASURE["fast" if args.fast else "full"][1],
                            "kl": "k3 summed over response tokens, answers sampled at temperature 1",
                            "rm_length_balanced": "mean of accuracy when the longer answer is better and when worse"},
-              "summary": aggregate(runs), "targets": targets(runs), "per_seed": runs,
+              "summary": aggregate(per_seed), "targets": targets(per_seed),
+              **({"pipeline": pipeline_quality(per_seed, modes)} if modes else {}), "per_seed": per_seed,
               "wall_s": round(time.perf_counter() - started, 1)}
     Path(args.out, "learning.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))  # the jobs print their own summaries before: this is the last line

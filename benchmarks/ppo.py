@@ -28,10 +28,12 @@ schedule reaches at today's compute (TRL's CPU-seconds per sample likewise, from
 `rollout.verify_weights_every` syncs; verified and unverified syncs apart) vs a plain in-process `copy_` of the same
 state dict (and what one `state_digest` of it costs here); optionally (`--workers 1,2,4`) the mean
 `timing/iteration` per rollout worker count (their CPU reservation split so the total stays 0.5 CPU), (`--scaling`)
-time per sample at 32 → 64 → 128 → 256 samples per iteration in sync mode, and (`--quality`) the test-split true
-utility after the same iterations, async against sync, per seed, with the seed-paired 95 % t-interval of
-(async − sync). Ray gets 2 CPUs; the 1-minute load average (2 cores, shared) at start and end is in the JSON.
-Prints one JSON line.
+time per sample at 32 → 64 → 128 → 256 samples per iteration in sync mode. Ray gets 2 CPUs; the 1-minute load
+average (2 cores, shared) at start and end is in the JSON. Prints one JSON line.
+
+The quality check (async against sync from an SFT start, judged by the world's true utility on the test split,
+3 seeds) needs a trained SFT policy and reward model, not this benchmark's untrained tiny model: it is
+`python benchmarks/learning.py --seeds 3 --runs ppo --pipeline async` (its `pipeline` block).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -53,7 +54,6 @@ from typing import Any
 import psutil
 import ray
 import torch
-from scipy import stats
 
 from actors.ppo_controller import PPOController, PromptSampler
 from jobs.ppo import PPOConfig, controller_for
@@ -136,17 +136,16 @@ def trl_side(args: argparse.Namespace, model_dir: str, prompts: list[str], work:
 
 # ---- ours -----------------------------------------------------------------------------------------------------
 def ppo_config(args: argparse.Namespace, model_dir: str, work: Path, workers: int, mode: str = "sync",
-               prompts_per_iteration: int | None = None, seed: int = 0, iterations: int | None = None,
-               name: str | None = None) -> PPOConfig:
+               prompts_per_iteration: int | None = None) -> PPOConfig:
     per_iteration = prompts_per_iteration or args.prompts_per_iteration
     staleness = 1 if mode == "one_step_off" else args.max_staleness
     # Steady state in the timed window: the batches a pipeline generated ahead during the warm-up are matched by
     # as many generated ahead at its end (the controller generates nothing past `iterations`).
     ahead = 0 if mode == "sync" else staleness
     return PPOConfig(
-        model_path=model_dir, output_dir=str(work / (name or f"ppo-{mode}-{workers}-{per_iteration}")), world=WORLD,
-        seed=seed, iterations=iterations or args.warmup + args.steps + ahead, prompts_per_iteration=per_iteration,
-        samples_per_prompt=args.group_size, eval_split="test", eval_prompts=args.quality_eval_prompts,
+        model_path=model_dir, output_dir=str(work / f"ppo-{mode}-{workers}-{per_iteration}"), world=WORLD,
+        iterations=args.warmup + args.steps + ahead, prompts_per_iteration=per_iteration,
+        samples_per_prompt=args.group_size,
         rollout={"num_workers": workers, "num_cpus": ROLLOUT_CPUS / workers, "max_new_tokens": args.max_new_tokens,
                  "temperature": 1.0, "top_p": 1.0, "top_k": 0},
         learner={"num_workers": 1, "num_cpus": 0.5, "torch_threads": args.learner_threads, "lr": args.lr, "epochs": 1,
@@ -162,7 +161,7 @@ def ppo_config(args: argparse.Namespace, model_dir: str, work: Path, workers: in
 def start_controller(config: PPOConfig, rows: list[dict[str, str]]) -> PPOController:
     controller = controller_for(config, MetricsSink("ppo", WandbConfig(mode="disabled"), config.output_dir))
     # the benchmark's 64-prompt pool instead of the whole training split (same sampler, same seed)
-    controller.prompts = PromptSampler(rows, config.prompts_per_iteration, config.seed, config.data_cpus)
+    controller.prompts = PromptSampler(rows, config.prompts_per_iteration, config.seed)
     return controller
 
 
@@ -301,45 +300,6 @@ def run_ours(args: argparse.Namespace, config: PPOConfig, rows: list[dict[str, s
     return summary
 
 
-def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Seed-paired interval of a − b: d_i = a_i − b_i, mean(d) ± t_{(1+confidence)/2, n−1} · sd(d) / √n."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"paired_interval needs two equally long lists of ≥ 2 seeds; got {len(a)} and {len(b)}")
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    half = float(stats.t.ppf((1 + confidence) / 2, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
-    return {"diffs": [_round(d) for d in diffs], "mean": _round(mean), "low": _round(mean - half),
-            "high": _round(mean + half), "confidence": confidence}
-
-
-def quality(args: argparse.Namespace, model_dir: str, work: Path, rows: list[dict[str, str]]) -> dict[str, Any]:
-    """The world's true utility on test prompts after `--quality-iterations` iterations, async against sync, per
-    seed (same prompts, same seed, same iterations: the same samples drawn)."""
-    figures: dict[str, list[float]] = {"sync": [], "async": []}
-    trained: dict[str, list[int]] = {"sync": [], "async": []}
-    start: list[float] = []
-    for seed in range(args.quality_seeds):
-        for mode in ("sync", "async"):
-            config = ppo_config(args, model_dir, work, 2, mode, seed=seed, iterations=args.quality_iterations,
-                                name=f"quality-{mode}-{seed}")
-            controller = start_controller(config, rows)
-            try:
-                if mode == "sync":
-                    start.append(controller.evaluate()["eval/true_utility"])
-                metrics = [controller.step() for _ in range(args.quality_iterations)]
-                figures[mode].append(controller.evaluate()["eval/true_utility"])
-            finally:
-                controller.shutdown()
-            per_step = config.prompts_per_iteration * config.samples_per_prompt
-            trained[mode].append(sum(per_step - int(m.get("pipeline/dropped_stale", 0)) for m in metrics))
-    interval = paired_interval(figures["async"], figures["sync"])
-    return {"iterations": args.quality_iterations, "seeds": args.quality_seeds, "eval_split": "test",
-            "eval_prompts": args.quality_eval_prompts, "max_staleness": args.max_staleness,
-            "start_true_utility": [_round(v) for v in start], "trained_samples": trained,
-            "true_utility": {mode: [_round(v) for v in values] for mode, values in figures.items()},
-            "async_minus_sync": interval, "not_worse": interval["low"] > -0.05}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64, help="prompt pool: the first N training prompts")
@@ -360,10 +320,6 @@ def main() -> None:
     parser.add_argument("--sync-repeats", type=int, default=20)
     parser.add_argument("--scaling", action="store_true", help="time per sample at --scaling-samples (sync mode)")
     parser.add_argument("--scaling-samples", default="32,64,128,256", help="samples per iteration for --scaling")
-    parser.add_argument("--quality", action="store_true", help="test-split true utility, async vs sync, per seed")
-    parser.add_argument("--quality-seeds", type=int, default=3)
-    parser.add_argument("--quality-iterations", type=int, default=8)
-    parser.add_argument("--quality-eval-prompts", type=int, default=32)
     parser.add_argument("--trl-python", default=DEFAULT_TRL_PYTHON,
                         help="python of TRL's venv (built from benchmarks/requirements-ppo.txt when missing)")
     parser.add_argument("--trl-timeout", type=int, default=600)
@@ -411,8 +367,6 @@ def main() -> None:
                                        "roles_cpu_s_per_sample": run["bound"]["roles_cpu_s_per_sample"],
                                        "timing": run["timing"]}
             result["batch_scaling"] = scaling
-        if args.quality:
-            result["quality"] = quality(args, model_dir, work, rows)
         ray.shutdown()
     result["ours"] = ours
     result["trl"] = trl

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from actors import ingest, ppo_config
 from jobs import canary, curate, dpo, evaluate, import_feedback, init_model, ppo, regress, sft, sweep_config, train_rm
 from jobs.training import ScalingSection
-from rlhf_ray.config import JobConfig, StrictModel
+from rlhf_ray.config import JobConfig, StrictModel, drop_retired
 from rlhf_ray.evaluation.drift import DriftThresholds
 from rlhf_ray.governance import PiiSection, PseudonymSection
 from rlhf_ray.inputs.world import ShardConfig, WorldConfig
@@ -102,7 +102,6 @@ class PPOStage(StrictModel):
     checkpoint_every: int = ppo.PPOConfig.model_fields["checkpoint_every"]
     max_step_retries: int = ppo.PPOConfig.model_fields["max_step_retries"]
     max_learner_recoveries: int = ppo.PPOConfig.model_fields["max_learner_recoveries"]
-    data_cpus: float = ppo.PPOConfig.model_fields["data_cpus"]
     reference_num_cpus: float = ppo.PPOConfig.model_fields["reference_num_cpus"]
     rollout: ppo_config.RolloutSection = ppo_config.RolloutSection()
     learner: ppo_config.LearnerSection = ppo_config.LearnerSection()
@@ -111,6 +110,11 @@ class PPOStage(StrictModel):
     kl: ppo_config.KLSection = ppo_config.KLSection()
     advantage: ppo_config.AdvantageSection = ppo_config.AdvantageSection()
     pipeline: ppo_config.PipelineSection = ppo_config.PipelineSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        return drop_retired(data, ppo_config.RETIRED_KEYS, "ppo.")
 
 
 class SweepStage(StrictModel):

@@ -54,17 +54,15 @@ def trial_bundles(config: SweepConfig) -> list[dict[str, float]]:
 
 
 def check_fits(config: SweepConfig, cluster: dict[str, float]) -> None:
-    """Concurrent trials plus the prompt sampler's Ray Data tasks (scheduled outside any placement group)
-    must fit the cluster, or Tune would wait forever for a placement."""
+    """Concurrent trials must fit the cluster, or Tune would wait forever for a placement."""
     for resource in ("CPU", "GPU"):
         per_trial = sum(bundle.get(resource, 0.0) for bundle in trial_bundles(config))
-        outside = config.ppo.data_cpus if resource == "CPU" else 0.0
-        need = config.max_concurrent_trials * per_trial + outside
+        need = config.max_concurrent_trials * per_trial
         if need > cluster.get(resource, 0.0) + 1e-9:
             raise SweepError(
-                f"{config.max_concurrent_trials} concurrent trial(s) × {per_trial:g} {resource} + {outside:g} for "
-                f"prompt sampling = {need:g} {resource}, but the cluster has {cluster.get(resource, 0.0):g}; "
-                "lower max_concurrent_trials or the ppo actors' num_cpus/num_gpus")
+                f"{config.max_concurrent_trials} concurrent trial(s) × {per_trial:g} {resource} = {need:g} "
+                f"{resource}, but the cluster has {cluster.get(resource, 0.0):g}; lower max_concurrent_trials or "
+                "the ppo actors' num_cpus/num_gpus")
 
 
 def ppo_trial(params: dict[str, Any], base: dict[str, Any], sweep_dir: str) -> None:

@@ -66,3 +66,37 @@ def test_the_loop_config_has_every_optional_gate_off(tmp_path):
     assert config.seed == 3 and config.stages == learning.STAGES
     assert config.gates.max_quarantine_rate is None and config.gates.min_rm_accuracy is None
     assert all(value is None for name, value in config.gates if f"gates.{name}=null" in learning.gates_off())
+
+
+def test_paired_interval_is_the_t_interval_of_the_seed_differences() -> None:
+    interval = learning.paired_interval([0.30, 0.25, 0.40], [0.20, 0.25, 0.30])  # differences 0.1, 0, 0.1
+    assert interval["diffs"] == pytest.approx([0.1, 0.0, 0.1])
+    half = 4.302653 * 0.057735 / 3 ** 0.5  # t(0.975, 2) · sd / √3
+    assert interval["mean"] == pytest.approx(0.0667, abs=1e-4)
+    assert interval["low"] == pytest.approx(0.0667 - half, abs=1e-3)
+    assert interval["high"] == pytest.approx(0.0667 + half, abs=1e-3)
+    with pytest.raises(ValueError, match="≥ 2 seeds"):
+        learning.paired_interval([0.1], [0.2])
+
+
+def _pipelined(sync: tuple[float, ...], piped: tuple[float, ...], start: float = 0.3) -> list[dict]:
+    return [{"policies": {"ppo": {"true_utility": s, "utility_gain": round(s - start, 4)},
+                          "ppo_async": {"true_utility": p, "utility_gain": round(p - start, 4)}}}
+            for s, p in zip(sync, piped, strict=True)]
+
+
+def test_pipeline_quality_pairs_each_mode_with_the_sync_run_by_seed():
+    figures = learning.pipeline_quality(_pipelined((0.40, 0.42, 0.38), (0.41, 0.40, 0.39)), ["async"])["async"]
+    assert figures["mode_minus_sync"]["diffs"] == pytest.approx([0.01, -0.02, 0.01])
+    assert figures["sync_gains_on_every_seed"] and figures["mode_gains_on_every_seed"]
+    assert figures["not_worse"] is (figures["mode_minus_sync"]["low"] > -0.05) is True
+    worse = learning.pipeline_quality(_pipelined((0.40, 0.42, 0.38), (0.25, 0.40, 0.20)), ["async"])["async"]
+    assert not worse["not_worse"] and not worse["mode_gains_on_every_seed"]  # 0.25 and 0.20 are below the start
+    assert "mode_minus_sync" not in learning.pipeline_quality(_pipelined((0.4,), (0.4,)), ["async"])["async"]
+
+
+def test_targets_of_runs_left_out_are_not_reported():
+    run = _run(0.9, 0.2, 1.0, 0.0, True, True)
+    run["policies"].pop("grpo")
+    run.pop("hacking")
+    assert learning.targets([run]) == {"rm_accuracy": True, "ppo_gain": True, "policy_gain": True}

@@ -1,10 +1,10 @@
-"""benchmarks/ppo.py's pure parts: the 2-core bound and the seed-paired interval (no training)."""
+"""benchmarks/ppo.py's pure part: the 2-core bound (no training)."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.ppo import paired_interval, two_core_bound
+from benchmarks.ppo import two_core_bound
 
 
 def test_two_core_bound_sums_the_roles_cpu_per_sample_and_halves_it() -> None:
@@ -17,14 +17,3 @@ def test_two_core_bound_sums_the_roles_cpu_per_sample_and_halves_it() -> None:
     assert two_core_bound(cpu, samples=160, cores=4)["max_samples_per_s"] == pytest.approx(80.0)
     with pytest.raises(ValueError, match="samples=0"):
         two_core_bound(cpu, samples=0)
-
-
-def test_paired_interval_is_the_t_interval_of_the_seed_differences() -> None:
-    interval = paired_interval([0.30, 0.25, 0.40], [0.20, 0.25, 0.30])  # differences 0.1, 0, 0.1
-    assert interval["diffs"] == pytest.approx([0.1, 0.0, 0.1])
-    half = 4.302653 * 0.057735 / 3 ** 0.5  # t(0.975, 2) · sd / √3
-    assert interval["mean"] == pytest.approx(0.0667, abs=1e-4)
-    assert interval["low"] == pytest.approx(0.0667 - half, abs=1e-3)
-    assert interval["high"] == pytest.approx(0.0667 + half, abs=1e-3)
-    with pytest.raises(ValueError, match="≥ 2 seeds"):
-        paired_interval([0.1], [0.2])

@@ -71,7 +71,7 @@ def test_gpu_configs_validate_on_a_laptop_with_their_arithmetic() -> None:
     demand = demand_summary(config)
     assert demand["total"]["GPU"] == 8
     assert {group["name"]: group["count"] for group in demand["groups"]} == {
-        "learner+rollout": 6, "reward": 1, "reference": 1, "prompt-data": 1}
+        "learner+rollout": 6, "reward": 1, "reference": 1}
     assert config.rollout.backend == "vllm" and config.learner.deepspeed.zero_stage == 3
     with pytest.raises(ConfigError, match=r"learner\+rollout: 1\.1 GPU per bundle"):
         load_config(PPOConfig, ROOT / "configs" / "ppo_8b_8gpu.yaml", ["learner.num_gpus=0.7"])

@@ -295,3 +295,18 @@ def test_any_override_fails_only_with_config_error(overrides: list[str]) -> None
         assert error.problems and all(isinstance(problem, str) and problem for problem in error.problems)
     else:
         assert isinstance(config, TrainConfig)
+
+
+def test_a_retired_key_is_dropped_with_a_warning_so_old_configs_still_load(tmp_path: Path) -> None:
+    from jobs.loop import LoopConfig
+    from jobs.ppo import PPOConfig
+
+    old = tmp_path / "ppo.yaml"
+    old.write_text("model_path: m\ndata_cpus: 0.2\niterations: 3\n")
+    with pytest.warns(DeprecationWarning, match=r"data_cpus is no longer read \(training prompts are shuffled"):
+        config = load_config(PPOConfig, old)
+    assert config.iterations == 3 and "data_cpus" not in config.model_dump()
+    with pytest.warns(DeprecationWarning, match=r"ppo\.data_cpus is no longer read"):
+        assert LoopConfig.model_validate({"ppo": {"data_cpus": 0.2, "iterations": 4}}).ppo.iterations == 4
+    with pytest.raises(ValidationError, match="data_cpu"):  # a typo of it is still an unknown key
+        PPOConfig(model_path="m", data_cpu=0.2)

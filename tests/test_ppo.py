@@ -99,10 +99,13 @@ def _config(policy: str, out: Path, **overrides) -> PPOConfig:
 @pytest.mark.ray
 def test_prompt_batches_are_a_function_of_the_iteration(ray_cluster) -> None:
     rows = [{"prompt_id": str(i), "prompt": f"p{i}"} for i in range(10)]
-    sampler = PromptSampler(rows, 4, seed=3, num_cpus=0.1)
+    sampler = PromptSampler(rows, 4, seed=3)
     batches = [sampler.batch(i) for i in range(4)]
     assert batches[2] != batches[0]  # epoch 1 is reshuffled
-    assert PromptSampler(rows, 4, seed=3, num_cpus=0.1).batch(3) == batches[3]
+    assert PromptSampler(rows, 4, seed=3).batch(3) == batches[3]
+    assert PromptSampler(rows, 4, seed=4).batch(0) != batches[0]
+    epoch = [row["prompt_id"] for batch in batches[:2] for row in batch]
+    assert len(set(epoch)) == 8  # an epoch draws each prompt at most once
     _, seconds = gather_timed({"slow": ray.remote(lambda: time.sleep(0.3)).remote()})
     assert seconds["slow"] >= 0.3
 

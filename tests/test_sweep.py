@@ -69,7 +69,7 @@ def test_every_config_file_loads_and_the_trials_fit_two_cores() -> None:
     # driver, 2 rollout workers, learner, reward scorer, reference, judge RM
     assert bundles[0] == {"CPU": config.trial_cpus} and len(bundles) == 1 + 2 + 1 + 1 + 1 + 1
     check_fits(config, {"CPU": 2.0})
-    with pytest.raises(SweepError, match=r"2 concurrent trial\(s\) × 1.4 CPU \+ 0.2 for prompt sampling"):
+    with pytest.raises(SweepError, match=r"2 concurrent trial\(s\) × 1.4 CPU = 2.8 CPU"):
         check_fits(config.model_copy(update={"max_concurrent_trials": 2}), {"CPU": 2.0})
 
 

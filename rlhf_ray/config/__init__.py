@@ -1,6 +1,6 @@
 """Typed job configs: one pydantic schema per job, loaded from YAML and dotted `key.sub=value` overrides."""
 
-from rlhf_ray.config.common import JobConfig, LineageConfig, RayConfig, StrictModel, WandbConfig
+from rlhf_ray.config.common import JobConfig, LineageConfig, RayConfig, StrictModel, WandbConfig, drop_retired
 from rlhf_ray.config.loader import (
     ConfigError,
     apply_overrides,
@@ -19,6 +19,7 @@ __all__ = [
     "WandbConfig",
     "apply_overrides",
     "config_keys",
+    "drop_retired",
     "dump_config",
     "load_config",
     "parse_override",

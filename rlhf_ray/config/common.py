@@ -6,7 +6,9 @@ file plus `key.sub=value` overrides into one validated, frozen instance before a
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +24,18 @@ class StrictModel(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def drop_retired(data: Any, retired: Mapping[str, str], section: str) -> Any:
+    """`data` (a config mapping before validation) without the keys a release retired, each dropped with a
+    DeprecationWarning saying why (`retired`: key → reason), so configs and saved run configs written before keep
+    loading instead of failing on an unknown key."""
+    if not isinstance(data, Mapping):
+        return data
+    for key in retired.keys() & data.keys():
+        warnings.warn(f"{section}{key} is no longer read ({retired[key]}); remove it from the config",
+                      DeprecationWarning, stacklevel=2)
+    return {key: value for key, value in data.items() if key not in retired}
 
 
 class RayConfig(StrictModel):
