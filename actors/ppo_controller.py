@@ -1,6 +1,6 @@
 """The PPO controller: one loop on the driver that moves data between the actors and keeps the books.
 
-Per iteration: sample prompts (Ray Data) → generate on the rollout workers → in parallel: reward scores,
+Per iteration: sample prompts (`PromptSampler`) → generate on the rollout workers → in parallel: reward scores,
 reference log-probs, the learner's old log-probs and (GAE) the critic's values → advantages → policy and
 critic updates on their groups → weight sync learner → rollout workers. Every stage is timed (`timing/*`).
 A rollout worker that dies is restarted by Ray (`max_restarts`); the step is retried after the restarted
@@ -27,8 +27,8 @@ import json
 import sys
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,13 +53,14 @@ from rlhf_ray.algos.kl import AdaptiveKLController, FixedKLController
 from rlhf_ray.algos.logprobs import logprob_parity
 from rlhf_ray.algos.penalties import RulePenaltySettings
 from rlhf_ray.evaluation.hacking import FLAGS, hacking_flags, reward_length_correlation
-from rlhf_ray.inputs import Evaluator, Prompt, PromptSource, mean_figures
+from rlhf_ray.inputs import Evaluator, PromptSource, mean_figures
 from rlhf_ray.inputs.evaluators import mean
 from rlhf_ray.lineage.jobs import directory_digest, lineage_for, register_input_checkpoint
 from rlhf_ray.models import load_tokenizer, resolve_model_path
 from rlhf_ray.roles.engines import zero_stage
 from rlhf_ray.roles.rollout import UNVERIFIED, unverified_marker, verify_due
-from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view
+from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view, rollout_token_logprobs, stale_rows
+from rlhf_ray.rollout.prompts import PromptSampler, prompt_row, row_conversation, row_shards
 from rlhf_ray.storage import StorageRoot, swap_in_directory
 from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.training.experience import KL_PLACEMENT, build_experience, shard_rows
@@ -88,44 +89,6 @@ def gather_timed(named: dict[str, ray.ObjectRef | list[ray.ObjectRef]]) -> tuple
     return {name: ray.get(refs) for name, refs in named.items()}, finished
 
 
-def prompt_row(prompt: Prompt) -> dict[str, str]:
-    """A prompt as a flat row (Ray Data needs one type per column): its conversation, if any, as JSON."""
-    return {"prompt_id": prompt.prompt_id, "prompt": prompt.text,
-            "messages": json.dumps(list(prompt.messages)) if prompt.messages else ""}
-
-
-def row_conversation(row: Mapping[str, str]) -> Any:
-    """What the rollout worker renders for a row: its conversation (system turn and history), else its text."""
-    return json.loads(row["messages"]) if row.get("messages") else row["prompt"]
-
-
-def row_shards(rows: int, workers: int) -> list[list[int]]:
-    """Row indices per rollout worker, in order (so a prompt's samples stay contiguous)."""
-    return [[int(i) for i in part] for part in np.array_split(np.arange(rows), workers)]
-
-
-def rollout_token_logprobs(samples: Sequence[Sample], sequences: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The log-probs the rollout reported for its sampled tokens, laid out as the learner's token log-probs are:
-    [B, T−1], token t's value at column t−1 (so response token k of row b, at input position p_b + k, sits at
-    column p_b + k − 1), zero elsewhere; `sequences` is `pack_samples`' output for `samples`."""
-    width = sequences["input_ids"].shape[1]
-    out = torch.zeros((len(samples), width - 1), dtype=torch.float32)
-    for b, sample in enumerate(samples):
-        if sample.response_logprobs is None or len(sample.response_logprobs) != len(sample.response_ids):
-            raise ValueError(f"sample {sample.prompt_id!r}: the rollout reported "
-                             f"{None if sample.response_logprobs is None else len(sample.response_logprobs)} "
-                             f"log-probs for {len(sample.response_ids)} response tokens; expected one per token")
-        start = len(sample.prompt_ids) - 1
-        out[b, start : start + len(sample.response_ids)] = torch.tensor(sample.response_logprobs)
-    return out
-
-
-def stale_rows(versions: Sequence[int], iteration: int, max_staleness: int) -> list[int]:
-    """Rows whose policy version is more than `max_staleness` updates behind the learner at `iteration`
-    (staleness = iteration − version)."""
-    return [row for row, version in enumerate(versions) if iteration - version > max_staleness]
-
-
 @dataclass
 class RolloutBatch:
     """One iteration's prompts on their way through the rollout: drawn (ledger ids), generate calls submitted
@@ -147,38 +110,6 @@ class PendingLoad:
     version: int
     before_batch: int
     refs: list[ray.ObjectRef] = field(default_factory=list)
-
-
-def with_draw_keys(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Each row with its `draw_key`: its prompt id, suffixed `#k` for the k-th row (k ≥ 2) of an id that occurs more
-    than once (a prompt file may hold one prompt text twice: two rows, so two draws per epoch in the ledger)."""
-    seen: Counter[str] = Counter()
-    keyed = []
-    for row in rows:
-        seen[row["prompt_id"]] += 1
-        count = seen[row["prompt_id"]]
-        keyed.append({**row, "draw_key": row["prompt_id"] if count == 1 else f"{row['prompt_id']}#{count}"})
-    return keyed
-
-
-class PromptSampler:
-    """Training prompts reshuffled every epoch; batch i is a pure function of (seed, i), so a resumed run sees
-    the prompts it would have seen. The prompts are already in the driver's memory (read and split by the
-    prompt source), so each epoch's order is a seeded permutation here: a Ray Data shuffle of them cost ≈ 1.3 s
-    of task scheduling per epoch on the hot path and bought nothing."""
-
-    def __init__(self, rows: list[dict[str, str]], batch_size: int, seed: int) -> None:
-        if len(rows) < batch_size:
-            raise PPOError(f"prompts_per_iteration={batch_size} exceeds the {len(rows)} training prompts")
-        self.rows, self.batch_size, self.seed = with_draw_keys(rows), batch_size, seed
-        self.per_epoch = len(rows) // batch_size
-        self._epoch, self._order = -1, np.arange(0)
-
-    def batch(self, iteration: int) -> list[dict[str, str]]:
-        epoch, index = divmod(iteration, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
-        return [self.rows[i] for i in self._order[index * self.batch_size : (index + 1) * self.batch_size]]
 
 
 class RewardModelJudge:
@@ -244,8 +175,11 @@ class PPOController:
         # Inside a trial the reservation already holds the actors: the trial's factory was checked instead.
         if within is None and (problems := live_problems(config, alive)):
             raise PPOError("the actors do not fit this Ray cluster (nothing started): " + "; ".join(problems))
-        self.prompts = PromptSampler([prompt_row(p) for p in prompts.split("train")],
-                                     config.prompts_per_iteration, config.seed)
+        try:
+            self.prompts = PromptSampler([prompt_row(p) for p in prompts.split("train")],
+                                         config.prompts_per_iteration, config.seed)
+        except ValueError as error:  # too few training prompts: a config error, reported as the job's own
+            raise PPOError(str(error)) from error
         self._start_actors(policy_path, resume)
 
     def _restore(self, checkpoint: Path | None) -> str:

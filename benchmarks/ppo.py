@@ -55,11 +55,12 @@ import psutil
 import ray
 import torch
 
-from actors.ppo_controller import PPOController, PromptSampler
+from actors.ppo_controller import PPOController
 from jobs.ppo import PPOConfig, controller_for
 from rlhf_ray.config import LineageConfig, RayConfig, WandbConfig
 from rlhf_ray.models import init_model, load_causal_lm
 from rlhf_ray.roles.rollout import verify_due
+from rlhf_ray.rollout.prompts import PromptSampler
 from rlhf_ray.rollout.weights import cpu_state_dict, state_dict_nbytes, state_digest
 from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.telemetry import MetricsSink

@@ -81,10 +81,10 @@ def test_a_system_turn_reaches_generation_and_scorers_read_the_conversation_as_i
     """The example's test prompts carry a system turn: PPO's prompt rows keep it (as JSON, one type per Ray Data
     column), the rollout worker renders it with the chat template, and the sample's prompt is the transcript
     `rlhf-ray import` stores for a conversation, so the reward model scores prompts in the form it was trained on."""
-    from actors.ppo_controller import prompt_row, row_conversation
     from rlhf_ray.inputs.formats import read_import
     from rlhf_ray.inputs.prompts import conversation_text, read_prompt_file
     from rlhf_ray.roles.rollout import RolloutWorker
+    from rlhf_ray.rollout.prompts import prompt_row, row_conversation
 
     prompt = read_prompt_file(EXAMPLE / "prompts" / "test.jsonl")[0]
     assert prompt.messages[0]["role"] == "system" and row_conversation(prompt_row(prompt)) == list(prompt.messages)

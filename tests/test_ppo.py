@@ -16,12 +16,13 @@ import ray
 import torch
 
 from actors.ppo_config import PPOError
-from actors.ppo_controller import PPOController, PromptSampler, gather_timed
+from actors.ppo_controller import PPOController, gather_timed
 from jobs.ppo import PPOConfig, controller_for
 from rlhf_ray.algos.advantages import AdvantageSettings
 from rlhf_ray.config import LineageConfig, RayConfig, WandbConfig
 from rlhf_ray.models import init_model
 from rlhf_ray.roles.learner import trim
+from rlhf_ray.rollout.prompts import PromptSampler
 from rlhf_ray.rollout.weights import state_digest
 from rlhf_ray.sim import World, WorldConfig
 from rlhf_ray.telemetry import MetricsSink

@@ -14,10 +14,10 @@ import pytest
 import ray
 import torch
 
-from actors.ppo_controller import rollout_token_logprobs, stale_rows, with_draw_keys
 from jobs.ppo import PPOConfig, controller_for
 from rlhf_ray.config import WandbConfig
-from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view
+from rlhf_ray.rollout.batch import Sample, pack_samples, response_token_view, rollout_token_logprobs, stale_rows
+from rlhf_ray.rollout.prompts import with_draw_keys
 from rlhf_ray.rollout.weights import state_digest
 from rlhf_ray.telemetry import MetricsSink
 from rlhf_ray.training.ledger import SampleLedger

@@ -8,7 +8,7 @@ of a [B, T−1] tensor. `response_token_view` gathers those response entries int
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -105,3 +105,25 @@ def response_token_view(token_values: Tensor, response_mask: Tensor) -> tuple[Te
     positions = torch.arange(longest, device=response_mask.device)
     mask = positions.unsqueeze(0) < lengths.unsqueeze(-1)
     return values, mask
+
+
+def rollout_token_logprobs(samples: Sequence[Sample], sequences: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The log-probs the rollout reported for its sampled tokens, laid out as the learner's token log-probs are:
+    [B, T−1], token t's value at column t−1 (so response token k of row b, at input position p_b + k, sits at
+    column p_b + k − 1), zero elsewhere; `sequences` is `pack_samples`' output for `samples`."""
+    width = sequences["input_ids"].shape[1]
+    out = torch.zeros((len(samples), width - 1), dtype=torch.float32)
+    for b, sample in enumerate(samples):
+        if sample.response_logprobs is None or len(sample.response_logprobs) != len(sample.response_ids):
+            raise ValueError(f"sample {sample.prompt_id!r}: the rollout reported "
+                             f"{None if sample.response_logprobs is None else len(sample.response_logprobs)} "
+                             f"log-probs for {len(sample.response_ids)} response tokens; expected one per token")
+        start = len(sample.prompt_ids) - 1
+        out[b, start : start + len(sample.response_ids)] = torch.tensor(sample.response_logprobs)
+    return out
+
+
+def stale_rows(versions: Sequence[int], iteration: int, max_staleness: int) -> list[int]:
+    """Rows whose policy version is more than `max_staleness` updates behind the learner at `iteration`
+    (staleness = iteration − version)."""
+    return [row for row, version in enumerate(versions) if iteration - version > max_staleness]
