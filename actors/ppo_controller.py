@@ -514,10 +514,14 @@ class PPOController:
         rollout_logp = rollout_token_logprobs(samples, sequences)
         # The learner recomputes the old log-probs unless the rollout's are the same policy's; then only on a
         # sample of iterations, to check that they are (log-prob parity), and the rollout's are still the ones
-        # trained on, so a resumed run (whose first iteration is checked) trains as an uninterrupted one.
+        # trained on, so a resumed run (whose first iteration is checked) trains as an uninterrupted one. When every
+        # sample is an older policy's, the learner computes the proximal log-probs inside its update instead (its
+        # first step's forward pass gives that minibatch's), and the rollout's behaviour log-probs stand in for the
+        # old ones in the KL estimate; parity has no sample of the current policy to compare on then.
         rollout_is_old = self._rollout_is_old_policy()
-        learner_forward = (not rollout_is_old or self._parity_due
-                           or self.iteration % config.rollout.logprob_parity_every == 0)
+        proximal_in_update = bool(staleness) and min(staleness) > 0
+        learner_forward = not proximal_in_update and (not rollout_is_old or self._parity_due
+                                                      or self.iteration % config.rollout.logprob_parity_every == 0)
         ids, attention = ray.put(sequences["input_ids"]), ray.put(sequences["attention_mask"])
         calls: dict[str, Any] = {
             "reward": self.scorer.score.remote([s.prompt for s in samples], [s.response for s in samples]),
@@ -539,7 +543,7 @@ class PPOController:
             self.ledger.scored(batch.draws[row])
         parity = self._parity(rollout_logp, scored.get("old_logprobs"), sequences["response_mask"], staleness)
         self._parity_due = False
-        old_logp = rollout_logp if rollout_is_old else scored["old_logprobs"]
+        old_logp = rollout_logp if rollout_is_old or proximal_in_update else scored["old_logprobs"]
         advantage_started = time.perf_counter()
         settings = AdvantageSettings(config.advantage.gamma, config.advantage.lam, config.samples_per_prompt,
                                      config.advantage.grpo_scale, config.advantage.whiten)
@@ -552,7 +556,7 @@ class PPOController:
             experience["behaviour_logprobs"] = response_token_view(rollout_logp, sequences["response_mask"])[0]
         timings["timing/advantages"] = time.perf_counter() - advantage_started
         updates = {"policy_update": self.learners.call_sharded(
-            "train", [(shard, self.iteration, self._kl_loss_coef())
+            "train", [(shard, self.iteration, self._kl_loss_coef(), proximal_in_update)
                       for shard in shard_rows(experience, len(self.learners))])}
         if self.critic:
             updates["critic_update"] = self.critic.call_sharded(

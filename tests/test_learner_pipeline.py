@@ -43,15 +43,19 @@ def experience(learner: PolicyLearner) -> dict[str, torch.Tensor]:
 Make = Callable[[torch.Tensor], torch.Tensor]
 
 
-def step(path: str, **extra: Make) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """One update of a fresh learner; `extra` adds minibatch keys made from the old log-probs."""
+def step(path: str, settings: dict | None = None, proximal_in_update: bool = False,
+         **extra: Make) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """One update of a fresh learner; `extra` adds minibatch keys made from the old log-probs. With
+    `proximal_in_update` the learner is not given the old log-probs (they are zeroed) and computes them itself."""
     threads = torch.get_num_threads()
     try:  # one thread: several on a busy 2-core machine made this step 10× slower
-        learner = PolicyLearner(path, 1, dict(SETTINGS), num_threads=1)
+        learner = PolicyLearner(path, 1, {**SETTINGS, **(settings or {})}, num_threads=1)
         learner.init_group(*learner.address(), rank=0)
         rows = experience(learner)
         rows.update({key: make(rows["old_logprobs"]) for key, make in extra.items()})
-        figures = learner.train(rows, update=0)
+        if proximal_in_update:
+            rows["old_logprobs"] = torch.zeros_like(rows["old_logprobs"])
+        figures = learner.train(rows, update=0, proximal_in_update=proximal_in_update)
     finally:
         torch.set_num_threads(threads)  # the learner set it for the whole process
     return figures, {name: p.detach().clone() for name, p in learner.model.named_parameters()}
@@ -67,6 +71,23 @@ def test_behaviour_equal_to_old_steps_exactly_as_plain_ppo(tiny_policy: str) -> 
     stale_figures, stale = step(tiny_policy, behaviour_logprobs=lambda old: old - 1.0)
     assert stale_figures["is_capped_fraction"] == 1.0 and stale_figures["is_weight_mean"] == pytest.approx(2.0)
     assert any(not torch.equal(plain[name], stale[name]) for name in plain)
+
+
+@pytest.mark.parametrize("settings", [{}, {"num_minibatches": 1}, {"epochs": 2}],
+                         ids=["2-minibatches", "1-minibatch", "2-epochs"])
+def test_proximal_log_probs_computed_in_the_update_step_as_precomputed_ones(tiny_policy: str, settings: dict) -> None:
+    """Samples one policy version old: the learner computing the proximal log-probs in its update (the first step's
+    rows from that step's own forward pass) trains exactly as when the controller computed them before it."""
+    stale = {"behaviour_logprobs": lambda old: old - 0.3}
+    given_figures, given = step(tiny_policy, settings, **stale)
+    computed_figures, computed = step(tiny_policy, settings, proximal_in_update=True, **stale)
+    # the same proximal log-probs up to float rounding (a padded batch's forward pass against a trimmed one's),
+    # which Adam's normalisation lifts to ≈ 1e-4 of a step's ≈ 1e-2 (lr) on parameters whose gradient is ≈ 0
+    assert all(torch.allclose(given[name], computed[name], atol=2e-4) for name in given)
+    assert computed_figures == pytest.approx(given_figures, abs=1e-5)
+    # π_prox / π_behav = e^0.3 ≈ 1.35 on every token, under the cap of 2
+    assert given_figures["is_capped_fraction"] == 0.0
+    assert given_figures["is_weight_mean"] == pytest.approx(1.35, abs=0.01)
 
 
 class RecordingLearner(PolicyLearner):

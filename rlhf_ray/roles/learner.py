@@ -90,6 +90,7 @@ class GroupMember:
     def __init__(self, world_size: int, settings: dict[str, Any], num_threads: int | None) -> None:
         set_threads(num_threads)
         self.rank, self.world_size, self.settings = 0, world_size, settings
+        self.steps_this_update = 0  # the optimizer step `train` is at (minibatches over all epochs, from 0)
         self.device = resolve_device(settings.get("device", "auto"))
         self.dtype = settings.get("dtype", "float32")
         self.engine: UpdateEngine | None = None
@@ -146,18 +147,25 @@ class GroupMember:
         if update is not None:
             self.updates = update
         generator = torch.Generator().manual_seed(self.settings["seed"] * 1000 + self.updates)
+        lengths = experience["attention_mask"].sum(dim=1)
+        plan = [length_buckets(lengths, chunks, generator) for _ in range(self.settings["epochs"])]
+        experience = self.before_update(experience, plan)
         figures: dict[str, list[float]] = defaultdict(list)
         self.model.train()
-        for _ in range(self.settings["epochs"]):
-            for chunk in length_buckets(experience["attention_mask"].sum(dim=1), chunks, generator):
-                with autocast(self.device, self.dtype):
-                    loss, extras = self.minibatch_loss(to_device(trim({k: v[chunk] for k, v in experience.items()}),
-                                                                 self.device))
-                self.engine.step(loss)
-                for name, value in {"loss": loss.item(), **extras}.items():
-                    figures[name].append(value)
+        for self.steps_this_update, chunk in enumerate(chunk for epoch in plan for chunk in epoch):
+            with autocast(self.device, self.dtype):
+                loss, extras = self.minibatch_loss(to_device(trim({k: v[chunk] for k, v in experience.items()}),
+                                                             self.device))
+            self.engine.step(loss)
+            for name, value in {"loss": loss.item(), **extras}.items():
+                figures[name].append(value)
         self.updates += 1
         return {name: float(np.mean(values)) for name, values in figures.items()}
+
+    def before_update(self, experience: dict[str, Tensor], plan: list[list[Tensor]]) -> dict[str, Tensor]:
+        """The experience the update's steps read, given their minibatches (`plan`: per epoch, the row indices of
+        each step, in order); as given unless a subclass adds what must be computed before the first step."""
+        return experience
 
     def save(self, directory: str) -> None:
         """Rank 0 writes the model directory (under ZeRO-3 every rank takes part in gathering the weights it
@@ -197,14 +205,41 @@ class PolicyLearner(GroupMember):
         self.model = self._place(self.model)
         # tokens whose logits exist at once in `logprobs` and the loss (None: all); hand-built settings may omit it
         self.token_budget: int | None = settings.get("logprob_token_budget", DEFAULT_TOKEN_BUDGET)
+        self.proximal_in_update = False
 
     def train(self, experience: dict[str, Tensor], update: int | None = None,
-              kl_loss_coef: float | None = None) -> dict[str, float]:
+              kl_loss_coef: float | None = None, proximal_in_update: bool = False) -> dict[str, float]:
         """As `GroupMember.train`; `kl_loss_coef` is β of the in-loss KL for this update (GRPO: the controller's
-        current coefficient, which an adaptive controller moves every iteration); None keeps the setting."""
+        current coefficient, which an adaptive controller moves every iteration); None keeps the setting.
+
+        `proximal_in_update`: the experience's `old_logprobs` are not given (samples of older policies, trained
+        with the decoupled loss against `behaviour_logprobs`): the learner computes the proximal log-probs, its own
+        before this update, itself. The first step's rows take them from the step's own forward pass, where the
+        weights are still the proximal policy's, so only the other rows need a forward pass of their own (with one
+        minibatch, none): the work the controller's separate `logprobs` call did, less a 1/num_minibatches share."""
         if kl_loss_coef is not None:
             self.settings = {**self.settings, "kl_loss_coef": float(kl_loss_coef)}
+        self.proximal_in_update = proximal_in_update
         return super().train(experience, update)
+
+    def before_update(self, experience: dict[str, Tensor], plan: list[list[Tensor]]) -> dict[str, Tensor]:
+        """With `proximal_in_update`, `old_logprobs` become the proximal policy's: this forward pass's for every row
+        but the first step's (all rows when a later epoch revisits them), and zeros there until that step's own
+        forward pass (`minibatch_loss`)."""
+        if not self.proximal_in_update:
+            return experience
+        first = plan[0][0]
+        later = torch.ones(experience["input_ids"].shape[0], dtype=torch.bool)
+        if len(plan) == 1:
+            later[first] = False
+        proximal = torch.zeros_like(experience["behaviour_logprobs"])
+        if later.any():
+            rows = later.nonzero().squeeze(1)
+            response = experience["response_mask"][rows]
+            token_logp = self.logprobs(experience["input_ids"][rows], experience["attention_mask"][rows])
+            computed, _ = response_token_view(token_logp, response)
+            proximal[rows, : computed.shape[1]] = computed
+        return {**experience, "old_logprobs": proximal}
 
     def logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """[B, T−1] token log-probs (float32, CPU) under the current weights: the "old" log-probs of PPO's ratio,
@@ -222,9 +257,12 @@ class PolicyLearner(GroupMember):
         entropy, _ = response_token_view(token_entropy, response)
         if "behaviour_logprobs" in minibatch:
             # samples of an older policy (pipelined rollout): clip against the proximal policy, whose log-probs are
-            # the old_logprobs computed before this update, and weight each token by min(π_prox/π_behav, is_cap)
+            # the old_logprobs computed before this update, and weight each token by min(π_prox/π_behav, is_cap);
+            # at the first step of a `proximal_in_update`, the weights are the proximal policy's: this forward's
+            proximal = (logprobs.detach() if self.proximal_in_update and self.steps_this_update == 0
+                        else minibatch["old_logprobs"])
             policy = decoupled_ppo_loss(
-                logprobs, minibatch["old_logprobs"], minibatch["behaviour_logprobs"], minibatch["advantages"], mask,
+                logprobs, proximal, minibatch["behaviour_logprobs"], minibatch["advantages"], mask,
                 self.settings["clip_eps"], self.settings["is_cap"], self.settings["dual_clip"])
         else:
             policy = POLICY_LOSSES[self.settings["policy_loss"]](
