@@ -242,7 +242,10 @@ class PPOController:
             self.evaluators.append(RewardModelJudge(self.judge))
 
     def _start_policy_groups(self, policy_path: str, resume: Path | None) -> None:
-        """The actors holding the policy being trained: learner ranks, critic ranks and rollout workers."""
+        """The actors holding the policy being trained: learner ranks, critic ranks and rollout workers. They are
+        created before any is waited on, so their processes start (import torch, load the model) side by side;
+        except that colocated rollout engines start once the learner ranks sharing their GPUs are up, so an engine
+        sizes its memory against what the learner already holds."""
         config, rollout = self.config, self.config.rollout
         learner_settings = {**self._optimizer_settings(config.learner), "kl_loss_coef": self._kl_loss_coef(),
                             "lora": config.model.lora.model_dump() if config.model.lora else None}
@@ -261,6 +264,10 @@ class PPOController:
         self._loads: list[PendingLoad] = []  # publications not yet verified (pipeline modes)
         self._parity_due = True  # the first iteration after a start or a recovery checks log-prob parity
         self._broadcast: BroadcastSync | None = None  # rollout.weight_sync: nccl, opened at the first sync
+        trained = [group for group in (self.learners, self.critic) if group is not None]
+        if rollout.colocate_with_learner:
+            for group in trained:
+                self._join(group)
         self.rollout = ActorGroup(  # after the learners: colocated workers go into their bundles
             RolloutWorker, rollout.num_workers, rollout.num_cpus, rollout.num_gpus, config.placement_strategy,
             max_restarts=rollout.max_restarts, name_prefix=None, resources=rollout.resources,
@@ -269,6 +276,9 @@ class PPOController:
             init_kwargs={"model_path": policy_path, "backend": rollout.backend,
                          "backend_kwargs": rollout.worker_backend_kwargs(), "seed": config.seed,
                          "policy_version": self.iteration})
+        if not rollout.colocate_with_learner:
+            for group in trained:
+                self._join(group)
         if resume:
             ray.get(self.learners.call("load_optimizer", str(resume / "policy")))
             if self.critic:
@@ -291,14 +301,17 @@ class PPOController:
     def _group(self, cls: type, section: Any, model_path: str, settings: dict[str, Any],
                reserve: dict[str, float] | None = None,
                within: tuple[PlacementGroup, int] | None = None) -> ActorGroup:
-        """A data-parallel group: actors placed together, then joined into one torch.distributed group."""
-        group = ActorGroup(cls, section.num_workers, section.num_cpus, section.num_gpus,
-                           self.config.placement_strategy, resources=section.resources, reserve=reserve, within=within,
-                           init_kwargs={"model_path": model_path, "world_size": section.num_workers,
-                                        "settings": settings, "num_threads": section.torch_threads})
+        """A data-parallel group's actors, placed together (not waited on: `_join` makes them one group)."""
+        return ActorGroup(cls, section.num_workers, section.num_cpus, section.num_gpus,
+                          self.config.placement_strategy, resources=section.resources, reserve=reserve, within=within,
+                          init_kwargs={"model_path": model_path, "world_size": section.num_workers,
+                                       "settings": settings, "num_threads": section.torch_threads})
+
+    @staticmethod
+    def _join(group: ActorGroup) -> None:
+        """Join a group's ranks into one torch.distributed group (rank 0's address is the rendezvous)."""
         host, port = ray.get(group.actors[0].address.remote())
         ray.get([actor.init_group.remote(host, port, rank) for rank, actor in enumerate(group.actors)])
-        return group
 
     def _stop_policy_groups(self) -> None:
         for group in (getattr(self, name, None) for name in ("rollout", "learners", "critic")):
