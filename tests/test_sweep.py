@@ -205,7 +205,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(
 
     out = tmp_path / "sweep"
     rm = trained_policy["rm"]["reward_model_dir"]
+    # what is under test is the resume, not the trials' quality: short answers, a small held-out evaluation
     overrides = [*_sweep_overrides(trained_policy["sft"]["model_dir"], rm, out), "ppo.iterations=2",
+                 "ppo.rollout.max_new_tokens=8", "ppo.eval_prompts=4", "ppo.eval_samples_per_prompt=1",
                  "judge_by=oracle", "ppo.judge_model_path=null",
                  "search_space={reward.verbosity_coef: {grid: [0.0, 1.0]}}", "scheduler.kind=fifo",
                  "wandb.mode=disabled", "ray.address=local", "ray.num_cpus=2"]
