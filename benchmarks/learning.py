@@ -351,20 +351,20 @@ def run_seed(seed: int, out: Path, fast: bool, runs: Sequence[str] = tuple(PPO_R
         raise RuntimeError(f"seed {seed}: the loop stopped at {pipeline['stopped']}")
     timing = {"pipeline_s": round(time.perf_counter() - started, 1)}
     policies = {"sft": pipeline["sft_model_dir"], "dpo": pipeline["dpo_policy_dir"]}
-    trained = {}
+    ledgers = {}
     for name, ppo_config in ppo_configs(config, out / f"seed-{seed}" / "bench", runs, pipeline_modes,
                                         max_staleness).items():
         began = time.perf_counter()
         summary = ppo.run(ppo_config)
         policies[name] = summary["policy_dir"]
-        trained[name] = summary.get("ledger")
+        ledgers[name] = summary.get("ledger")
         timing[f"{name}_s"] = round(time.perf_counter() - began, 1)
     began = time.perf_counter()
     samples, pairs = MEASURE["fast" if fast else "full"]
     figures = measure(config, policies, pipeline["reward_model_dir"], samples, pairs)
     timing["measure_s"] = round(time.perf_counter() - began, 1)
     timing["seed_s"] = round(time.perf_counter() - started, 1)
-    return {"seed": seed, **figures, "ledger": trained, "timing": timing}
+    return {"seed": seed, **figures, "ledger": ledgers, "timing": timing}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
