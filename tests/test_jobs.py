@@ -112,6 +112,10 @@ def test_rerun_with_fewer_rows_leaves_no_stale_shards(ray_cluster, tmp_path: Pat
 
 # A few hundred simulated rows hold ~6 gold labels: too few for the data gate to judge κ against the gold accuracies.
 TINY_DATA_GATE = ["gates.min_kappa_ratio=null"]
+# One epoch of a tiny reward model on a few hundred pairs: its held-out accuracy and its length correlation at
+# equal utility are noise around chance and zero, and the canary's captured feedback (how much depends on when the
+# operator promotes) moves them between runs, so the reward-model gate would stop iteration 2 at random.
+TINY_RM_GATE = ["gates.min_rm_accuracy=0.0", "gates.max_rm_length_correlation=null"]
 # The loop's training stages at their cheapest: one short epoch each, small batches and sequences, few
 # held-out pairs (the reward model keeps its 6 per prompt: fewer leave its length-bias figure undefined).
 TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2",
@@ -120,7 +124,7 @@ TINY_TRAINING = ["sft.references_per_prompt=1", "dpo.heldout_pairs_per_prompt=2"
                  "ppo.iterations=2", "ppo.eval_every=2", "ppo.checkpoint_every=2", "ppo.eval_prompts=4",
                  "ppo.eval_samples_per_prompt=1", "ppo.rollout.max_new_tokens=16",
                  "gate.prompts=4", "gate.generation.max_new_tokens=16", "canary.simulation.max_requests=40",
-                 "canary.simulation.max_tokens=16", "gates.min_rm_accuracy=0.0", *TINY_DATA_GATE]
+                 "canary.simulation.max_tokens=16", *TINY_RM_GATE, *TINY_DATA_GATE]
 # Two PPO iterations cannot beat the SFT model: a gate that only refuses a clearly worse candidate lets the
 # loop reach its canary.
 LENIENT_GATE = ["gate.thresholds.non_inferiority_margin=0.5", "gate.thresholds.max_yield_drop=1.0",
@@ -268,6 +272,7 @@ def test_loop_simulates_ingests_and_builds_the_model_with_lineage(ray_cluster, t
     assert main([*args, "iterations=2"]) == 0
     logs = capsys.readouterr()
     second = _last_json_line(logs.out)
+    assert "stopped" not in second, second["stopped"]
     assert logs.err.count("inputs unchanged: skipped") == len(summary["stages"])
     assert second["iter2/input_rows"] == summary["input_rows"] + sum(
         len(path.read_text().splitlines()) for path in captured)
