@@ -33,8 +33,19 @@ byo: $(STAMP)
 		--no-pad-token --corpus examples/byo/sft.jsonl --out runs/byo-base > /dev/null
 	WANDB_SILENT=true PYTHONPATH=. $(BIN)/rlhf-ray loop --config configs/byo.yaml $(BYO_ARGS)
 
+# Two phases. The unit tests (no Ray) spread over the cores with pytest-xdist. The Ray tests then run in one
+# process: they share one local Ray cluster, one Serve and the trained fixtures, which a second worker would build
+# again. Both phases always run; the target fails if either did (pytest's 5, "nothing selected", is no failure).
+# Select with TEST_MARK (a marker expression, e.g. "not slow"): a `-m` in PYTEST_ARGS would replace the phases' own.
+UNIT_WORKERS ?= auto
+TEST_MARK ?=
+AND_MARK := $(if $(TEST_MARK), and ($(TEST_MARK)))
 test: $(STAMP)
-	WANDB_SILENT=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@unit=0; ray=0; \
+	WANDB_SILENT=true $(BIN)/python -m pytest -m "not ray$(AND_MARK)" -n $(UNIT_WORKERS) $(PYTEST_ARGS) || unit=$$?; \
+	WANDB_SILENT=true $(BIN)/python -m pytest -m "ray$(AND_MARK)" $(PYTEST_ARGS) || ray=$$?; \
+	for code in $$unit $$ray; do [ $$code -eq 0 ] || [ $$code -eq 5 ] || exit $$code; done; \
+	[ $$unit -ne 5 ] || [ $$ray -ne 5 ] || exit 5
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

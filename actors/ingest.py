@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -199,7 +199,7 @@ def ingest(config: IngestConfig) -> dict[str, Any]:
     import ray
 
     started = time.perf_counter()
-    ingested_at = config.now or datetime.now(timezone.utc)
+    ingested_at = config.now or datetime.now(UTC)
     root, files = _shard_files(config)
     processor = FeedbackProcessor(
         _masker(config.pii),

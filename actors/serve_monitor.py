@@ -13,7 +13,7 @@ import asyncio
 import json
 import uuid
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ray import serve
@@ -167,7 +167,7 @@ class CanaryMonitor:
         return figures
 
     def _audit(self, action: str, reason: str, source: str, before: RouterState) -> dict[str, Any]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         entry = {"time": now.isoformat(), "deployment_id": self.args.deployment_id, "action": action,
                  "source": source, "reason": reason, "before": before.model_dump(), "after": self.state.model_dump(),
                  "incumbent_policy_id": self.args.incumbent.policy_id, "canary_policy_id": self.args.canary.policy_id,

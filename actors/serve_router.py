@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ray import serve
@@ -425,7 +425,7 @@ class CanaryRouter:
         masked = {k: self.masker.mask(v)[0] for k, v in
                   (("prompt", conversation_text(call["messages"])), ("incumbent", incumbent_text),
                    ("canary", result["choices"][0]["text"]))}
-        self.shadow_log.add({"time": datetime.now(timezone.utc).isoformat(), "prompt_id": call["prompt_id"],
+        self.shadow_log.add({"time": datetime.now(UTC).isoformat(), "prompt_id": call["prompt_id"],
                              "incumbent_policy_id": self.policy_ids["incumbent"],
                              "canary_policy_id": self.policy_ids["canary"], **masked})
 
@@ -469,7 +469,7 @@ class CanaryRouter:
             if other is not None:
                 self._check_token(other, giver, item.other_feedback_token, "other_feedback_token")
             signal_id = f"sig-{uuid.uuid4().hex}"
-            row, _ = feedback_row(item, served, signal_id=signal_id, now=datetime.now(timezone.utc),
+            row, _ = feedback_row(item, served, signal_id=signal_id, now=datetime.now(UTC),
                                   actor_id=giver, masker=self.masker, other=other,
                                   authenticated=caller.authenticated)
             key = (served.response_id, giver, item.kind)

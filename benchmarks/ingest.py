@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from rlhf_ray.sim import ShardConfig
 
 KEY = "ab" * 32
 # one reference time for both pipelines; simulate dates its events up to its own run time, so after that
-NOW = datetime.now(timezone.utc) + timedelta(minutes=5)
+NOW = datetime.now(UTC) + timedelta(minutes=5)
 
 
 class PeakMemory:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -313,7 +313,7 @@ def evaluate(config: EvaluateConfig, sink: Any = None) -> dict[str, Any]:
               "prompt_source": config.prompt_file or "world", "samples_per_prompt": config.samples_per_prompt,
               "acceptance": config.acceptance if world else None, "thresholds": config.thresholds.model_dump()}
     entry = registry.record_event(GATE_EVENT, ids["candidate"], report)
-    latency = loop_latency(registry, ids["candidate"], "gated", datetime.now(timezone.utc))
+    latency = loop_latency(registry, ids["candidate"], "gated", datetime.now(UTC))
     tested = test_figures(config, answered[TEST_SPLIT]) if TEST_SPLIT in answered else {}
     judge_figures = {f"judge/{k.removeprefix('reward_source/judge/')}/{name}": v for name in POLICIES
                      for k, v in outputs[name].get("judge_figures", {}).items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def apply_retention(config: RetentionConfig) -> dict[str, Any]:
-    now = config.now or datetime.now(timezone.utc)
+    now = config.now or datetime.now(UTC)
     data = StorageRoot.from_uri(config.output_dir)
     start = resolve_version(data, config.version)
     manifest = read_manifest(data, start)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -146,7 +146,7 @@ def generate(config: SimulateConfig) -> dict[str, Any]:
     for folder in ("", JUDGE_FOLDER):
         if root.exists(f"{folder}{SHARD_MANIFEST}"):
             root.fs.delete_file(root.join(f"{folder}{SHARD_MANIFEST}"))
-    config = config.model_copy(update={"world": pinned_world(config.world, datetime.now(timezone.utc))})
+    config = config.model_copy(update={"world": pinned_world(config.world, datetime.now(UTC))})
     world = World(config.world, config.seed)
     leakage = leakage_report(world)
     print(f"[simulate] {describe_leakage(leakage)}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -18,7 +18,7 @@ from rlhf_ray.contracts.validation import NO_VALUE, Rejection, identifier_proble
 from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
 from rlhf_ray.sim.shards import build_shard_rows
 
-NOW = datetime(2026, 3, 2, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, tzinfo=UTC)
 SIGNAL_TYPES = [t.value for t in SignalType]
 CLEAN = ShardConfig(rows=100, malformed_fraction=0, duplicate_fraction=0, pii_fraction=0)
 KNOWN_FIELDS = frozenset(name for schema in SIGNAL_SCHEMAS.values() for name in schema.names)
@@ -42,7 +42,7 @@ def clean(signal_type: str) -> dict[str, Any]:
 
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     raise TypeError(type(value).__name__)
 
 
@@ -320,7 +320,7 @@ def test_oversize_ranked_response_detail_names_the_length() -> None:
         ("2099-01-01T00:00:00Z", "2099-01-01"),
         ((NOW + timedelta(hours=2)).isoformat(), "2026-03-02T02:00"),  # beyond the allowed clock skew
         ("1999-12-31T23:59:59Z", "1999-12-31"),  # before 2000
-        (datetime(1970, 1, 1, tzinfo=timezone.utc), "1970-01-01"),
+        (datetime(1970, 1, 1, tzinfo=UTC), "1970-01-01"),
     ],
 )
 def test_bad_timestamp(value: Any, shown: str) -> None:

@@ -6,7 +6,7 @@ import copy
 import io
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -35,7 +35,7 @@ from rlhf_ray.governance import PiiMasker, Pseudonymizer
 from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
 from rlhf_ray.sim.shards import build_shard_rows, encode_jsonl, encode_parquet, relaxed_schema
 
-NOW = datetime(2026, 3, 2, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 KEY = b"k" * 32
 REGIONS = frozenset({"eu", "us", "apac"})
 SIGNAL_TYPES = [t.value for t in SignalType]
@@ -333,7 +333,7 @@ def test_content_hash_is_the_same_from_parquet_and_jsonl(processor: FeedbackProc
 
 
 def _iso(value: Any) -> str:
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _VARIANTS: dict[str, Any] = {

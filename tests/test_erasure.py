@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from rlhf_ray.storage import StorageRoot
 KEY = "5a" * 32
 TINY = ["shards.rows=300", "shards.rows_per_shard=150", "world.num_prompts=40", "world.population.num_users=20",
         "world.population.num_annotators=5", "wandb.mode=disabled"]
-RETENTION_NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+RETENTION_NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def _word(rng: random.Random) -> str:

@@ -5,7 +5,7 @@ number and reason, masked; single-label imported pairs pass curate without adjud
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -143,7 +143,7 @@ def test_import_then_ingest(ray_cluster, tmp_path, monkeypatch):
     figures = ingest(IngestConfig(input=str(shards), output_dir=str(tmp_path / "ingested"),
                                   ray=RayConfig(num_cpus=2), wandb=WandbConfig(mode="disabled"),
                                   lineage=LineageConfig(root=str(tmp_path / "lineage")),
-                                  now=datetime.now(timezone.utc)))
+                                  now=datetime.now(UTC)))
     assert (figures["input_rows"], figures["accepted_rows"], figures["quarantined_rows"]) == (3, 3, 0)
     curated = pq.read_table(Path(figures["curated_dir"]) / "pairwise").to_pylist()
     assert {r["actor_id"] for r in curated}.isdisjoint({"10", "11"})  # pseudonymized by ingest

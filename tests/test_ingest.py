@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,8 +20,8 @@ from rlhf_ray.lineage import LineageRegistry
 from rlhf_ray.sim import PopulationConfig, ShardConfig, WorldConfig
 
 pytestmark = pytest.mark.ray
-NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
-START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # the simulated feedback's clock, pinned before NOW
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+START = datetime(2026, 1, 5, tzinfo=UTC)  # the simulated feedback's clock, pinned before NOW
 KEY = "0f" * 32
 
 
@@ -189,7 +189,7 @@ def test_a_fresh_simulation_reads_a_signal_latency_of_its_span_not_of_a_calendar
     ingest latency within the simulated day plus the pipeline's own seconds (it read ~3e7 s with a fixed 2026-01-05
     start), and no event lies in the future of the ingest."""
     monkeypatch.setenv("RLHF_RAY_PSEUDONYM_KEY", KEY)
-    began = datetime.now(timezone.utc)
+    began = datetime.now(UTC)
     clean = ShardConfig(rows=400, rows_per_shard=400, judge_rows=0, malformed_fraction=0.0, duplicate_fraction=0.0)
     simulated = generate(SimulateConfig(
         output_dir=str(tmp_path / "feedback"), seed=3, wandb=WandbConfig(mode="disabled"), shards=clean,
@@ -200,7 +200,7 @@ def test_a_fresh_simulation_reads_a_signal_latency_of_its_span_not_of_a_calendar
     assert datetime.fromisoformat(manifest["world"]["start_time"].replace("Z", "+00:00")) == start  # to pin a rerun
     summary = ingest(IngestConfig(input=str(tmp_path / "feedback" / "shards"), output_dir=str(tmp_path / "out"),
                                   wandb=WandbConfig(mode="disabled"), lineage=LineageConfig(root=str(tmp_path))))
-    elapsed = (datetime.now(timezone.utc) - began).total_seconds()
+    elapsed = (datetime.now(UTC) - began).total_seconds()
     assert summary["quarantined_rows"] == 0 and summary["accepted_rows"] == 400
     p50, worst = summary["signal_latency_seconds/p50"], summary["signal_latency_seconds/max"]
     assert 0 < p50 < worst <= 86_400 + elapsed, (p50, worst)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import planted_pii
@@ -21,7 +21,7 @@ from rlhf_ray.sim import ShardConfig, ShardSpec, World, WorldConfig
 from rlhf_ray.sim.shards import build_shard_rows, encode_jsonl, relaxed_schema
 
 pytestmark = pytest.mark.ray
-NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
 KEY = "0f" * 32
 CLEAN = ShardConfig(rows=100, malformed_fraction=0, duplicate_fraction=0, pii_fraction=0)
 

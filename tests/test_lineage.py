@@ -8,7 +8,7 @@ import json
 import shutil
 import stat
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from rlhf_ray.lineage import (
 )
 from rlhf_ray.storage import StorageRoot
 
-T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 KEY = bytes.fromhex("a1" * 32)
 OTHER_KEY = bytes.fromhex("b2" * 32)
 

@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ def _data_and_annotation(run: Path) -> None:
 
     tables = _tables({"pairwise": 600, "ranking": 150, "rating": 300, "implicit": 200})
     quality = quality_report(tables, Counter({"missing_field:prompt": 7, "unparseable_json": 3}),
-                             datetime(2026, 2, 10, tzinfo=timezone.utc))
+                             datetime(2026, 2, 10, tzinfo=UTC))
     (run / "dataset" / "versions").mkdir(parents=True)
     (run / "dataset" / "versions" / "ds-0001.json").write_text(json.dumps(
         {"version": "ds-0001", "input_rows": 1260, "accepted_rows": 1250, "quarantined_rows": 10,
@@ -132,7 +132,7 @@ def _canary(run: Path, folder: str = "canary") -> None:
     """Audit entries in the canary monitor's format: ramp 5 % → 25 % → 50 %, then promote."""
     audit = run / folder / "state" / "audit"
     audit.mkdir(parents=True)
-    start = datetime(2026, 2, 11, 9, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 2, 11, 9, 0, tzinfo=UTC)
     steps = [("weights", 0.0, 0.05), ("weights", 0.05, 0.25), ("weights", 0.25, 0.5), ("promote", 0.5, 1.0)]
     for n, (action, before, after) in enumerate(steps):
         entry = {"time": (start + timedelta(minutes=7 * n)).isoformat(), "action": action, "source": "monitor",

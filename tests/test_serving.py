@@ -8,6 +8,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,9 @@ def _served(response_id: str = "r1", variant: str = "canary", response: str = "a
 
 def test_every_feedback_kind_becomes_a_valid_contract_row_with_pii_masked() -> None:
     now = time.time()
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    moment = datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.fromtimestamp(now, UTC)
     other = _served("r2", "incumbent", "another answer .")
     bodies = [{"kind": "thumbs", "response_id": "r1", "value": 1},
               {"kind": "likert", "response_id": "r1", "value": 2},
@@ -84,12 +85,12 @@ def test_every_feedback_kind_becomes_a_valid_contract_row_with_pii_masked() -> N
                                                    ("415-555-0134", "found: phone")])
 def test_feedback_on_a_prompt_id_that_is_not_an_id_is_refused(prompt_id: str, reason: str) -> None:
     from dataclasses import replace
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     thumbs = parse_model(FEEDBACK_ADAPTER, {"kind": "thumbs", "response_id": "r1", "value": 1})
     with pytest.raises(FeedbackError, match=reason) as error:
         feedback_row(thumbs, replace(_served(), prompt_id=prompt_id), signal_id="s-1",
-                     now=datetime.now(timezone.utc), actor_id="usr_x", masker=PiiMasker())
+                     now=datetime.now(UTC), actor_id="usr_x", masker=PiiMasker())
     assert "field 'prompt_id'" in str(error.value) and "555-0134" not in str(error.value)
 
 

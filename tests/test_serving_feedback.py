@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def test_rate_limit_dedupe_and_counting_rules() -> None:
 
 
 def test_unauthenticated_feedback_is_marked_and_ingest_drops_repeats_by_response_user_kind() -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     served = ServedResponse("r1", "canary", "policy-c", "p-1", "hi ?", "hello .", "id_0123456789abcdef", "us")
     thumbs = parse_model(FEEDBACK_ADAPTER, {"kind": "thumbs", "response_id": "r1", "value": 1})
     row, _ = feedback_row(thumbs, served, signal_id="s1", now=now, actor_id=served.actor_id, masker=PiiMasker(),

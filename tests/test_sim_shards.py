@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -127,10 +127,10 @@ def test_event_times_follow_the_start_time_and_simulate_pins_it_to_its_own_clock
     # Unset (a World built directly, as here): a fixed epoch, so the shards stay a pure function of the seed.
     unset = event_times(World(WorldConfig(num_prompts=150, span_days=2), seed=11))
     assert min(unset) >= DEFAULT_START_TIME and max(unset) <= DEFAULT_START_TIME + timedelta(days=2)
-    start = datetime(2027, 3, 1, 12, tzinfo=timezone.utc)
+    start = datetime(2027, 3, 1, 12, tzinfo=UTC)
     pinned = event_times(World(WorldConfig(num_prompts=150, span_days=2, start_time=start), seed=11))
     assert [t - start for t in pinned] == [t - DEFAULT_START_TIME for t in unset]  # same draws, shifted
     # `rlhf-ray simulate` resolves an unset start to span_days before it runs, and keeps a pinned one.
-    now = datetime(2027, 3, 3, 12, 0, 0, 987654, tzinfo=timezone.utc)
+    now = datetime(2027, 3, 3, 12, 0, 0, 987654, tzinfo=UTC)
     assert pinned_world(WorldConfig(span_days=2), now).start_time == start
     assert pinned_world(WorldConfig(span_days=2, start_time=DEFAULT_START_TIME), now).start_time == DEFAULT_START_TIME

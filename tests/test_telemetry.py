@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,7 +96,7 @@ def test_signal_latency_takes_the_stalest_signal_type() -> None:
 def test_loop_latency_walks_the_lineage(tmp_path: Path) -> None:
     from rlhf_ray.lineage import LineageRegistry
 
-    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
     now = [t0]
     registry = LineageRegistry(tmp_path / "lineage", clock=lambda: now[0])
     data = tmp_path / "data"

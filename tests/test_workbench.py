@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -405,7 +405,7 @@ def test_restart_loses_and_duplicates_nothing(demo: WorkbenchInputs, tmp_path: P
     assert len(rows) == 8 and len({r["signal_id"] for r in rows}) == 8
     reopened.close()
     assert len(_shard_rows(tmp_path)) == 8  # closing again writes nothing twice
-    ingest_time = datetime.fromtimestamp(clock.now + 60, timezone.utc)
+    ingest_time = datetime.fromtimestamp(clock.now + 60, UTC)
     processor = FeedbackProcessor(PiiMasker(), Pseudonymizer(KEY), frozenset({"eu", "us", "apac"}), ingest_time)
     for path in sorted((tmp_path / "shards").glob("*.jsonl")):
         records = [processor.process(raw) for raw in read_shard(str(path), path.read_bytes())]

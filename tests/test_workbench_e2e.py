@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,7 @@ def test_annotator_labels_three_tasks_with_the_keyboard_until_the_session_cap(wo
         assert row["actor_id"].startswith("ann_") and row["guideline_version"]
         assert not [s for s in SECRETS if s in json.dumps(row)]
     processor = FeedbackProcessor(PiiMasker(), Pseudonymizer(bytes.fromhex(KEY_HEX)), frozenset({"eu", "us", "apac"}),
-                                  datetime.now(timezone.utc))
+                                  datetime.now(UTC))
     for path in (workbench["out"] / "shards").glob("*.jsonl"):
         assert all(r["status"] == ACCEPTED for r in (processor.process(raw) for raw in read_shard(str(path),
                                                                                                  path.read_bytes())))

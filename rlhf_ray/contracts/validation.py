@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rlhf_ray.contracts.schemas import (
@@ -39,7 +39,7 @@ from rlhf_ray.contracts.schemas import (
 )
 
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
-EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_CLOCK_SKEW = timedelta(hours=1)
 MAX_SEVERITY = 3
 MAX_SESSION_POSITION = 1_000_000
@@ -152,7 +152,7 @@ def parse_event_time(value: Any) -> datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     else:
         raise TypeError(f"{type(value).__name__} is not a timestamp")
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -310,7 +310,7 @@ def validate_row(row: Any, now: datetime | None = None) -> Rejection | None:
         _check_known_fields(row, kind)
         _check_types(row, kind)
         _check_identifiers(row)
-        _check_envelope(row, now or datetime.now(timezone.utc))
+        _check_envelope(row, now or datetime.now(UTC))
         check = _PAYLOAD_CHECKS.get(kind)
         if check is not None:
             check(row)

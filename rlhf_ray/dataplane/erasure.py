@@ -34,7 +34,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -482,7 +482,7 @@ class ErasureRun:
             uri=root.join(curated_folder(new)))
         reasons = Counter() if cut.quarantine is None else Counter(cut.quarantine.column("reason").to_pylist())
         ingested_at = manifest.get("quality", {}).get("ingested_at")
-        moment = datetime.fromisoformat(ingested_at) if ingested_at else datetime.now(timezone.utc)
+        moment = datetime.fromisoformat(ingested_at) if ingested_at else datetime.now(UTC)
         manifest.update(version=new, dataset_id=record.id, accepted_rows=accepted, quarantined_rows=quarantined,
                         input_rows=max(0, manifest.get("input_rows", 0) - removed), supersedes=old,
                         erasure_id=self.plan.erasure_id, quality=quality_report(cut.curated, reasons, moment))

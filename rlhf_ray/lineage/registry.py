@@ -19,7 +19,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rlhf_ray.lineage.hashing import AuditKey, LineageError, artifact_id, canonical_json, check_parents
@@ -63,7 +63,7 @@ class ArtifactRecord:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class LineageRegistry:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def _render(run_dir: str | os.PathLike[str]) -> tuple[str, list[Section], list[s
     if not root.is_dir():
         raise ValueError(f"run directory {str(run_dir)!r} does not exist or is not a directory")
     sections, missing = build_sections(root)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = render_page(f"rlhf-ray report: {root.resolve().name}",
                        f"{root.resolve()} · generated {stamp} · {len(sections)} section(s)", sections, missing)
     return page, sections, missing

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,7 @@ class JsonlShardBuffer:
         line = _line(row)
         with self._lock:
             if self._name is None:
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
                 self._name = f"{stamp}-{self.tag}-{uuid.uuid4().hex[:8]}.jsonl"
             if self.journal_dir is not None:
                 if self._segment is None:

@@ -7,7 +7,7 @@ wrong types and broken JSON. Each kind is recorded so ingest can be checked row 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -91,7 +91,7 @@ def _bad_timestamp(row: Row, rng: np.random.Generator, fmt: str, previous_id: st
     if fmt == "jsonl":
         row["event_time"] = str(rng.choice(["not-a-timestamp", "2026-13-45T25:61:00Z", "yesterday"]))
     else:
-        row["event_time"] = datetime(2100, 1, 1, tzinfo=timezone.utc)
+        row["event_time"] = datetime(2100, 1, 1, tzinfo=UTC)
     return row
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -158,7 +158,7 @@ def encode_parquet(rows: list[Row], signal_type: str) -> bytes:
 
 def _json_default(value: Any) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     raise TypeError(f"cannot encode {type(value).__name__} in JSONL")
 
 

@@ -15,7 +15,7 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ THUMBS_SHARE = 0.6
 MAX_DRAWS_FOR_FLAWED_RESPONSE = 5
 # Where a world's clock starts when its config leaves `start_time` unset and nothing pins it (tests, demos,
 # benchmarks that build a World directly: the times then only order the events). `rlhf-ray simulate` pins it.
-DEFAULT_START_TIME = datetime(2026, 1, 5, tzinfo=timezone.utc)
+DEFAULT_START_TIME = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def signal_id(seed: int, signal_type: str, shard_index: int, row_index: int) -> str:

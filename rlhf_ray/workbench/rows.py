@@ -10,7 +10,7 @@ naming the field.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rlhf_ray.contracts import MAX_TEXT_CHARS, RUBRIC_CRITERIA, SCHEMA_VERSION
@@ -125,7 +125,7 @@ def _payload_fields(task: Task) -> dict[str, Any]:
 
 
 def iso(moment: float) -> str:
-    stamp = datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds")
+    stamp = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 
@@ -145,7 +145,7 @@ def contract_row(task: Task, payload: Mapping[str, Any], *, signal_id: str, acto
     for name in ("rationale", "edited_response", "prompt"):
         if isinstance(row.get(name), str):
             row[name] = masker.mask(row[name])[0]
-    rejection = validate_row(row, datetime.fromtimestamp(at, timezone.utc))
+    rejection = validate_row(row, datetime.fromtimestamp(at, UTC))
     if rejection is not None:
         raise SubmissionError(rejection.field, rejection.detail)
     return row

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ def read_import(format: str, path: str | Path, field_map: Mapping[str, str] | No
     if format not in FORMATS:
         raise ImportFormatError(f"format {format!r} is not known; expected one of {sorted(FORMATS)}")
     ctx = ImportContext(format, dict(field_map or {}), region, policy_version,
-                        now or datetime.now(timezone.utc), confidence)
+                        now or datetime.now(UTC), confidence)
     try:
         records = list(read_records(path))
     except FileNotFoundError as error:

@@ -17,7 +17,7 @@ import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ class ImportContext:
     field_map: Mapping[str, str] = field(default_factory=dict)
     region: str = "eu"
     policy_version: str = "imported"
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     confidence: float | None = None
 
     def field(self, key: str, default: str) -> str:
@@ -177,7 +177,7 @@ def event_time(value: Any, name: str) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = value / 1000 if value > 1e11 else value
         try:
-            return datetime.fromtimestamp(seconds, timezone.utc)
+            return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
             raise BadRecord("bad_timestamp", name, "an ISO-8601 time or a Unix time", value) from None
     try:
@@ -207,7 +207,7 @@ def envelope(ctx: ImportContext, signal_type: SignalType, key: tuple[Any, ...], 
         "signal_id": f"imp-{digest(ctx.format, signal_type.value, *key)[:24]}",
         "signal_type": signal_type.value,
         "schema_version": SCHEMA_VERSION,
-        "event_time": (when or ctx.now).astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+        "event_time": (when or ctx.now).astimezone(UTC).isoformat(timespec="milliseconds"),
         "source": source.value,
         "actor_id": actor_id,
         "item_id": item_id,
