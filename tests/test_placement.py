@@ -260,6 +260,23 @@ def test_fp16_scales_the_loss_unscales_before_clipping_and_skips_an_overflow() -
     assert engine.scaler.get_scale() == scale / 2
 
 
+def test_a_resumed_fp16_engine_keeps_its_loss_scale(tmp_path) -> None:
+    """The checkpoint holds the scaler's state: a resumed run does not start again at the initial scale."""
+    torch.manual_seed(0)
+    settings = {**OPTIMIZER, "dtype": "float16"}
+    saved = TorchEngine(torch.nn.Linear(4, 1), settings)
+    saved.step(saved.model(torch.randn(3, 4)).sum())
+    saved.step(saved.model(torch.randn(3, 4)).sum() * torch.tensor(float("inf")))  # overflow: the scale halves
+    saved.save(str(tmp_path), 0)
+    resumed = TorchEngine(torch.nn.Linear(4, 1), settings)
+    assert resumed.scaler.get_scale() == 2 * saved.scaler.get_scale()  # a fresh scaler starts at the initial scale
+    resumed.load(str(tmp_path))
+    assert resumed.scaler.state_dict() == saved.scaler.state_dict()
+    fp32 = TorchEngine(torch.nn.Linear(4, 1), OPTIMIZER)
+    fp32.load(str(tmp_path))  # an fp32 run resumed from it has no scaler to restore
+    assert fp32.scaler is None
+
+
 def test_trained_models_keep_fp32_weights_from_a_bf16_checkpoint(models: dict[str, str], tmp_path) -> None:
     """transformers ≥ 5 loads a checkpoint in its saved dtype by default; the trained roles load fp32 anyway, and a
     frozen scorer asked for float32 gets float32."""

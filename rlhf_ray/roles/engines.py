@@ -24,6 +24,7 @@ from rlhf_ray.models.placement import grad_scaler, model_device
 from rlhf_ray.rollout.weights import StateDict, cpu_state_dict
 
 OPTIMIZER_FILE = "optimizer.pt"
+GRAD_SCALER_FILE = "grad_scaler.pt"
 DEEPSPEED_TAG = "deepspeed"
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # torch's switch: every torch.load is weights-only
 GATHER_BUCKET_BYTES = 512 * 2**20  # full tensors a ZeRO-3 gather materialises at once on every rank
@@ -73,9 +74,16 @@ class TorchEngine:
     def save(self, directory: str, rank: int) -> None:
         if rank == 0:
             torch.save(self.optimizer.state_dict(), os.path.join(directory, OPTIMIZER_FILE))
+            if self.scaler is not None:
+                torch.save(self.scaler.state_dict(), os.path.join(directory, GRAD_SCALER_FILE))
 
     def load(self, directory: str) -> None:
+        """The optimizer state, and an fp16 run's loss scale and growth count: a resumed run that started again at
+        the initial scale would skip steps to overflow until the scale came down again."""
         self.optimizer.load_state_dict(torch.load(os.path.join(directory, OPTIMIZER_FILE), weights_only=True))
+        scaler_file = os.path.join(directory, GRAD_SCALER_FILE)
+        if self.scaler is not None and os.path.exists(scaler_file):
+            self.scaler.load_state_dict(torch.load(scaler_file, weights_only=True))
 
 
 def deepspeed_config(config: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
