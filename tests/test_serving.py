@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import requests
 
+from rlhf_ray.contracts import MAX_TEXT_CHARS
 from rlhf_ray.contracts.validation import validate_row
 from rlhf_ray.governance import PiiMasker, generate_key_file
 from rlhf_ray.serving.assignment import assign_variant, user_bucket
@@ -99,6 +100,22 @@ def test_bad_bodies_name_field_value_and_expectation() -> None:
         parse_model(ChatCompletionRequest, {"model": MODEL, "messages": [{"role": "bot", "content": "x"}]})
     with pytest.raises(ValueError, match=r"field 'value': got 7, expected 0 or 1"):
         parse_model(FEEDBACK_ADAPTER, {"kind": "thumbs", "response_id": "r", "value": 7})
+
+
+def test_text_content_parts_and_the_developer_role_reach_the_template_as_plain_turns() -> None:
+    """OpenAI's newer clients send content as a list of parts and the system turn as `developer`."""
+    chat = parse_model(ChatCompletionRequest, {"model": MODEL, "messages": [
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "where is"}, {"type": "text", "text": "my parcel ?"}]}]})
+    assert chat.conversation() == [{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "where is\nmy parcel ?"}]
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    for content, error in (([image], r"field 'messages\[0\].content': got .*text parts only.*part 0 is 'image_url'"),
+                           ([], r"field 'messages\[0\].content': got \[\], expected a string, or a list of 1 to"),
+                           ([{"type": "text", "text": "x" * (MAX_TEXT_CHARS // 2 + 1)}] * 2,  # each fits, not both
+                            rf"field 'messages\[0\].content': got 'x+…, expected .*at most {MAX_TEXT_CHARS}")):
+        with pytest.raises(ValueError, match=error):
+            parse_model(ChatCompletionRequest, {"model": MODEL, "messages": [{"role": "user", "content": content}]})
 
 
 def test_guardrails_judge_a_sliding_window_after_min_requests() -> None:

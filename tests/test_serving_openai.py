@@ -168,6 +168,13 @@ def test_the_openai_client_chats_and_streams_with_system_prompts_and_history(var
         assert len(entries) == 6 and all(e.logprob <= 0 for e in entries)
         assert "".join(e.token for e in entries) == choice.message.content
 
+    # newer clients' forms, the system turn as `developer` and content as text parts: the same turns reach the template
+    as_parts = [{"role": "developer" if m["role"] == "system" else m["role"],
+                 "content": [{"type": "text", "text": m["content"]}]} for m in HISTORY]
+    same = client.chat.completions.create(model=MODEL, messages=as_parts, max_tokens=6, temperature=0.0)
+    assert same.usage.prompt_tokens == completion.usage.prompt_tokens
+    assert same.choices[0].message.content == completion.choices[0].message.content
+
     # stop: the same seeded answer, cut before the stop string
     sampled = dict(model=MODEL, messages=HISTORY, max_tokens=12, temperature=1.0, seed=7)
     text = client.chat.completions.create(**sampled).choices[0].message.content

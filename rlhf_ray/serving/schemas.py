@@ -1,6 +1,7 @@
 """The HTTP API's request bodies as pydantic models, and error messages that name field, value, expectation.
 
-Chat requests follow the OpenAI chat-completions format: system, user and assistant turns, `n`, `stop`,
+Chat requests follow the OpenAI chat-completions format: system (or `developer`, its newer name), user and
+assistant turns whose content is a string or a list of text parts, `n`, `stop`,
 `max_tokens`, `temperature`, `top_p`, `seed`, `logprobs`, `stream` (+ `stream_options.include_usage`). Unknown
 fields are ignored there on purpose: OpenAI clients send optional parameters (`frequency_penalty`, ...) this
 server does not implement and that change nothing about the shape of the answer; `top_logprobs > 0`, which
@@ -24,11 +25,34 @@ Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
 
+MAX_CONTENT_PARTS = 32
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant"]
     content: Text
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_joined(cls, content: Any) -> Any:
+        """OpenAI's list form of content: its text parts join with newlines (as vLLM's OpenAI server joins them).
+        Other parts (images, audio, files) are refused: the policies read text."""
+        if not isinstance(content, list):
+            return content
+        if not 1 <= len(content) <= MAX_CONTENT_PARTS:
+            raise ValueError(f"a string, or a list of 1 to {MAX_CONTENT_PARTS} text parts")
+        for index, part in enumerate(content):
+            if not (isinstance(part, dict) and set(part) == {"type", "text"} and part["type"] == "text"
+                    and isinstance(part["text"], str)):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"text parts only, each {{'type': 'text', 'text': '...'}}; part {index} is {kind!r}")
+        return "\n".join(part["text"] for part in content)
+
+    def turn(self) -> dict[str, str]:
+        """The message as a chat template reads it; `developer` is OpenAI's newer name for the system turn."""
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.content}
 
 
 class StreamOptions(BaseModel):
@@ -68,7 +92,7 @@ class ChatCompletionRequest(BaseModel):
 
     def conversation(self) -> list[dict[str, str]]:
         """The whole conversation (system, user and assistant turns), for the policy's chat template."""
-        return [message.model_dump() for message in self.messages]
+        return [message.turn() for message in self.messages]
 
     def stop_strings(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
