@@ -35,7 +35,7 @@ byo: $(STAMP)
 
 # Two phases. The unit tests (no Ray) spread over the cores with pytest-xdist. The Ray tests then run in one
 # process: they share one local Ray cluster, one Serve and the trained fixtures, which a second worker would build
-# again. Both phases always run; the target fails if either did (pytest's 5, "nothing selected", is no failure).
+# again. Both phases always run; the target fails if either did (pytest's 5, "nothing selected", only if both did).
 # Select with TEST_MARK (a marker expression, e.g. "not slow"): a `-m` in PYTEST_ARGS would replace the phases' own.
 UNIT_WORKERS ?= auto
 TEST_MARK ?=
