@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+from jobs.training import TRAIN_POLL_ENV
 
 
 def _noop_loop(config: dict[str, Any]) -> None:
@@ -58,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as storage:
         timed_fit(args.workers, storage)  # warm-up: Ray's first worker processes and imports
         for poll in args.polls.split(","):
-            os.environ[POLL_ENV] = poll  # Ray Train hands it from the driver to its controller at each fit
+            os.environ[TRAIN_POLL_ENV] = poll  # Ray Train hands it from the driver to its controller at each fit
             fits = [timed_fit(args.workers, storage) for _ in range(args.fits)]
             results.append({"poll_s": float(poll), "fits": fits,
                             "mean_fit_s": round(statistics.mean(f["fit_s"] for f in fits), 2)})

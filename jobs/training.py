@@ -22,6 +22,7 @@ from rlhf_ray.training.checkpoint import MODEL_DIR
 # Ray Train's controller polls its workers every 2 s by default, so each stage waits up to a poll more to start
 # and to finish: 16.2 s against 13.0 s at 0.5 s for a no-op 2-worker fit here (`benchmarks/train_overhead.py`).
 # Ray Train hands the variable from the driver to its controller; a user's own setting wins.
+TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 TRAIN_POLL_SECONDS = "0.5"
 
 
@@ -39,7 +40,7 @@ def fit(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], dat
     from ray.train.torch import TorchTrainer
 
     ensure_ray(config.ray)
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_SECONDS)
+    os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_SECONDS)
     options = getattr(config, "model", None)
     lora = options.lora.model_dump() if isinstance(options, ModelOptions) and options.lora else None
     trainer = TorchTrainer(

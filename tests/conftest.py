@@ -13,15 +13,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
-# The fixtures that start (or need) the shared local Ray cluster: a test using any of them runs in the Ray phase.
-RAY_FIXTURES = {"ray_cluster", "serve_session"}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `ray` every test that reaches the shared cluster through its fixtures, so that `-m "not ray"` (the
-    unit phase of `make test`, run under pytest-xdist) never starts a Ray of its own in a worker."""
+    """Mark `ray` every test that reaches the shared cluster through its fixtures (`fixturenames` holds them all,
+    those of its fixtures included), so that `-m "not ray"` (the unit phase of `make test`, run under
+    pytest-xdist) never starts a Ray of its own in a worker."""
     for item in items:
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
 
 
